@@ -1,0 +1,1 @@
+"""Everything that speaks SQL: migrations, partitions and the queries, behind named functions."""

@@ -1,0 +1,32 @@
+"""Opening connections and pools with the codecs and session state the queries rely on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from db.readings import prepare_connection
+
+
+async def _init(conn: asyncpg.Connection[Any]) -> None:
+    await prepare_connection(conn)
+
+
+@asynccontextmanager
+async def open_pool(
+    *, dsn: str, min_size: int = 1, max_size: int = 4, application_name: str = "robosense"
+) -> AsyncIterator[asyncpg.Pool[Any]]:
+    pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init,
+        server_settings={"application_name": application_name},
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

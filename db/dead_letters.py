@@ -1,0 +1,33 @@
+"""The dead-letter table: every refused message or reading, with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from telemetry.payload import Rejection
+
+_COLUMNS = ("received_at", "topic", "reason", "detail", "payload", "payload_size")
+
+
+async def store_dead_letters(conn: asyncpg.Connection[Any], rejections: Sequence[Rejection]) -> None:
+    if rejections:
+        await conn.copy_records_to_table(
+            "dead_letters",
+            records=[(r.received_at, r.topic, str(r.reason), r.detail, r.payload, r.payload_size) for r in rejections],
+            columns=_COLUMNS,
+        )
+
+
+async def count_dead_letters_by_reason(
+    conn: asyncpg.Connection[Any], *, since: datetime | None = None
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT reason, count(*)::int AS n FROM dead_letters "
+        "WHERE $1::timestamptz IS NULL OR received_at >= $1 GROUP BY reason",
+        since,
+    )
+    return {r["reason"]: r["n"] for r in rows}

@@ -1,0 +1,38 @@
+"""The counter journal: Redis counter updates, committed with the rows they count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+
+async def add_journal_entry(conn: asyncpg.Connection[Any], entry: str) -> int:
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO counter_journal (entry) VALUES ($1::jsonb) RETURNING id", entry
+    )
+    return entry_id
+
+
+async def delete_journal_entries(conn: asyncpg.Connection[Any], ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM counter_journal WHERE id = ANY($1::bigint[])", list(ids))
+
+
+async def pending_journal_entries(
+    conn: asyncpg.Connection[Any], *, older_than_s: float = 0.0, limit: int = 1000
+) -> list[tuple[int, str]]:
+    rows = await conn.fetch(
+        "SELECT id, entry::text AS entry FROM counter_journal "
+        "WHERE created_at <= now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
+        older_than_s,
+        limit,
+    )
+    return [(r["id"], r["entry"]) for r in rows]
+
+
+async def take_all_journal_entries(conn: asyncpg.Connection[Any]) -> list[int]:
+    """Deletes every pending entry (a rebuild from the tables supersedes them)."""
+    rows = await conn.fetch("DELETE FROM counter_journal RETURNING id")
+    return [r["id"] for r in rows]

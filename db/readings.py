@@ -1,0 +1,110 @@
+"""Writing readings: COPY into a per-connection staging table, then an idempotent merge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from telemetry.payload import Reading
+
+_STAGING_COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
+
+# ON COMMIT DELETE ROWS empties it at every commit or rollback: no cleanup, and it never grows.
+_CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_readings (
+    robot_id text, sensor_type text, ts timestamptz, received_at timestamptz, seq bigint, data jsonb
+) ON COMMIT DELETE ROWS
+"""
+
+_REGISTER_UNKNOWN = """
+INSERT INTO robots (id) SELECT DISTINCT robot_id FROM staging_readings ON CONFLICT DO NOTHING
+"""
+
+_UNKNOWN_ROBOTS = """
+SELECT DISTINCT s.robot_id FROM staging_readings s
+WHERE NOT EXISTS (SELECT 1 FROM robots r WHERE r.id = s.robot_id)
+"""
+
+# The merge returns one row per (robot, sensor type, minute) of what it really inserted, so the
+# counters never count a duplicate.
+_MERGE = """
+WITH inserted AS (
+    INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
+    SELECT s.robot_id, s.sensor_type, s.ts, s.received_at, s.seq, s.data
+    FROM staging_readings s
+    WHERE EXISTS (SELECT 1 FROM robots r WHERE r.id = s.robot_id)
+    ON CONFLICT DO NOTHING
+    RETURNING robot_id, sensor_type, ts, seq
+)
+SELECT robot_id, sensor_type,
+       (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
+       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
+       max(ts) AS latest_ts
+FROM inserted GROUP BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedGroup:
+    """What one merge inserted for one robot, sensor type and minute of reading time."""
+
+    robot_id: str
+    sensor_type: str
+    minute: int
+    count: int
+    seq_count: int
+    seq_min: int | None
+    seq_max: int | None
+    latest_ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    groups: list[InsertedGroup]
+    unknown_robots: frozenset[str]
+
+    @property
+    def inserted(self) -> int:
+        return sum(g.count for g in self.groups)
+
+
+async def prepare_connection(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute(_CREATE_STAGING)
+
+
+async def merge_readings(
+    conn: asyncpg.Connection[Any], readings: Sequence[Reading], *, register_unknown: bool
+) -> MergeResult:
+    """Inserts readings not stored yet, from registered robots (or registering them).
+
+    Must run inside a transaction: the staging rows live until its end.
+    """
+    if not readings:
+        return MergeResult([], frozenset())
+    await conn.copy_records_to_table(
+        "staging_readings", records=readings, columns=_STAGING_COLUMNS
+    )
+    if register_unknown:
+        await conn.execute(_REGISTER_UNKNOWN)
+        unknown: frozenset[str] = frozenset()
+    else:
+        unknown = frozenset(r["robot_id"] for r in await conn.fetch(_UNKNOWN_ROBOTS))
+    rows = await conn.fetch(_MERGE)
+    groups = [
+        InsertedGroup(
+            r["robot_id"],
+            r["sensor_type"],
+            r["minute"],
+            r["n"],
+            r["seq_n"],
+            r["seq_min"],
+            r["seq_max"],
+            r["latest_ts"],
+        )
+        for r in rows
+    ]
+    return MergeResult(groups, unknown)

@@ -1,0 +1,66 @@
+"""Aggregates recomputed from the tables: for rebuilding the Redis counters and checking them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from db.readings import InsertedGroup
+
+
+async def count_readings_by_minute(
+    conn: asyncpg.Connection[Any], *, since: datetime
+) -> list[InsertedGroup]:
+    rows = await conn.fetch(
+        """SELECT robot_id, sensor_type,
+                  (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
+                  count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min,
+                  max(seq) AS seq_max, max(ts) AS latest_ts
+           FROM sensor_readings WHERE ts >= $1 GROUP BY 1, 2, 3""",
+        since,
+    )
+    return [
+        InsertedGroup(
+            r["robot_id"], r["sensor_type"], r["minute"], r["n"], r["seq_n"], r["seq_min"],
+            r["seq_max"], r["latest_ts"],
+        )
+        for r in rows
+    ]
+
+
+async def latest_reading_rows(
+    conn: asyncpg.Connection[Any], *, since: datetime
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT DISTINCT ON (robot_id, sensor_type)
+                  robot_id, sensor_type, ts, received_at, seq, data::text AS data
+           FROM sensor_readings WHERE ts >= $1
+           ORDER BY robot_id, sensor_type, ts DESC""",
+        since,
+    )
+
+
+async def count_readings(
+    conn: asyncpg.Connection[Any], *, since: datetime | None = None, until: datetime | None = None
+) -> int:
+    n: int = await conn.fetchval(
+        """SELECT count(*) FROM sensor_readings
+           WHERE ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2)""",
+        since,
+        until,
+    )
+    return n
+
+
+async def count_dead_letters_by_minute(
+    conn: asyncpg.Connection[Any], *, since: datetime
+) -> list[tuple[int, str, int]]:
+    rows = await conn.fetch(
+        """SELECT (extract(epoch FROM date_trunc('minute', received_at)))::bigint AS minute,
+                  reason, count(*)::int AS n
+           FROM dead_letters WHERE received_at >= $1 GROUP BY 1, 2""",
+        since,
+    )
+    return [(r["minute"], r["reason"], r["n"]) for r in rows]

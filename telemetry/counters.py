@@ -1,0 +1,171 @@
+"""Live counters in Redis: per-minute counts, latest readings, last-seen, seq gaps, statuses.
+
+Layout, under a configurable prefix (default `rs:`); minutes are epoch seconds of the minute's start
+in the reading's own time (so a window's count equals COUNT(*) over `ts` in that window):
+  m:{minute}:t   hash   `*` -> all readings, `{sensor_type}` -> readings of that type
+  m:{minute}:r   zset   robot_id -> readings (top-N robots is a ZUNION over the window)
+  m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
+  m:{minute}:x   hash   reason -> rejected (minute of receipt)
+  latest:{robot} hash   `{sensor_type}` -> JSON of the newest reading, `{sensor_type}:ts` -> its ms
+  seq:{robot}/{sensor_type} hash  n, min, max of inserted seqs: gaps = max - min + 1 - n
+  last_seen      zset   robot_id -> ms of the last reading received
+  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms}
+  journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
+
+Every update of one batch runs in one Lua script, so a batch is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+# cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
+# the epoch (13 digits) survive, microseconds would not.
+_APPLY_LUA = """
+local p = ARGV[1]
+if not redis.call('SET', p .. 'journal:' .. ARGV[2], '1', 'NX', 'EX', ARGV[4]) then
+  return 0
+end
+local e = cjson.decode(ARGV[3])
+local ttl = ARGV[4]
+local touched = {}
+for _, g in ipairs(e.g or {}) do
+  local robot, sensor, minute, n = g[1], g[2], g[3], g[4]
+  local mk = p .. 'm:' .. string.format('%d', minute)
+  redis.call('HINCRBY', mk .. ':t', '*', n)
+  redis.call('HINCRBY', mk .. ':t', sensor, n)
+  redis.call('ZINCRBY', mk .. ':r', n, robot)
+  redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
+  touched[mk] = true
+  local sn = g[5]
+  if sn > 0 then
+    local sk = p .. 'seq:' .. robot .. '/' .. sensor
+    redis.call('HINCRBY', sk, 'n', sn)
+    local cur = redis.call('HMGET', sk, 'min', 'max')
+    if (not cur[1]) or tonumber(cur[1]) > g[6] then
+      redis.call('HSET', sk, 'min', string.format('%d', g[6]))
+    end
+    if (not cur[2]) or tonumber(cur[2]) < g[7] then
+      redis.call('HSET', sk, 'max', string.format('%d', g[7]))
+    end
+  end
+end
+for _, x in ipairs(e.x or {}) do
+  local mk = p .. 'm:' .. string.format('%d', x[1])
+  redis.call('HINCRBY', mk .. ':x', x[2], x[3])
+  touched[mk] = true
+end
+for mk, _ in pairs(touched) do
+  redis.call('EXPIRE', mk .. ':t', ttl)
+  redis.call('EXPIRE', mk .. ':r', ttl)
+  redis.call('EXPIRE', mk .. ':rs', ttl)
+  redis.call('EXPIRE', mk .. ':x', ttl)
+end
+for _, l in ipairs(e.l or {}) do
+  local lk = p .. 'latest:' .. l[1]
+  local cur = redis.call('HGET', lk, l[2] .. ':ts')
+  if (not cur) or tonumber(cur) < l[3] then
+    redis.call('HSET', lk, l[2], l[4], l[2] .. ':ts', string.format('%d', l[3]))
+  end
+end
+for _, s in ipairs(e.s or {}) do
+  redis.call('ZADD', p .. 'last_seen', 'GT', string.format('%d', s[2]), s[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SeqStats:
+    count: int
+    first: int
+    last: int
+
+    @property
+    def gaps(self) -> int:
+        return self.last - self.first + 1 - self.count
+
+
+class Counters:
+    """The Redis side of the pipeline. Takes a connected client; does not own it."""
+
+    def __init__(self, *, redis: Redis, prefix: str = "rs:", ttl_s: int = 26 * 3600) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._apply = redis.register_script(_APPLY_LUA)
+
+    async def apply(self, entry_id: int | str, entry: str) -> bool:
+        """Applies a journal entry once; False when it had been applied already."""
+        applied = await self._apply(args=[self.prefix, str(entry_id), entry, self.ttl_s])
+        return bool(applied)
+
+    async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
+        mapping = {
+            robot: orjson.dumps({"status": status, "at": at_ms}) for robot, status, at_ms in statuses
+        }
+        if mapping:
+            await self.redis.hset(f"{self.prefix}status", mapping=mapping)  # type: ignore[misc]
+
+    async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not robot_ids:
+            return {}
+        values = await self.redis.hmget(f"{self.prefix}status", list(robot_ids))  # type: ignore[misc]
+        return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
+
+    async def clear(self) -> int:
+        """Deletes every key under the prefix (before a rebuild)."""
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match=f"{self.prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await self.redis.unlink(*batch)
+        return deleted
+
+    async def mark_applied(self, entry_ids: Iterable[int]) -> None:
+        """Marks journal entries as applied without applying them (a rebuild counted them)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.set(f"{self.prefix}journal:{entry_id}", "1", ex=self.ttl_s)
+            await pipe.execute()
+
+    async def minute_totals(self, minutes: Sequence[int]) -> list[dict[str, int]]:
+        """For each minute, `*` and each sensor type's count."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hgetall(f"{self.prefix}m:{minute}:t")
+            results = await pipe.execute()
+        return [{k.decode(): int(v) for k, v in r.items()} for r in results]
+
+    async def minute_rejections(self, minutes: Sequence[int]) -> list[dict[str, int]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hgetall(f"{self.prefix}m:{minute}:x")
+            results = await pipe.execute()
+        return [{k.decode(): int(v) for k, v in r.items()} for r in results]
+
+    async def latest(self, robot_id: str) -> dict[str, dict[str, Any]]:
+        """The newest reading of each sensor type of one robot."""
+        raw = await self.redis.hgetall(f"{self.prefix}latest:{robot_id}")  # type: ignore[misc]
+        return {k.decode(): orjson.loads(v) for k, v in raw.items() if not k.endswith(b":ts")}
+
+    async def last_seen_ms(self, robot_ids: Sequence[str]) -> dict[str, int]:
+        if not robot_ids:
+            return {}
+        scores = await self.redis.zmscore(f"{self.prefix}last_seen", list(robot_ids))
+        return {r: int(s) for r, s in zip(robot_ids, scores, strict=True) if s is not None}
+
+    async def seq_stats(self, robot_id: str, sensor_type: str) -> SeqStats | None:
+        raw = await self.redis.hgetall(f"{self.prefix}seq:{robot_id}/{sensor_type}")  # type: ignore[misc]
+        if not raw:
+            return None
+        return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))

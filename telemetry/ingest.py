@@ -1,0 +1,198 @@
+"""The one write path for readings, shared by the MQTT bridge and HTTP ingest.
+
+A batch is committed in one transaction: new readings (duplicates skipped), dead letters, and a
+journal entry describing the counter updates. The counters are applied to Redis after the
+commit; if Redis is down the journal keeps them until `replay_journal` applies them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.exceptions import RedisError
+
+from db.dead_letters import store_dead_letters
+from db.journal import (
+    add_journal_entry,
+    delete_journal_entries,
+    pending_journal_entries,
+)
+from db.readings import MergeResult, merge_readings
+from telemetry.counters import Counters
+from telemetry.errors import RejectReason
+from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
+from telemetry.topics import sensor_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    received: int
+    inserted: int
+    unknown_robots: frozenset[str]
+    rejected: Counter[str] = field(default_factory=Counter)
+    counters_applied: bool = True
+
+    @property
+    def duplicates(self) -> int:
+        unknown = self.rejected.get(RejectReason.UNKNOWN_ROBOT, 0)
+        return self.received - self.inserted - unknown
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _minute(dt: datetime) -> int:
+    return int(dt.timestamp()) // 60 * 60
+
+
+def _latest_doc(r: Reading) -> str:
+    return (
+        f'{{"ts":"{r.ts.isoformat()}","received_at":"{r.received_at.isoformat()}",'
+        f'"seq":{"null" if r.seq is None else r.seq},"data":{r.data}}}'
+    )
+
+
+def build_journal_entry(
+    merge: MergeResult, readings: Sequence[Reading], rejections: Sequence[Rejection]
+) -> str:
+    """The counter updates a committed batch implies, as the JSON the Lua script applies."""
+    newest: dict[tuple[str, str], Reading] = {}
+    last_seen: dict[str, datetime] = {}
+    for r in readings:
+        if r.robot_id in merge.unknown_robots:
+            continue
+        key = (r.robot_id, r.sensor_type)
+        best = newest.get(key)
+        if best is None or r.ts > best.ts:
+            newest[key] = r
+        seen = last_seen.get(r.robot_id)
+        if seen is None or r.received_at > seen:
+            last_seen[r.robot_id] = r.received_at
+    inserted_pairs = {(g.robot_id, g.sensor_type) for g in merge.groups}
+    rejected: Counter[tuple[int, str]] = Counter(
+        (_minute(x.received_at), str(x.reason)) for x in rejections
+    )
+    entry: dict[str, Any] = {
+        "g": [
+            [g.robot_id, g.sensor_type, g.minute, g.count, g.seq_count, g.seq_min or 0, g.seq_max or 0]
+            for g in merge.groups
+        ],
+        "x": [[minute, reason, n] for (minute, reason), n in rejected.items()],
+        "l": [
+            [robot, sensor, _ms(r.ts), _latest_doc(r)]
+            for (robot, sensor), r in newest.items()
+            if (robot, sensor) in inserted_pairs
+        ],
+        "s": [[robot, _ms(at)] for robot, at in last_seen.items()],
+    }
+    return orjson.dumps(entry).decode()
+
+
+def unknown_robot_rejections(
+    readings: Sequence[Reading], unknown: frozenset[str]
+) -> list[Rejection]:
+    out = []
+    for r in readings:
+        if r.robot_id in unknown:
+            raw = (
+                f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},'
+                f'"data":{r.data}}}'
+            ).encode()
+            out.append(
+                Rejection(
+                    r.received_at,
+                    sensor_topic(r.robot_id, r.sensor_type),
+                    RejectReason.UNKNOWN_ROBOT,
+                    f"robot {r.robot_id!r} is not registered",
+                    raw[:DEAD_LETTER_PAYLOAD_CAP],
+                    len(raw),
+                )
+            )
+    return out
+
+
+class IngestWriter:
+    """Commits batches. One writer per process; concurrent `write` calls are safe."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool[Any],
+        counters: Counters,
+        register_unknown_robots: bool = False,
+        store_rejections: bool = True,
+    ) -> None:
+        self.pool = pool
+        self.counters = counters
+        self.register_unknown_robots = register_unknown_robots
+        self.store_rejections = store_rejections
+        self._applied: list[int] = []
+
+    async def write(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = ()
+    ) -> WriteResult:
+        """Commits readings (skipping ones already stored) and dead letters; then the counters.
+
+        Raises asyncpg/OS errors when PostgreSQL fails: nothing was committed then, and the
+        caller must not acknowledge the batch.
+        """
+        applied_before = self._applied
+        self._applied = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                merge = await merge_readings(
+                    conn, readings, register_unknown=self.register_unknown_robots
+                )
+                all_rejections = [
+                    *rejections,
+                    *unknown_robot_rejections(readings, merge.unknown_robots),
+                ]
+                if self.store_rejections:
+                    await store_dead_letters(conn, all_rejections)
+                entry = build_journal_entry(merge, readings, all_rejections)
+                entry_id = await add_journal_entry(conn, entry)
+                await delete_journal_entries(conn, applied_before)
+        except BaseException:
+            self._applied = applied_before + self._applied
+            raise
+        counters_applied = await self._apply_counters(entry_id, entry)
+        return WriteResult(
+            received=len(readings),
+            inserted=merge.inserted,
+            unknown_robots=merge.unknown_robots,
+            rejected=Counter(str(x.reason) for x in all_rejections),
+            counters_applied=counters_applied,
+        )
+
+    async def _apply_counters(self, entry_id: int, entry: str) -> bool:
+        try:
+            await self.counters.apply(entry_id, entry)
+        except (RedisError, OSError) as exc:
+            # The journal entry stays; replay_journal applies it once Redis is back.
+            log.warning("counter update deferred", extra={"entry": entry_id, "error": str(exc)})
+            return False
+        self._applied.append(entry_id)
+        return True
+
+    async def replay_journal(self, *, older_than_s: float = 0.0) -> int:
+        """Applies journal entries that were committed but not applied; returns how many."""
+        replayed = 0
+        while True:
+            async with self.pool.acquire() as conn:
+                entries = await pending_journal_entries(conn, older_than_s=older_than_s)
+                for entry_id, entry in entries:
+                    await self.counters.apply(entry_id, entry)
+                await delete_journal_entries(conn, [entry_id for entry_id, _ in entries])
+            replayed += len(entries)
+            if len(entries) < 1000:
+                return replayed

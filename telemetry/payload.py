@@ -1,0 +1,219 @@
+"""Decoding and validating a message's payload into readings, or reasons to refuse them.
+
+One message may carry one reading or a batch. A batch is all-or-nothing only in the happy path:
+when any reading in it is bad, each reading is decoded on its own so that good ones still land
+and each bad one is refused with its own reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
+
+from telemetry.errors import ContractError, RejectReason
+from telemetry.sensors import SENSOR_SCHEMAS
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 1000
+DEAD_LETTER_PAYLOAD_CAP = 4096
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Epoch milliseconds outside these bounds are certainly not a real clock (1970 .. 2200).
+_MIN_EPOCH_MS = 0
+_MAX_EPOCH_MS = 7_258_118_400_000
+
+Timestamp = int | Annotated[datetime, msgspec.Meta(tz=True)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+# msgspec words a failed bound as "Expected `float` <= 100.0"; that is our out_of_range.
+_RANGE_ERROR = re.compile(r"^(Number out of range|Expected `\w+` [<>]=? )")
+
+
+class Reading(NamedTuple):
+    """One validated reading, its fields in the order of the COPY into staging."""
+
+    robot_id: str
+    sensor_type: str
+    ts: datetime
+    received_at: datetime
+    seq: int | None
+    data: str
+
+
+class Rejection(NamedTuple):
+    received_at: datetime
+    topic: str
+    reason: RejectReason
+    detail: str
+    payload: bytes
+    payload_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """How far a reading's own clock may be from ours and still be accepted."""
+
+    max_future: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=7)
+
+
+@dataclass(slots=True)
+class Decoded:
+    readings: list[Reading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def _reading_type(data_type: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        f"{data_type.__name__}Reading",
+        [("ts", Timestamp), ("data", data_type), ("seq", Seq | None, None)],
+        forbid_unknown_fields=True,
+    )
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """The outer shape, read without validating readings, to isolate bad ones in a batch."""
+
+    readings: list[msgspec.Raw] | None = None
+
+
+_READING_TYPES = {name: _reading_type(schema) for name, schema in SENSOR_SCHEMAS.items()}
+_READING_DECODERS = {name: msgspec.json.Decoder(t) for name, t in _READING_TYPES.items()}
+_BATCH_DECODERS = {
+    name: msgspec.json.Decoder(
+        msgspec.defstruct(
+            f"{t.__name__}Batch",
+            [
+                (
+                    "readings",
+                    Annotated[list[t], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)],  # type: ignore[valid-type]
+                )
+            ],
+            forbid_unknown_fields=True,
+        )
+    )
+    for name, t in _READING_TYPES.items()
+}
+_ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _classify(exc: msgspec.ValidationError) -> RejectReason:
+    message = str(exc)
+    return RejectReason.OUT_OF_RANGE if _RANGE_ERROR.match(message) else RejectReason.INVALID_SCHEMA
+
+
+def to_datetime(ts: int | datetime) -> datetime:
+    if isinstance(ts, datetime):
+        return ts
+    if not _MIN_EPOCH_MS <= ts <= _MAX_EPOCH_MS:
+        raise ContractError(RejectReason.OUT_OF_RANGE, f"epoch milliseconds out of range: {ts}")
+    return EPOCH + timedelta(milliseconds=ts)
+
+
+def check_time(ts: datetime, *, now: datetime, window: TimeWindow) -> None:
+    if ts > now + window.max_future:
+        raise ContractError(
+            RejectReason.TS_IN_FUTURE,
+            f"ts {ts.isoformat()} is more than {window.max_future} ahead of the pipeline's clock",
+        )
+    if ts < now - window.max_age:
+        raise ContractError(
+            RejectReason.TS_TOO_OLD, f"ts {ts.isoformat()} is older than {window.max_age}"
+        )
+
+
+class PayloadDecoder:
+    """Turns (topic fields, payload) into readings and rejections. Stateless but for its limits."""
+
+    def __init__(self, *, window: TimeWindow) -> None:
+        self.window = window
+
+    def decode(
+        self,
+        *,
+        robot_id: str,
+        sensor_type: str,
+        topic: str,
+        payload: bytes,
+        received_at: datetime,
+        into: Decoded,
+    ) -> None:
+        """Append to `into` every reading the payload holds, or why it was refused."""
+
+        def reject(reason: RejectReason, detail: str, raw: bytes = payload) -> None:
+            into.rejections.append(
+                Rejection(received_at, topic, reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw))
+            )
+
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            reject(RejectReason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+            return
+        is_batch = b'"readings"' in payload
+        try:
+            if is_batch:
+                items: list[Any] = _BATCH_DECODERS[sensor_type].decode(payload).readings  # type: ignore[attr-defined]
+            else:
+                items = [_READING_DECODERS[sensor_type].decode(payload)]
+        except msgspec.ValidationError as exc:
+            if not is_batch:
+                reject(_classify(exc), str(exc))
+                return
+            items = self._decode_batch_one_by_one(sensor_type, payload, reject, exc)
+        except msgspec.DecodeError as exc:
+            reject(RejectReason.INVALID_JSON, str(exc))
+            return
+        for item in items:
+            self._accept(item, robot_id, sensor_type, received_at, reject, into)
+
+    def _decode_batch_one_by_one(
+        self,
+        sensor_type: str,
+        payload: bytes,
+        reject: Any,
+        batch_error: msgspec.ValidationError,
+    ) -> list[Any]:
+        try:
+            raws = _ENVELOPE_DECODER.decode(payload).readings
+        except msgspec.ValidationError:
+            reject(_classify(batch_error), str(batch_error))
+            return []
+        if not raws:
+            reject(RejectReason.INVALID_SCHEMA, "readings must be a non-empty list")
+            return []
+        if len(raws) > MAX_READINGS_PER_MESSAGE:
+            reject(
+                RejectReason.TOO_MANY_READINGS,
+                f"{len(raws)} readings > {MAX_READINGS_PER_MESSAGE} in one message",
+            )
+            return []
+        decoder = _READING_DECODERS[sensor_type]
+        items = []
+        for index, raw in enumerate(raws):
+            try:
+                items.append(decoder.decode(raw))
+            except msgspec.ValidationError as exc:
+                reject(_classify(exc), f"readings[{index}]: {exc}", bytes(raw))
+        return items
+
+    def _accept(
+        self,
+        item: Any,
+        robot_id: str,
+        sensor_type: str,
+        received_at: datetime,
+        reject: Any,
+        into: Decoded,
+    ) -> None:
+        try:
+            ts = to_datetime(item.ts)
+            check_time(ts, now=received_at, window=self.window)
+        except ContractError as exc:
+            reject(exc.reason, exc.detail, _ENCODER.encode(item))
+            return
+        data = _ENCODER.encode(item.data).decode()
+        into.readings.append(Reading(robot_id, sensor_type, ts, received_at, item.seq, data))

@@ -1,0 +1,62 @@
+"""MQTT topic names: the only place that knows their shape."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from telemetry.errors import ContractError, RejectReason
+from telemetry.sensors import SENSOR_TYPES
+
+ROBOT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ROBOT_ID = re.compile(ROBOT_ID_PATTERN)
+
+READINGS_FILTER = "robots/+/sensors/+"
+STATUS_FILTER = "robots/+/status"
+
+
+@dataclass(frozen=True, slots=True)
+class SensorTopic:
+    robot_id: str
+    sensor_type: str
+
+
+def is_valid_robot_id(robot_id: str) -> bool:
+    return _ROBOT_ID.fullmatch(robot_id) is not None
+
+
+def sensor_topic(robot_id: str, sensor_type: str) -> str:
+    return f"robots/{robot_id}/sensors/{sensor_type}"
+
+
+def status_topic(robot_id: str) -> str:
+    return f"robots/{robot_id}/status"
+
+
+def shared_readings_filter(group: str) -> str:
+    return f"$share/{group}/{READINGS_FILTER}"
+
+
+def parse_sensor_topic(topic: str) -> SensorTopic:
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "robots" or parts[2] != "sensors":
+        raise ContractError(RejectReason.BAD_TOPIC, f"expected robots/<id>/sensors/<type>: {topic!r}")
+    robot_id, sensor_type = parts[1], parts[3]
+    if not is_valid_robot_id(robot_id):
+        raise ContractError(
+            RejectReason.BAD_TOPIC, f"robot id must be 1-64 of [A-Za-z0-9_-]: {robot_id!r}"
+        )
+    if sensor_type not in SENSOR_TYPES:
+        hint = " (sensor types are lower case on MQTT)" if sensor_type.lower() in SENSOR_TYPES else ""
+        raise ContractError(
+            RejectReason.UNKNOWN_SENSOR_TYPE, f"unknown sensor type {sensor_type!r}{hint}"
+        )
+    return SensorTopic(robot_id, sensor_type)
+
+
+def parse_status_topic(topic: str) -> str | None:
+    """The robot id of a status topic, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "robots" and parts[2] == "status":
+        return parts[1] if is_valid_robot_id(parts[1]) else None
+    return None
