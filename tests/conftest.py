@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from db.connect import open_pool
+from db.migrate import apply_migrations, create_database_if_missing
+from db.partitions import maintain_partitions
+from telemetry.counters import Counters
+from tests.support.services import POSTGRES_URL, REDIS_URL, Mosquitto
+
+_TABLES = "robots, sensor_readings, dead_letters, counter_journal"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of this test session's own, migrated, dropped at the end."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    name = f"rs_test_{uuid.uuid4().hex[:10]}"
+    dsn = f"{POSTGRES_URL}/{name}"
+
+    async def setup() -> None:
+        await create_database_if_missing(dsn=dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply_migrations(conn)
+            await maintain_partitions(
+                conn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
+            )
+        finally:
+            await conn.close()
+
+    async def teardown() -> None:
+        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    yield dsn
+    asyncio.run(teardown())
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    return f"rstest-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    async with open_pool(dsn=database_url, max_size=4) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def counters(redis: Redis, redis_prefix: str) -> AsyncIterator[Counters]:
+    c = Counters(redis=redis, prefix=redis_prefix)
+    await c.clear()
+    yield c
+    await c.clear()
+
+
+@pytest.fixture
+async def clean_db(pool: asyncpg.Pool[Any]) -> asyncpg.Pool[Any]:
+    """The session's database, emptied before the test."""
+    await pool.execute(f"TRUNCATE {_TABLES}")
+    return pool
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private broker running our mosquitto.conf on a free port, for one test."""
+    with Mosquitto(workdir=tmp_path / "mosquitto") as broker:
+        yield broker

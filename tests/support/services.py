@@ -1,0 +1,99 @@
+"""Real services for tests: a private Mosquitto with our mosquitto.conf, a private database.
+
+Tests never share state with each other's runs: each session gets its own database, its own
+Redis key prefix and its own broker on a free port, so several test runs can share a machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def render_mosquitto_conf(*, port: int, data_dir: Path, source: Path = ROOT / "mosquitto.conf") -> str:
+    """Our mosquitto.conf with only the listener and the persistence location replaced."""
+    lines = []
+    for line in source.read_text().splitlines():
+        if line.startswith("listener "):
+            line = f"listener {port} 127.0.0.1"
+        elif line.startswith("persistence_location "):
+            line = f"persistence_location {data_dir}/"
+        lines.append(line)
+    # As root, Mosquitto would drop to the `mosquitto` user, who cannot write our data dir.
+    lines.append(f"user {os.environ.get('USER') or 'root'}" if os.geteuid() == 0 else "")
+    return "\n".join(lines) + "\n"
+
+
+class Mosquitto:
+    """A broker process with our config; can be stopped, killed and started again."""
+
+    def __init__(self, *, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(render_mosquitto_conf(port=self.port, data_dir=self.data_dir))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=log, stderr=log)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """A clean stop: the broker writes its persistence file."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
