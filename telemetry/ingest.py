@@ -98,27 +98,30 @@ def build_journal_entry(
     return orjson.dumps(entry).decode()
 
 
+def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
+    """A refusal of a reading that passed validation, with the reading as its payload."""
+    raw = (
+        f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},'
+        f'"data":{r.data}}}'
+    ).encode()
+    return Rejection(
+        r.received_at,
+        sensor_topic(r.robot_id, r.sensor_type),
+        reason,
+        detail,
+        raw[:DEAD_LETTER_PAYLOAD_CAP],
+        len(raw),
+    )
+
+
 def unknown_robot_rejections(
     readings: Sequence[Reading], unknown: frozenset[str]
 ) -> list[Rejection]:
-    out = []
-    for r in readings:
-        if r.robot_id in unknown:
-            raw = (
-                f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},'
-                f'"data":{r.data}}}'
-            ).encode()
-            out.append(
-                Rejection(
-                    r.received_at,
-                    sensor_topic(r.robot_id, r.sensor_type),
-                    RejectReason.UNKNOWN_ROBOT,
-                    f"robot {r.robot_id!r} is not registered",
-                    raw[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(raw),
-                )
-            )
-    return out
+    return [
+        reading_rejection(r, RejectReason.UNKNOWN_ROBOT, f"robot {r.robot_id!r} is not registered")
+        for r in readings
+        if r.robot_id in unknown
+    ]
 
 
 class IngestWriter:

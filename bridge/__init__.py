@@ -1,0 +1,1 @@
+"""The MQTT → PostgreSQL bridge (`python -m bridge`)."""

@@ -1,0 +1,30 @@
+"""`python -m bridge` runs the bridge; `python -m bridge rebuild-counters` rebuilds Redis."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvloop
+
+from bridge.app import rebuild, run
+from bridge.settings import BridgeSettings
+from telemetry.logs import configure_logging
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge", description="MQTT -> PostgreSQL bridge. Settings: environment."
+    )
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "rebuild-counters"])
+    args = parser.parse_args()
+    settings = BridgeSettings()
+    configure_logging(level=settings.log_level, process="bridge")
+    if args.command == "rebuild-counters":
+        groups = uvloop.run(rebuild(settings))
+        print(f"rebuilt counters from {groups} (robot, sensor type, minute) groups")
+    else:
+        uvloop.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

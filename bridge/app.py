@@ -1,0 +1,160 @@
+"""Wiring: opens every resource in one place and runs the loops under one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bridge.batcher import BatchBuilder
+from bridge.inbox import Inbox
+from bridge.mqtt import MqttSubscriber
+from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline
+from bridge.settings import BridgeSettings, UnknownRobotPolicy
+from db.connect import open_pool
+from db.partitions import maintain_partitions
+from telemetry.counters import Counters
+from telemetry.ingest import IngestWriter
+from telemetry.payload import PayloadDecoder
+from telemetry.rebuild import counters_present, rebuild_counters
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_pool_with_retry(
+    settings: BridgeSettings, *, timeout_s: float = 60.0
+) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """PostgreSQL may still be starting (compose, reboot): wait for it, within reason."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            pool_cm = open_pool(
+                dsn=settings.database_url, min_size=1, max_size=2, application_name="robosense-bridge"
+            )
+            pool = await pool_cm.__aenter__()
+            break
+        except TRANSIENT_DB_ERRORS as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("waiting for PostgreSQL", extra={"error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    try:
+        yield pool
+    finally:
+        await pool_cm.__aexit__(None, None, None)
+
+
+async def _every(
+    interval_s: float, stopping: asyncio.Event, job: Callable[[], Awaitable[object]], name: str
+) -> None:
+    while not stopping.is_set():
+        try:
+            await job()
+        except (*TRANSIENT_DB_ERRORS, RedisError) as exc:
+            log.warning("periodic job failed; next round retries", extra={"job": name, "error": repr(exc)})
+        try:
+            await asyncio.wait_for(stopping.wait(), interval_s)
+        except TimeoutError:
+            pass
+
+
+async def run(settings: BridgeSettings) -> None:
+    loop = asyncio.get_running_loop()
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool_with_retry(settings))
+        redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
+        counters = Counters(redis=redis, prefix=settings.redis_prefix)
+        writer = IngestWriter(
+            pool=pool,
+            counters=counters,
+            register_unknown_robots=settings.unknown_robot_policy is UnknownRobotPolicy.REGISTER,
+        )
+
+        async def keep_partitions() -> None:
+            async with pool.acquire() as conn:
+                created, dropped = await maintain_partitions(
+                    conn,
+                    today=datetime.now(UTC).date(),
+                    days_back=settings.partition_days_back,
+                    days_ahead=settings.partition_days_ahead,
+                    retention_days=settings.retention_days,
+                )
+            if created or dropped:
+                log.info("partitions maintained", extra={"created": created, "dropped": dropped})
+
+        await keep_partitions()
+        replayed = await writer.replay_journal()
+        if settings.rebuild_counters_on_start and not await counters_present(counters):
+            await rebuild_counters(pool=pool, counters=counters)
+        log.info("counters ready", extra={"journal_replayed": replayed})
+
+        metrics_server, metrics_thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host
+        )
+        stack.callback(metrics_thread.join, 5)
+        stack.callback(metrics_server.shutdown)
+
+        inbox = Inbox(loop=loop, high_water=settings.receive_maximum * 2)
+        subscriber = await stack.enter_async_context(
+            MqttSubscriber(
+                target=settings.mqtt,
+                client_id=settings.bridge_client_id,
+                share_group=settings.share_group,
+                inbox=inbox,
+                receive_maximum=settings.receive_maximum,
+                session_expiry_s=settings.session_expiry_s,
+            )
+        )
+        pipeline = Pipeline(
+            inbox=inbox,
+            subscriber=subscriber,
+            builder=BatchBuilder(decoder=PayloadDecoder(window=settings.time_window)),
+            writer=writer,
+            counters=counters,
+            batch_max_readings=settings.batch_max_readings,
+            batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pipeline.stopping.set)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(pipeline.collect(), name="collector")
+            tg.create_task(pipeline.flush(), name="flusher")
+            tg.create_task(
+                _every(settings.partition_interval_s, pipeline.stopping, keep_partitions, "partitions"),
+                name="partitions",
+            )
+            tg.create_task(
+                _every(
+                    settings.journal_replay_interval_s,
+                    pipeline.stopping,
+                    lambda: writer.replay_journal(older_than_s=settings.journal_replay_interval_s),
+                    "journal-replay",
+                ),
+                name="journal-replay",
+            )
+            if await subscriber.wait_subscribed(timeout=30):
+                log.info(
+                    "bridge ready",
+                    extra={"client_id": settings.bridge_client_id, "mqtt": settings.mqtt_url},
+                )
+            else:
+                log.warning("not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url})
+        log.info("bridge stopped cleanly")
+
+
+async def rebuild(settings: BridgeSettings) -> int:
+    async with open_pool(dsn=settings.database_url) as pool, Redis.from_url(settings.redis_url) as redis:
+        return await rebuild_counters(pool=pool, counters=Counters(redis=redis, prefix=settings.redis_prefix))

@@ -1,0 +1,33 @@
+"""The bridge's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter("bridge_messages_received_total", "MQTT messages taken from the inbox")
+READINGS_INSERTED = Counter("bridge_readings_inserted_total", "Readings newly stored")
+READINGS_DUPLICATE = Counter(
+    "bridge_readings_duplicate_total", "Valid readings already stored (redeliveries, resends)"
+)
+REJECTED = Counter("bridge_rejected_total", "Refused messages or readings", ["reason"])
+BATCH_SIZE = Histogram(
+    "bridge_batch_readings",
+    "Readings and refusals per committed batch",
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000),
+)
+FLUSH_SECONDS = Histogram(
+    "bridge_flush_seconds",
+    "Time to commit a batch, retries included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LAG_SECONDS = Histogram(
+    "bridge_commit_lag_seconds",
+    "From receipt of a batch's oldest message to its commit",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DB_ERRORS = Counter("bridge_db_errors_total", "Failed commit attempts (retried)", ["kind"])
+COUNTER_UPDATES_DEFERRED = Counter(
+    "bridge_counter_updates_deferred_total", "Batches whose Redis update waits for journal replay"
+)
+INBOX_DEPTH = Gauge("bridge_inbox_depth", "Messages received but not yet batched")
+SUBSCRIBED = Gauge("bridge_subscribed", "1 while the MQTT subscription is active")

@@ -1,0 +1,178 @@
+"""The bridge's MQTT session: paho-mqtt in its own thread, MQTT v5, manual acknowledgement.
+
+Why paho and not aiomqtt: see bridge/inbox.py. Why v5: Receive Maximum lets the bridge set the
+broker's in-flight window for itself, and Session Expiry keeps our queue while we restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.inbox import InboundMessage, Inbox
+from bridge.settings import MqttTarget
+from telemetry.topics import STATUS_FILTER, shared_readings_filter
+
+log = logging.getLogger(__name__)
+
+
+class MqttSubscriber:
+    """Subscribes to readings (shared) and statuses, feeding an Inbox; acks on request."""
+
+    def __init__(
+        self,
+        *,
+        target: MqttTarget,
+        client_id: str,
+        share_group: str,
+        inbox: Inbox,
+        receive_maximum: int,
+        session_expiry_s: int,
+    ) -> None:
+        self._target = target
+        self._inbox = inbox
+        self._share_group = share_group
+        self._receive_maximum = receive_maximum
+        self._session_expiry_s = session_expiry_s
+        self._generation = 0
+        self._subscribed = threading.Event()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+        )
+        self._client.manual_ack_set(True)
+        if target.username:
+            self._client.username_pw_set(target.username, target.password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    async def __aenter__(self) -> MqttSubscriber:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry_s
+        props.ReceiveMaximum = self._receive_maximum
+        # connect_async + loop_start: paho's thread connects and reconnects on its own, so a
+        # broker that is down at start or restarts later is waited for, not fatal.
+        self._client.connect_async(
+            self._target.host,
+            self._target.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        return self
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        return await asyncio.to_thread(self._subscribed.wait, timeout)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._inbox.close()
+        # Queued PUBACKs go out before the DISCONNECT: paho writes its queue in order.
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    def ack(self, messages: Iterable[InboundMessage]) -> int:
+        """Acknowledges QoS 1 messages delivered on the current connection; returns how many.
+
+        Messages from an earlier connection are not acked: the broker redelivers them on the
+        resumed session under the same ids, and the idempotent merge absorbs the repeat.
+        """
+        current = self._generation
+        acked = 0
+        for m in messages:
+            if m.qos and m.generation == current:
+                self._client.ack(m.mid, m.qos)
+                acked += 1
+        return acked
+
+    # paho's thread from here on.
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt connect refused", extra={"reason": str(reason_code)})
+            return
+        self._generation += 1
+        log.info(
+            "mqtt connected",
+            extra={"session_present": flags.session_present, "generation": self._generation},
+        )
+        # Subscribing again on a resumed session is harmless and covers an expired one.
+        client.subscribe(
+            [
+                (shared_readings_filter(self._share_group), SubscribeOptions(qos=1)),
+                (STATUS_FILTER, SubscribeOptions(qos=1)),
+            ]
+        )
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("mqtt subscribe refused", extra={"reasons": [str(rc) for rc in reason_codes]})
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._subscribed.clear()
+        if reason_code != MQTTErrorCode.MQTT_ERR_SUCCESS and reason_code.value != 0:
+            log.warning("mqtt disconnected; paho reconnects", extra={"reason": str(reason_code)})
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.put(
+            InboundMessage(
+                self._generation,
+                message.mid,
+                message.qos,
+                message.topic,
+                message.payload,
+                time.time(),
+            )
+        )

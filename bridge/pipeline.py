@@ -1,0 +1,172 @@
+"""The bridge's loops: collect messages into batches, commit them, then acknowledge.
+
+collector ──(bounded queue of batches)──▶ flusher
+The collector validates the next batch while the flusher waits on PostgreSQL. When PostgreSQL is
+slow or down the queue fills, the collector stops taking messages, the inbox fills, and the
+broker stops sending once Receive Maximum messages are unacknowledged: memory stays bounded
+and the backlog waits, persisted, in the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import asyncpg
+from asyncpg import exceptions as pg
+from redis.exceptions import RedisError
+
+from bridge import metrics
+from bridge.batcher import Batch, BatchBuilder
+from bridge.inbox import Inbox
+from bridge.mqtt import MqttSubscriber
+from telemetry.counters import Counters
+from telemetry.errors import RejectReason
+from telemetry.ingest import IngestWriter, WriteResult, reading_rejection
+from telemetry.payload import Reading, Rejection
+
+log = logging.getLogger(__name__)
+
+# Errors after which the same batch can succeed later: the server or the connection, not the
+# data. Anything else from PostgreSQL is also retried (never acked unwritten), but logged as
+# an error, since waiting will not fix it without a person.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    pg.PostgresConnectionError,
+    pg.OperatorInterventionError,  # admin shutdown, cannot connect now, query canceled
+    pg.InsufficientResourcesError,
+    pg.ObjectNotInPrerequisiteStateError,  # "database is not currently accepting connections"
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+# Errors a single row causes: the batch is split until the row is found and dead-lettered.
+ROW_ERRORS: tuple[type[BaseException], ...] = (pg.DataError, pg.IntegrityConstraintViolationError)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        subscriber: MqttSubscriber,
+        builder: BatchBuilder,
+        writer: IngestWriter,
+        counters: Counters,
+        batch_max_readings: int,
+        batch_max_delay_s: float,
+        queue_batches: int = 2,
+    ) -> None:
+        self.inbox = inbox
+        self.subscriber = subscriber
+        self.builder = builder
+        self.writer = writer
+        self.counters = counters
+        self.batch_max_readings = batch_max_readings
+        self.batch_max_delay_s = batch_max_delay_s
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=queue_batches)
+        self.stopping = asyncio.Event()
+
+    async def collect(self) -> None:
+        """Fills batches until stopped; flushes by size or when the oldest message is due."""
+        builder = self.builder
+        # A message carries at most 1,000 readings, so stop taking messages well before the
+        # batch could overshoot by much.
+        take_limit = max(1, self.batch_max_readings // 10)
+        while not self.stopping.is_set():
+            batch = builder.batch
+            if batch:
+                due = batch.oldest_received_at + self.batch_max_delay_s - time.time()
+                if due <= 0 or batch.size >= self.batch_max_readings:
+                    await self.queue.put(builder.take())
+                    continue
+                await self.inbox.wait(due)
+            else:
+                await self.inbox.wait(0.5)
+            for message in self.inbox.take(take_limit):
+                builder.add(message)
+            metrics.INBOX_DEPTH.set(len(self.inbox))
+            metrics.SUBSCRIBED.set(1 if self.subscriber.subscribed else 0)
+        # Shutdown: what was delivered to us so far is committed and acked; later arrivals stay
+        # unacknowledged and the broker redelivers them to our next session.
+        for message in self.inbox.take(len(self.inbox)):
+            builder.add(message)
+        if builder.batch:
+            await self.queue.put(builder.take())
+        await self.queue.put(None)
+
+    async def flush(self) -> None:
+        while (batch := await self.queue.get()) is not None:
+            started = time.monotonic()
+            result = await self._write_until_committed(batch)
+            if batch.statuses:
+                await self._set_statuses(batch)
+            self.subscriber.ack(batch.messages)
+            now = time.time()
+            metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+            metrics.LAG_SECONDS.observe(now - batch.oldest_received_at)
+            metrics.MESSAGES_RECEIVED.inc(len(batch.messages))
+            metrics.BATCH_SIZE.observe(batch.size)
+            metrics.READINGS_INSERTED.inc(result.inserted)
+            metrics.READINGS_DUPLICATE.inc(max(result.duplicates, 0))
+            for reason, n in result.rejected.items():
+                metrics.REJECTED.labels(reason).inc(n)
+            if not result.counters_applied:
+                metrics.COUNTER_UPDATES_DEFERRED.inc()
+
+    async def _write_until_committed(self, batch: Batch) -> WriteResult:
+        delay = 0.1
+        while True:
+            try:
+                return await self._write_isolating(
+                    batch.decoded.readings, batch.decoded.rejections
+                )
+            except TRANSIENT_DB_ERRORS as exc:
+                metrics.DB_ERRORS.labels("transient").inc()
+                log.warning(
+                    "commit failed; retrying",
+                    extra={"error": repr(exc), "retry_in_s": delay, "messages": len(batch.messages)},
+                )
+            except pg.PostgresError as exc:
+                metrics.DB_ERRORS.labels("other").inc()
+                log.error(
+                    "commit failed with an unexpected database error; retrying",
+                    extra={"error": repr(exc), "retry_in_s": delay},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _write_isolating(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> WriteResult:
+        """Writes; when one row makes PostgreSQL refuse the batch, halves until it is found."""
+        try:
+            return await self.writer.write(readings, rejections)
+        except ROW_ERRORS as exc:
+            if len(readings) <= 1:
+                refused = [
+                    reading_rejection(r, RejectReason.REJECTED_BY_DATABASE, str(exc)[:500])
+                    for r in readings
+                ]
+                return await self.writer.write([], [*rejections, *refused])
+            log.warning("batch refused by the database; splitting", extra={"error": repr(exc)})
+        half = len(readings) // 2
+        first = await self._write_isolating(readings[:half], rejections)
+        second = await self._write_isolating(readings[half:], [])
+        return WriteResult(
+            received=first.received + second.received,
+            inserted=first.inserted + second.inserted,
+            unknown_robots=first.unknown_robots | second.unknown_robots,
+            rejected=first.rejected + second.rejected,
+            counters_applied=first.counters_applied and second.counters_applied,
+        )
+
+    async def _set_statuses(self, batch: Batch) -> None:
+        try:
+            await self.counters.set_statuses(
+                (robot, status, at) for robot, (status, at) in batch.statuses.items()
+            )
+        except (RedisError, OSError) as exc:
+            # A status is retained by the broker and comes again with our next subscription.
+            log.warning("status update lost", extra={"error": repr(exc)})

@@ -1,0 +1,113 @@
+"""Readings published over MQTT land in PostgreSQL exactly once and are counted in Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+
+from telemetry.counters import Counters
+from tests.bridge.conftest import eventually
+from tests.support.bridge import BridgeProcess
+from tests.support.publisher import Publisher, battery_messages
+
+
+async def row_count(pool: asyncpg.Pool[Any]) -> int:
+    n: int = await pool.fetchval("SELECT count(*) FROM sensor_readings")
+    return n
+
+
+async def redis_total(counters: Counters, start_ms: int, n: int) -> int:
+    minutes = sorted({(start_ms + i) // 60000 * 60 for i in range(0, n, 1000)} | {(start_ms + n) // 60000 * 60})
+    return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
+
+
+async def test_single_and_batched_readings_are_stored_once_and_counted(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any], counters: Counters
+) -> None:
+    start = int(time.time() * 1000) - 10_000
+    single = battery_messages("r1", 700, start_ms=start)
+    batched = battery_messages("r2", 3000, start_ms=start, per_message=100)
+    publisher.publish_all(single + batched)
+
+    assert await eventually(lambda: row_count(registered), 3700) == 3700
+    assert await eventually(lambda: redis_total(counters, start, 3000), 3700) == 3700
+    per_robot = dict(
+        await registered.fetch("SELECT robot_id, count(*) FROM sensor_readings GROUP BY 1")
+    )
+    assert per_robot == {"r1": 700, "r2": 3000}
+
+    # The same readings again (a robot resending after a reconnect): nothing changes.
+    publisher.publish_all(single + batched)
+    assert await eventually(
+        lambda: _metric(bridge, "bridge_readings_duplicate_total"), 3700.0
+    ) == 3700.0
+    assert await row_count(registered) == 3700
+    assert await redis_total(counters, start, 3000) == 3700
+    seq = await counters.seq_stats("r1", "battery")
+    assert seq is not None and (seq.count, seq.gaps) == (700, 0)
+
+
+async def _metric(bridge: BridgeProcess, name: str) -> float:
+    return bridge.metric(name)
+
+
+async def test_latest_last_seen_and_status_reach_redis(
+    bridge: BridgeProcess, publisher: Publisher, counters: Counters
+) -> None:
+    start = int(time.time() * 1000)
+    publisher.publish_all(battery_messages("r3", 5, start_ms=start))
+    publisher.publish_all([("robots/r3/status", b"online")])
+
+    async def latest_seq() -> Any:
+        return (await counters.latest("r3")).get("battery", {}).get("seq")
+
+    assert await eventually(latest_seq, 4) == 4
+    assert "r3" in await counters.last_seen_ms(["r3"])
+
+    async def status() -> Any:
+        return (await counters.statuses(["r3"])).get("r3", {}).get("status")
+
+    assert await eventually(status, "online") == "online"
+
+
+async def test_unknown_robots_are_rejected_by_default(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any]
+) -> None:
+    publisher.publish_all(battery_messages("stranger", 3) + battery_messages("r1", 2))
+    assert await eventually(lambda: row_count(registered), 2) == 2
+
+    async def dead() -> list[tuple[str, str]]:
+        rows = await registered.fetch("SELECT reason, topic FROM dead_letters ORDER BY id")
+        return [(r["reason"], r["topic"]) for r in rows]
+
+    expected = [("unknown_robot", "robots/stranger/sensors/battery")] * 3
+    assert await eventually(dead, expected) == expected
+    payload = await registered.fetchval("SELECT payload FROM dead_letters LIMIT 1")
+    assert orjson.loads(payload)["data"] == {"level": 0.0}
+
+
+async def test_register_policy_registers_unknown_robots(
+    registered: asyncpg.Pool[Any],
+    database_url: str,
+    redis_prefix: str,
+    mosquitto: Any,
+    publisher: Publisher,
+    tmp_path: Any,
+) -> None:
+    bridge = BridgeProcess(
+        database_url=database_url,
+        redis_prefix=redis_prefix,
+        mqtt_url=mosquitto.url,
+        log_path=tmp_path / "bridge.log",
+        unknown_robot_policy="register",
+    )
+    bridge.start()
+    try:
+        publisher.publish_all(battery_messages("newcomer", 4))
+        assert await eventually(lambda: row_count(registered), 4) == 4
+        assert await registered.fetchval("SELECT count(*) FROM robots WHERE id = 'newcomer'") == 1
+    finally:
+        bridge.stop()

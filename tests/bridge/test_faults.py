@@ -1,0 +1,150 @@
+"""Nothing lost, nothing doubled: bridge crashes, database outages, broker restarts, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from telemetry.counters import Counters
+from tests.bridge.conftest import eventually
+from tests.support.bridge import BridgeProcess
+from tests.support.publisher import Publisher, battery_messages
+from tests.support.services import POSTGRES_URL, Mosquitto
+
+TOTAL_SINGLE = 4000
+TOTAL_BATCHED = 16000
+
+
+def stream(start_ms: int) -> list[tuple[str, bytes]]:
+    """Single and batched readings from several robots, interleaved."""
+    single = [m for r in ("r1", "r2") for m in battery_messages(r, TOTAL_SINGLE // 2, start_ms=start_ms)]
+    batched = [
+        m
+        for r in ("r3", "r4")
+        for m in battery_messages(r, TOTAL_BATCHED // 2, start_ms=start_ms, per_message=50)
+    ]
+    out: list[tuple[str, bytes]] = []
+    for i in range(max(len(single), len(batched))):
+        out.extend(single[i : i + 1])
+        out.extend(batched[i : i + 1])
+    return out
+
+
+async def publish_slowly(publisher: Publisher, messages: list[tuple[str, bytes]], *, chunks: int) -> None:
+    """Publishes in chunks so that faults land in the middle of the stream."""
+    size = len(messages) // chunks + 1
+    for i in range(0, len(messages), size):
+        await asyncio.to_thread(publisher.publish_all, messages[i : i + size])
+        await asyncio.sleep(0.05)
+
+
+async def exactly_once(pool: asyncpg.Pool[Any], counters: Counters, start_ms: int) -> None:
+    total = TOTAL_SINGLE + TOTAL_BATCHED
+
+    async def rows() -> int:
+        n: int = await pool.fetchval("SELECT count(*) FROM sensor_readings")
+        return n
+
+    assert await eventually(rows, total, timeout=60) == total
+    # The primary key forbids doubles; check every identity we sent is the one stored.
+    per_robot = dict(await pool.fetch("SELECT robot_id, count(DISTINCT ts) FROM sensor_readings GROUP BY 1"))
+    assert per_robot == {"r1": 2000, "r2": 2000, "r3": 8000, "r4": 8000}
+
+    async def counted() -> int:
+        minutes = sorted({(start_ms + i) // 60000 * 60 for i in range(0, 8001, 500)})
+        return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
+
+    assert await eventually(counted, total, timeout=30) == total
+
+
+async def test_kill_9_mid_stream_loses_and_doubles_nothing(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any], counters: Counters
+) -> None:
+    start = int(time.time() * 1000) - 20_000
+    sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
+    # Let part of the stream be committed, then crash with batches in flight.
+    await eventually(
+        lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
+    )
+    bridge.kill()
+    await asyncio.sleep(0.5)
+    bridge.start()
+    await sending
+    await exactly_once(registered, counters, start)
+
+
+async def test_database_outage_mid_stream_loses_and_doubles_nothing(
+    bridge: BridgeProcess,
+    publisher: Publisher,
+    registered: asyncpg.Pool[Any],
+    counters: Counters,
+    database_url: str,
+) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+    start = int(time.time() * 1000) - 20_000
+    try:
+        sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
+        await eventually(
+            lambda: registered.fetchval("SELECT count(*) > 1000 FROM sensor_readings"), True
+        )
+        # The outage: the bridge's connections die and new ones are refused.
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'robosense-bridge'",
+            database,
+        )
+        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
+        await asyncio.sleep(2)
+        assert bridge.running
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
+        await sending
+        await exactly_once(registered, counters, start)
+    finally:
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
+        await admin.close()
+    assert bridge.running
+
+
+async def _metric(bridge: BridgeProcess, name: str) -> bool:
+    try:
+        return bridge.metric(name) > 0
+    except KeyError:
+        return False
+
+
+async def test_sigterm_commits_what_it_took_and_the_rest_comes_back(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any], counters: Counters
+) -> None:
+    start = int(time.time() * 1000) - 20_000
+    sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
+    await eventually(
+        lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
+    )
+    assert bridge.terminate() == 0
+    bridge.start()
+    await sending
+    await exactly_once(registered, counters, start)
+
+
+async def test_backlog_survives_a_broker_restart_while_the_bridge_is_down(
+    bridge: BridgeProcess,
+    mosquitto: Mosquitto,
+    registered: asyncpg.Pool[Any],
+    counters: Counters,
+    tmp_path: Path,
+) -> None:
+    start = int(time.time() * 1000) - 20_000
+    bridge.terminate()  # its persistent session stays at the broker and queues for it
+    publisher = Publisher(port=mosquitto.port)
+    publisher.publish_all(stream(start))
+    publisher.close()
+    mosquitto.stop()  # a clean broker restart writes the queue to disk
+    mosquitto.start()
+    bridge.start()
+    await exactly_once(registered, counters, start)
