@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,7 +41,10 @@ async def open_pool_with_retry(
     while True:
         try:
             pool_cm = open_pool(
-                dsn=settings.database_url, min_size=1, max_size=2, application_name="robosense-bridge"
+                dsn=settings.database_url,
+                min_size=1,
+                max_size=2,
+                application_name="robosense-bridge",
             )
             pool = await pool_cm.__aenter__()
             break
@@ -56,18 +60,21 @@ async def open_pool_with_retry(
         await pool_cm.__aexit__(None, None, None)
 
 
+_PERIODIC_JOB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
+
+
 async def _every(
-    interval_s: float, stopping: asyncio.Event, job: Callable[[], Awaitable[object]], name: str
+    *, interval_s: float, stopping: asyncio.Event, job: Callable[[], Awaitable[object]], name: str
 ) -> None:
     while not stopping.is_set():
         try:
             await job()
-        except (*TRANSIENT_DB_ERRORS, RedisError) as exc:
-            log.warning("periodic job failed; next round retries", extra={"job": name, "error": repr(exc)})
-        try:
+        except _PERIODIC_JOB_ERRORS as exc:
+            log.warning(
+                "periodic job failed; next round retries", extra={"job": name, "error": repr(exc)}
+            )
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval_s)
-        except TimeoutError:
-            pass
 
 
 async def run(settings: BridgeSettings) -> None:
@@ -133,28 +140,42 @@ async def run(settings: BridgeSettings) -> None:
             tg.create_task(pipeline.collect(), name="collector")
             tg.create_task(pipeline.flush(), name="flusher")
             tg.create_task(
-                _every(settings.partition_interval_s, pipeline.stopping, keep_partitions, "partitions"),
+                _every(
+                    interval_s=settings.partition_interval_s,
+                    stopping=pipeline.stopping,
+                    job=keep_partitions,
+                    name="partitions",
+                ),
                 name="partitions",
             )
             tg.create_task(
                 _every(
-                    settings.journal_replay_interval_s,
-                    pipeline.stopping,
-                    lambda: writer.replay_journal(older_than_s=settings.journal_replay_interval_s),
-                    "journal-replay",
+                    interval_s=settings.journal_replay_interval_s,
+                    stopping=pipeline.stopping,
+                    job=lambda: writer.replay_journal(
+                        older_than_s=settings.journal_replay_interval_s
+                    ),
+                    name="journal-replay",
                 ),
                 name="journal-replay",
             )
-            if await subscriber.wait_subscribed(timeout=30):
+            if await subscriber.wait_subscribed(within_s=30):
                 log.info(
                     "bridge ready",
                     extra={"client_id": settings.bridge_client_id, "mqtt": settings.mqtt_url},
                 )
             else:
-                log.warning("not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url})
+                log.warning(
+                    "not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url}
+                )
         log.info("bridge stopped cleanly")
 
 
 async def rebuild(settings: BridgeSettings) -> int:
-    async with open_pool(dsn=settings.database_url) as pool, Redis.from_url(settings.redis_url) as redis:
-        return await rebuild_counters(pool=pool, counters=Counters(redis=redis, prefix=settings.redis_prefix))
+    async with (
+        open_pool(dsn=settings.database_url) as pool,
+        Redis.from_url(settings.redis_url) as redis,
+    ):
+        return await rebuild_counters(
+            pool=pool, counters=Counters(redis=redis, prefix=settings.redis_prefix)
+        )

@@ -54,8 +54,8 @@ class Inbox:
             self._consumer_waiting = False
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
-    async def wait(self, timeout: float | None) -> None:
-        """Returns when items are there, or after `timeout` seconds."""
+    async def wait(self, within_s: float | None) -> None:
+        """Returns when items are there, or after `within_s` seconds."""
         if self._items:
             return
         self._wakeup.clear()
@@ -64,7 +64,7 @@ class Inbox:
             self._consumer_waiting = False
             return
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            await asyncio.wait_for(self._wakeup.wait(), within_s)
         except TimeoutError:
             pass
         finally:

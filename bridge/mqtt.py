@@ -71,7 +71,7 @@ class MqttSubscriber:
         return self._subscribed.is_set()
 
     async def __aenter__(self) -> MqttSubscriber:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._receive_maximum
         # connect_async + loop_start: paho's thread connects and reconnects on its own, so a
@@ -86,8 +86,8 @@ class MqttSubscriber:
         self._client.loop_start()
         return self
 
-    async def wait_subscribed(self, timeout: float) -> bool:
-        return await asyncio.to_thread(self._subscribed.wait, timeout)
+    async def wait_subscribed(self, within_s: float) -> bool:
+        return await asyncio.to_thread(self._subscribed.wait, within_s)
 
     async def __aexit__(
         self,
@@ -172,7 +172,7 @@ class MqttSubscriber:
                 message.mid,
                 message.qos,
                 message.topic,
-                message.payload,
+                bytes(message.payload),
                 time.time(),
             )
         )

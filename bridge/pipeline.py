@@ -119,18 +119,20 @@ class Pipeline:
         delay = 0.1
         while True:
             try:
-                return await self._write_isolating(
-                    batch.decoded.readings, batch.decoded.rejections
-                )
+                return await self._write_isolating(batch.decoded.readings, batch.decoded.rejections)
             except TRANSIENT_DB_ERRORS as exc:
                 metrics.DB_ERRORS.labels("transient").inc()
                 log.warning(
                     "commit failed; retrying",
-                    extra={"error": repr(exc), "retry_in_s": delay, "messages": len(batch.messages)},
+                    extra={
+                        "error": repr(exc),
+                        "retry_in_s": delay,
+                        "messages": len(batch.messages),
+                    },
                 )
             except pg.PostgresError as exc:
                 metrics.DB_ERRORS.labels("other").inc()
-                log.error(
+                log.exception(
                     "commit failed with an unexpected database error; retrying",
                     extra={"error": repr(exc), "retry_in_s": delay},
                 )

@@ -41,7 +41,9 @@ class BridgeSettings(BaseSettings):
 
     # Several bridges split the stream when they share the group; each needs its own client id,
     # and must keep it across restarts to resume its persistent session.
-    bridge_client_id: str = Field(default_factory=lambda: f"robosense-bridge-{socket.gethostname()}")
+    bridge_client_id: str = Field(
+        default_factory=lambda: f"robosense-bridge-{socket.gethostname()}"
+    )
     share_group: str = "robosense"
     session_expiry_s: int = 86_400
     # Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive Maximum).
@@ -75,7 +77,8 @@ class BridgeSettings(BaseSettings):
     @property
     def time_window(self) -> TimeWindow:
         return TimeWindow(
-            max_future=timedelta(seconds=self.max_future_s), max_age=timedelta(seconds=self.max_age_s)
+            max_future=timedelta(seconds=self.max_future_s),
+            max_age=timedelta(seconds=self.max_age_s),
         )
 
     @property

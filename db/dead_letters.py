@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-import asyncpg
-
+from db import Connection
 from telemetry.payload import Rejection
 
 _COLUMNS = ("received_at", "topic", "reason", "detail", "payload", "payload_size")
 
 
-async def store_dead_letters(conn: asyncpg.Connection[Any], rejections: Sequence[Rejection]) -> None:
+async def store_dead_letters(conn: Connection, rejections: Sequence[Rejection]) -> None:
     if rejections:
         await conn.copy_records_to_table(
             "dead_letters",
-            records=[(r.received_at, r.topic, str(r.reason), r.detail, r.payload, r.payload_size) for r in rejections],
+            records=[
+                (r.received_at, r.topic, str(r.reason), r.detail, r.payload, r.payload_size)
+                for r in rejections
+            ],
             columns=_COLUMNS,
         )
 
 
 async def count_dead_letters_by_reason(
-    conn: asyncpg.Connection[Any], *, since: datetime | None = None
+    conn: Connection, *, since: datetime | None = None
 ) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT reason, count(*)::int AS n FROM dead_letters "

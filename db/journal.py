@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import asyncpg
+from db import Connection
 
 
-async def add_journal_entry(conn: asyncpg.Connection[Any], entry: str) -> int:
+async def add_journal_entry(conn: Connection, entry: str) -> int:
     entry_id: int = await conn.fetchval(
         "INSERT INTO counter_journal (entry) VALUES ($1::jsonb) RETURNING id", entry
     )
     return entry_id
 
 
-async def delete_journal_entries(conn: asyncpg.Connection[Any], ids: Sequence[int]) -> None:
+async def delete_journal_entries(conn: Connection, ids: Sequence[int]) -> None:
     if ids:
         await conn.execute("DELETE FROM counter_journal WHERE id = ANY($1::bigint[])", list(ids))
 
 
 async def pending_journal_entries(
-    conn: asyncpg.Connection[Any], *, older_than_s: float = 0.0, limit: int = 1000
+    conn: Connection, *, older_than_s: float = 0.0, limit: int = 1000
 ) -> list[tuple[int, str]]:
     rows = await conn.fetch(
         "SELECT id, entry::text AS entry FROM counter_journal "
@@ -32,7 +31,7 @@ async def pending_journal_entries(
     return [(r["id"], r["entry"]) for r in rows]
 
 
-async def take_all_journal_entries(conn: asyncpg.Connection[Any]) -> list[int]:
+async def take_all_journal_entries(conn: Connection) -> list[int]:
     """Deletes every pending entry (a rebuild from the tables supersedes them)."""
     rows = await conn.fetch("DELETE FROM counter_journal RETURNING id")
     return [r["id"] for r in rows]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-import asyncpg
+from db import Connection
 
 _NAME = re.compile(r"^sensor_readings_p(\d{8})$")
 
@@ -15,9 +14,7 @@ def partition_name(day: date) -> str:
     return f"sensor_readings_p{day:%Y%m%d}"
 
 
-async def ensure_partitions(
-    conn: asyncpg.Connection[Any], *, first_day: date, last_day: date
-) -> list[str]:
+async def ensure_partitions(conn: Connection, *, first_day: date, last_day: date) -> list[str]:
     """Creates the missing daily partitions for [first_day, last_day]; returns their names."""
     existing = set(await list_partitions(conn))
     created = []
@@ -37,7 +34,7 @@ async def ensure_partitions(
     return created
 
 
-async def list_partitions(conn: asyncpg.Connection[Any]) -> list[str]:
+async def list_partitions(conn: Connection) -> list[str]:
     rows = await conn.fetch(
         """SELECT c.relname FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid
@@ -47,7 +44,7 @@ async def list_partitions(conn: asyncpg.Connection[Any]) -> list[str]:
     return [r["relname"] for r in rows]
 
 
-async def drop_partitions_before(conn: asyncpg.Connection[Any], *, cutoff: date) -> list[str]:
+async def drop_partitions_before(conn: Connection, *, cutoff: date) -> list[str]:
     """Drops whole days older than `cutoff`: retention costs no DELETE and no vacuum."""
     dropped = []
     for name in await list_partitions(conn):
@@ -59,7 +56,7 @@ async def drop_partitions_before(conn: asyncpg.Connection[Any], *, cutoff: date)
 
 
 async def maintain_partitions(
-    conn: asyncpg.Connection[Any],
+    conn: Connection,
     *,
     today: date,
     days_back: int,
@@ -67,7 +64,9 @@ async def maintain_partitions(
     retention_days: int,
 ) -> tuple[list[str], list[str]]:
     created = await ensure_partitions(
-        conn, first_day=today - timedelta(days=days_back), last_day=today + timedelta(days=days_ahead)
+        conn,
+        first_day=today - timedelta(days=days_back),
+        last_day=today + timedelta(days=days_ahead),
     )
     dropped = await drop_partitions_before(conn, cutoff=today - timedelta(days=retention_days))
     return created, dropped

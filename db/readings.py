@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import asyncpg
-
+from db import Connection
 from telemetry.payload import Reading
 
 _STAGING_COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
@@ -72,12 +70,12 @@ class MergeResult:
         return sum(g.count for g in self.groups)
 
 
-async def prepare_connection(conn: asyncpg.Connection[Any]) -> None:
+async def prepare_connection(conn: Connection) -> None:
     await conn.execute(_CREATE_STAGING)
 
 
 async def merge_readings(
-    conn: asyncpg.Connection[Any], readings: Sequence[Reading], *, register_unknown: bool
+    conn: Connection, readings: Sequence[Reading], *, register_unknown: bool
 ) -> MergeResult:
     """Inserts readings not stored yet, from registered robots (or registering them).
 
@@ -85,9 +83,7 @@ async def merge_readings(
     """
     if not readings:
         return MergeResult([], frozenset())
-    await conn.copy_records_to_table(
-        "staging_readings", records=readings, columns=_STAGING_COLUMNS
-    )
+    await conn.copy_records_to_table("staging_readings", records=readings, columns=_STAGING_COLUMNS)
     if register_unknown:
         await conn.execute(_REGISTER_UNKNOWN)
         unknown: frozenset[str] = frozenset()

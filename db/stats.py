@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
+from db import Connection
 from db.readings import InsertedGroup
 
 
-async def count_readings_by_minute(
-    conn: asyncpg.Connection[Any], *, since: datetime
-) -> list[InsertedGroup]:
+async def count_readings_by_minute(conn: Connection, *, since: datetime) -> list[InsertedGroup]:
     rows = await conn.fetch(
         """SELECT robot_id, sensor_type,
                   (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
@@ -23,16 +21,20 @@ async def count_readings_by_minute(
     )
     return [
         InsertedGroup(
-            r["robot_id"], r["sensor_type"], r["minute"], r["n"], r["seq_n"], r["seq_min"],
-            r["seq_max"], r["latest_ts"],
+            r["robot_id"],
+            r["sensor_type"],
+            r["minute"],
+            r["n"],
+            r["seq_n"],
+            r["seq_min"],
+            r["seq_max"],
+            r["latest_ts"],
         )
         for r in rows
     ]
 
 
-async def latest_reading_rows(
-    conn: asyncpg.Connection[Any], *, since: datetime
-) -> list[asyncpg.Record]:
+async def latest_reading_rows(conn: Connection, *, since: datetime) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT DISTINCT ON (robot_id, sensor_type)
                   robot_id, sensor_type, ts, received_at, seq, data::text AS data
@@ -43,7 +45,7 @@ async def latest_reading_rows(
 
 
 async def count_readings(
-    conn: asyncpg.Connection[Any], *, since: datetime | None = None, until: datetime | None = None
+    conn: Connection, *, since: datetime | None = None, until: datetime | None = None
 ) -> int:
     n: int = await conn.fetchval(
         """SELECT count(*) FROM sensor_readings
@@ -55,7 +57,7 @@ async def count_readings(
 
 
 async def count_dead_letters_by_minute(
-    conn: asyncpg.Connection[Any], *, since: datetime
+    conn: Connection, *, since: datetime
 ) -> list[tuple[int, str, int]]:
     rows = await conn.fetch(
         """SELECT (extract(epoch FROM date_trunc('minute', received_at)))::bigint AS minute,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -106,16 +106,17 @@ class Counters:
         return bool(applied)
 
     async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
-        mapping = {
-            robot: orjson.dumps({"status": status, "at": at_ms}) for robot, status, at_ms in statuses
+        mapping: dict[str | bytes, bytes] = {
+            robot: orjson.dumps({"status": status, "at": at_ms})
+            for robot, status, at_ms in statuses
         }
         if mapping:
-            await self.redis.hset(f"{self.prefix}status", mapping=mapping)  # type: ignore[misc]
+            await self.redis.hset(f"{self.prefix}status", mapping=mapping)  # type: ignore[arg-type]
 
     async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not robot_ids:
             return {}
-        values = await self.redis.hmget(f"{self.prefix}status", list(robot_ids))  # type: ignore[misc]
+        values = await self.redis.hmget(f"{self.prefix}status", list(robot_ids))
         return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
 
     async def clear(self) -> int:
@@ -155,7 +156,8 @@ class Counters:
 
     async def latest(self, robot_id: str) -> dict[str, dict[str, Any]]:
         """The newest reading of each sensor type of one robot."""
-        raw = await self.redis.hgetall(f"{self.prefix}latest:{robot_id}")  # type: ignore[misc]
+        # The client is created without decode_responses: keys and values are bytes.
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(f"{self.prefix}latest:{robot_id}"))
         return {k.decode(): orjson.loads(v) for k, v in raw.items() if not k.endswith(b":ts")}
 
     async def last_seen_ms(self, robot_ids: Sequence[str]) -> dict[str, int]:
@@ -165,7 +167,10 @@ class Counters:
         return {r: int(s) for r, s in zip(robot_ids, scores, strict=True) if s is not None}
 
     async def seq_stats(self, robot_id: str, sensor_type: str) -> SeqStats | None:
-        raw = await self.redis.hgetall(f"{self.prefix}seq:{robot_id}/{sensor_type}")  # type: ignore[misc]
+        raw = cast(
+            dict[bytes, bytes],
+            await self.redis.hgetall(f"{self.prefix}seq:{robot_id}/{sensor_type}"),
+        )
         if not raw:
             return None
         return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))

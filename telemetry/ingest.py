@@ -84,7 +84,15 @@ def build_journal_entry(
     )
     entry: dict[str, Any] = {
         "g": [
-            [g.robot_id, g.sensor_type, g.minute, g.count, g.seq_count, g.seq_min or 0, g.seq_max or 0]
+            [
+                g.robot_id,
+                g.sensor_type,
+                g.minute,
+                g.count,
+                g.seq_count,
+                g.seq_min or 0,
+                g.seq_max or 0,
+            ]
             for g in merge.groups
         ],
         "x": [[minute, reason, n] for (minute, reason), n in rejected.items()],
@@ -101,8 +109,7 @@ def build_journal_entry(
 def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
     """A refusal of a reading that passed validation, with the reading as its payload."""
     raw = (
-        f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},'
-        f'"data":{r.data}}}'
+        f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},"data":{r.data}}}'
     ).encode()
     return Rejection(
         r.received_at,

@@ -90,7 +90,10 @@ _BATCH_DECODERS = {
             [
                 (
                     "readings",
-                    Annotated[list[t], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)],  # type: ignore[valid-type]
+                    Annotated[
+                        list[t],  # type: ignore[valid-type]
+                        msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE),
+                    ],
                 )
             ],
             forbid_unknown_fields=True,
@@ -147,7 +150,9 @@ class PayloadDecoder:
 
         def reject(reason: RejectReason, detail: str, raw: bytes = payload) -> None:
             into.rejections.append(
-                Rejection(received_at, topic, reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw))
+                Rejection(
+                    received_at, topic, reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw)
+                )
             )
 
         if len(payload) > MAX_PAYLOAD_BYTES:
@@ -168,7 +173,14 @@ class PayloadDecoder:
             reject(RejectReason.INVALID_JSON, str(exc))
             return
         for item in items:
-            self._accept(item, robot_id, sensor_type, received_at, reject, into)
+            self._accept(
+                item=item,
+                robot_id=robot_id,
+                sensor_type=sensor_type,
+                received_at=received_at,
+                reject=reject,
+                into=into,
+            )
 
     def _decode_batch_one_by_one(
         self,
@@ -202,6 +214,7 @@ class PayloadDecoder:
 
     def _accept(
         self,
+        *,
         item: Any,
         robot_id: str,
         sensor_type: str,

@@ -69,9 +69,7 @@ async def rebuild_counters(
             ]
             for r in latest
         ],
-        "s": [
-            [r["robot_id"], int(r["received_at"].timestamp() * 1000)] for r in latest
-        ],
+        "s": [[r["robot_id"], int(r["received_at"].timestamp() * 1000)] for r in latest],
     }
     await counters.apply(f"rebuild-{run}-rest", orjson.dumps(entry).decode())
     await counters.redis.set(f"{counters.prefix}{_BUILT_KEY}", datetime.now(UTC).isoformat())

@@ -76,7 +76,9 @@ class LidarData(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         single = self.distance is not None and self.angle is not None
         lo, hi = self.min_distance, self.max_distance
         if not single and (self.points is None or lo is None or hi is None):
-            raise ValueError("lidar needs distance and angle, or points, min_distance, max_distance")
+            raise ValueError(
+                "lidar needs distance and angle, or points, min_distance, max_distance"
+            )
         if lo is not None and hi is not None and lo > hi:
             raise ValueError("lidar min_distance is larger than max_distance")
 

@@ -40,14 +40,18 @@ def shared_readings_filter(group: str) -> str:
 def parse_sensor_topic(topic: str) -> SensorTopic:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "robots" or parts[2] != "sensors":
-        raise ContractError(RejectReason.BAD_TOPIC, f"expected robots/<id>/sensors/<type>: {topic!r}")
+        raise ContractError(
+            RejectReason.BAD_TOPIC, f"expected robots/<id>/sensors/<type>: {topic!r}"
+        )
     robot_id, sensor_type = parts[1], parts[3]
     if not is_valid_robot_id(robot_id):
         raise ContractError(
             RejectReason.BAD_TOPIC, f"robot id must be 1-64 of [A-Za-z0-9_-]: {robot_id!r}"
         )
     if sensor_type not in SENSOR_TYPES:
-        hint = " (sensor types are lower case on MQTT)" if sensor_type.lower() in SENSOR_TYPES else ""
+        hint = (
+            " (sensor types are lower case on MQTT)" if sensor_type.lower() in SENSOR_TYPES else ""
+        )
         raise ContractError(
             RejectReason.UNKNOWN_SENSOR_TYPE, f"unknown sensor type {sensor_type!r}{hint}"
         )

@@ -17,7 +17,12 @@ NOW_MS = int(NOW.timestamp() * 1000)
 def decode(payload: bytes, sensor_type: str = "battery") -> Decoded:
     out = Decoded()
     PayloadDecoder(window=TimeWindow()).decode(
-        robot_id="r1", sensor_type=sensor_type, topic="t", payload=payload, received_at=NOW, into=out
+        robot_id="r1",
+        sensor_type=sensor_type,
+        topic="t",
+        payload=payload,
+        received_at=NOW,
+        into=out,
     )
     return out
 
@@ -59,7 +64,10 @@ def test_batch_keeps_good_readings_and_refuses_each_bad_one() -> None:
         (b'{"ts": "2020-01-01T00:00:00Z", "data": {"level": 1}}', "ts_too_old"),
         (b'{"ts": -5, "data": {"level": 1}}', "out_of_range"),
         (b'{"readings": []}', "invalid_schema"),
-        (b'{"readings": [%s]}' % b",".join([b'{"ts":%d,"data":{"level":1}}' % NOW_MS] * 1001), "too_many_readings"),
+        (
+            b'{"readings": [%s]}' % b",".join([b'{"ts":%d,"data":{"level":1}}' % NOW_MS] * 1001),
+            "too_many_readings",
+        ),
         (b'{"ts": %d, "data": {"level": 1}, "readings": []}' % NOW_MS, "invalid_schema"),
         (b" " * (MAX_PAYLOAD_BYTES + 1), "payload_too_large"),
     ],
@@ -94,9 +102,12 @@ def test_time_window_is_configurable() -> None:
     out = Decoded()
     old = NOW - timedelta(days=2)
     PayloadDecoder(window=TimeWindow(max_age=timedelta(days=1))).decode(
-        robot_id="r1", sensor_type="battery", topic="t",
+        robot_id="r1",
+        sensor_type="battery",
+        topic="t",
         payload=b'{"ts": "%s", "data": {"level": 1}}' % old.isoformat().encode(),
-        received_at=NOW, into=out,
+        received_at=NOW,
+        into=out,
     )
     assert reasons(out) == ["ts_too_old"]
 

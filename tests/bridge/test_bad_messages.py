@@ -23,17 +23,41 @@ async def test_malformed_messages_between_good_ones(
     now = int(time.time() * 1000)
     imu = {"accel": {"x": 0, "y": 0, "z": 9.8}, "gyro": {"x": 0, "y": 0, "z": 0}}
     bad: list[tuple[str, bytes, str]] = [
-        ("robots/bad robot!/sensors/battery", orjson.dumps({"ts": now, "data": {"level": 1}}), "bad_topic"),
+        (
+            "robots/bad robot!/sensors/battery",
+            orjson.dumps({"ts": now, "data": {"level": 1}}),
+            "bad_topic",
+        ),
         ("robots/r1/sensors/IMU", orjson.dumps({"ts": now, "data": imu}), "unknown_sensor_type"),
         ("robots/r1/sensors/sonar", b'{"ts": 1, "data": {}}', "unknown_sensor_type"),
         ("robots/r1/sensors/battery", b"\x00\xff not json", "invalid_json"),
-        ("robots/r1/sensors/battery", b'{"ts": %d, "data": {"voltage": 3}}' % now, "invalid_schema"),
+        (
+            "robots/r1/sensors/battery",
+            b'{"ts": %d, "data": {"voltage": 3}}' % now,
+            "invalid_schema",
+        ),
         ("robots/r1/sensors/battery", b'{"ts": %d, "data": {"level": 250}}' % now, "out_of_range"),
-        ("robots/r1/sensors/gps", b'{"ts": %d, "data": {"lat": 95, "lon": 0}}' % now, "out_of_range"),
-        ("robots/r1/sensors/battery", b'{"ts": %d, "data": {"level": 5}}' % (now + 3_600_000), "ts_in_future"),
-        ("robots/r1/sensors/battery", b'{"ts": "2001-01-01T00:00:00Z", "data": {"level": 5}}', "ts_too_old"),
+        (
+            "robots/r1/sensors/gps",
+            b'{"ts": %d, "data": {"lat": 95, "lon": 0}}' % now,
+            "out_of_range",
+        ),
+        (
+            "robots/r1/sensors/battery",
+            b'{"ts": %d, "data": {"level": 5}}' % (now + 3_600_000),
+            "ts_in_future",
+        ),
+        (
+            "robots/r1/sensors/battery",
+            b'{"ts": "2001-01-01T00:00:00Z", "data": {"level": 5}}',
+            "ts_too_old",
+        ),
         ("robots/r1/sensors/battery", b"x" * (300 * 1024), "payload_too_large"),
-        ("robots/ghost/sensors/battery", orjson.dumps({"ts": now, "data": {"level": 1}}), "unknown_robot"),
+        (
+            "robots/ghost/sensors/battery",
+            orjson.dumps({"ts": now, "data": {"level": 1}}),
+            "unknown_robot",
+        ),
     ]
     messages: list[tuple[str, bytes]] = []
     for i, (topic, payload, _) in enumerate(bad):
@@ -71,8 +95,10 @@ async def test_malformed_messages_between_good_ones(
     assert await eventually(reasons, expected_reasons) == expected_reasons
 
     oversize = await registered.fetchrow(
-        "SELECT length(payload) AS kept, payload_size FROM dead_letters WHERE reason = 'payload_too_large'"
+        "SELECT length(payload) AS kept, payload_size FROM dead_letters "
+        "WHERE reason = 'payload_too_large'"
     )
+    assert oversize is not None
     assert (oversize["kept"], oversize["payload_size"]) == (4096, 300 * 1024)
     detail = await registered.fetchval(
         "SELECT detail FROM dead_letters WHERE topic = 'robots/r2/sensors/battery'"

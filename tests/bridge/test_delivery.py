@@ -20,7 +20,9 @@ async def row_count(pool: asyncpg.Pool[Any]) -> int:
 
 
 async def redis_total(counters: Counters, start_ms: int, n: int) -> int:
-    minutes = sorted({(start_ms + i) // 60000 * 60 for i in range(0, n, 1000)} | {(start_ms + n) // 60000 * 60})
+    minutes = sorted(
+        {(start_ms + i) // 60000 * 60 for i in range(0, n, 1000)} | {(start_ms + n) // 60000 * 60}
+    )
     return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
 
 
@@ -41,9 +43,10 @@ async def test_single_and_batched_readings_are_stored_once_and_counted(
 
     # The same readings again (a robot resending after a reconnect): nothing changes.
     publisher.publish_all(single + batched)
-    assert await eventually(
-        lambda: _metric(bridge, "bridge_readings_duplicate_total"), 3700.0
-    ) == 3700.0
+    assert (
+        await eventually(lambda: _metric(bridge, "bridge_readings_duplicate_total"), 3700.0)
+        == 3700.0
+    )
     assert await row_count(registered) == 3700
     assert await redis_total(counters, start, 3000) == 3700
     seq = await counters.seq_stats("r1", "battery")

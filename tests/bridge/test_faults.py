@@ -21,7 +21,9 @@ TOTAL_BATCHED = 16000
 
 def stream(start_ms: int) -> list[tuple[str, bytes]]:
     """Single and batched readings from several robots, interleaved."""
-    single = [m for r in ("r1", "r2") for m in battery_messages(r, TOTAL_SINGLE // 2, start_ms=start_ms)]
+    single = [
+        m for r in ("r1", "r2") for m in battery_messages(r, TOTAL_SINGLE // 2, start_ms=start_ms)
+    ]
     batched = [
         m
         for r in ("r3", "r4")
@@ -34,7 +36,9 @@ def stream(start_ms: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def publish_slowly(publisher: Publisher, messages: list[tuple[str, bytes]], *, chunks: int) -> None:
+async def publish_slowly(
+    publisher: Publisher, messages: list[tuple[str, bytes]], *, chunks: int
+) -> None:
     """Publishes in chunks so that faults land in the middle of the stream."""
     size = len(messages) // chunks + 1
     for i in range(0, len(messages), size):
@@ -51,7 +55,9 @@ async def exactly_once(pool: asyncpg.Pool[Any], counters: Counters, start_ms: in
 
     assert await eventually(rows, total, timeout=60) == total
     # The primary key forbids doubles; check every identity we sent is the one stored.
-    per_robot = dict(await pool.fetch("SELECT robot_id, count(DISTINCT ts) FROM sensor_readings GROUP BY 1"))
+    per_robot = dict(
+        await pool.fetch("SELECT robot_id, count(DISTINCT ts) FROM sensor_readings GROUP BY 1")
+    )
     assert per_robot == {"r1": 2000, "r2": 2000, "r3": 8000, "r4": 8000}
 
     async def counted() -> int:

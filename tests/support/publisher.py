@@ -14,7 +14,9 @@ from telemetry.topics import sensor_topic
 
 class Publisher:
     def __init__(self, *, port: int, client_id: str = "") -> None:
-        self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port)

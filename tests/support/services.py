@@ -37,17 +37,21 @@ def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def render_mosquitto_conf(*, port: int, data_dir: Path, source: Path = ROOT / "mosquitto.conf") -> str:
+def render_mosquitto_conf(
+    *, port: int, data_dir: Path, source: Path = ROOT / "mosquitto.conf"
+) -> str:
     """Our mosquitto.conf with only the listener and the persistence location replaced."""
-    lines = []
-    for line in source.read_text().splitlines():
-        if line.startswith("listener "):
-            line = f"listener {port} 127.0.0.1"
-        elif line.startswith("persistence_location "):
-            line = f"persistence_location {data_dir}/"
-        lines.append(line)
-    # As root, Mosquitto would drop to the `mosquitto` user, who cannot write our data dir.
-    lines.append(f"user {os.environ.get('USER') or 'root'}" if os.geteuid() == 0 else "")
+    replacements = {
+        "listener ": f"listener {port} 127.0.0.1",
+        "persistence_location ": f"persistence_location {data_dir}/",
+    }
+    lines = [
+        next((new for old, new in replacements.items() if line.startswith(old)), line)
+        for line in source.read_text().splitlines()
+    ]
+    if os.geteuid() == 0:
+        # As root, Mosquitto drops to the `mosquitto` user, who cannot write our data dir.
+        lines.append("user root")
     return "\n".join(lines) + "\n"
 
 
