@@ -6,4 +6,4 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 # What every query function takes: a plain connection or one borrowed from a pool.
-Connection: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
