@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvloop
 
@@ -18,6 +19,7 @@ def main() -> None:
     parser.add_argument("command", nargs="?", default="run", choices=["run", "rebuild-counters"])
     args = parser.parse_args()
     settings = BridgeSettings()
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     configure_logging(level=settings.log_level, process="bridge")
     if args.command == "rebuild-counters":
         groups = uvloop.run(rebuild(settings))

@@ -113,15 +113,13 @@ async def run(settings: BridgeSettings) -> None:
         stack.callback(metrics_thread.join, 5)
         stack.callback(metrics_server.shutdown)
 
-        inbox = Inbox(loop=loop, high_water=settings.receive_maximum * 2)
+        inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)
         subscriber = await stack.enter_async_context(
             MqttSubscriber(
                 target=settings.mqtt,
                 client_id=settings.bridge_client_id,
                 share_group=settings.share_group,
                 inbox=inbox,
-                receive_maximum=settings.receive_maximum,
-                session_expiry_s=settings.session_expiry_s,
             )
         )
         pipeline = Pipeline(

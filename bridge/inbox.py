@@ -8,7 +8,7 @@ the loop only when the consumer is actually waiting: one call_soon_threadsafe pe
 not one per message.
 
 The deque is bounded: past `high_water` the network thread blocks until the consumer catches
-up. At QoS 1 the broker's in-flight window (Receive Maximum) bounds us first; this bound is
+up. At QoS 1 the broker's in-flight window (max_inflight_messages) bounds us first; this is
 for QoS 0 traffic, which has no flow control, so the broker holds it instead of our memory.
 """
 

@@ -1,7 +1,12 @@
-"""The bridge's MQTT session: paho-mqtt in its own thread, MQTT v5, manual acknowledgement.
+"""The bridge's MQTT session: paho-mqtt in its own thread, persistent session, manual acks.
 
-Why paho and not aiomqtt: see bridge/inbox.py. Why v5: Receive Maximum lets the bridge set the
-broker's in-flight window for itself, and Session Expiry keeps our queue while we restart.
+Why paho and not aiomqtt: see bridge/inbox.py.
+Why MQTT 3.1.1 and not v5: paho decodes a property set for every v5 PUBLISH, and measured here
+(a backlog of 150,000 single-reading messages drained by the bridge) that costs a quarter of
+the bridge's message rate: ~13.6k/s under v5 against ~18k/s under 3.1.1. What v5 would add we
+get from the broker's config instead: the in-flight window (`max_inflight_messages`) and the
+session lifetime (`persistent_client_expiration`) in mosquitto.conf. Shared subscriptions work
+for 3.1.1 clients in Mosquitto.
 """
 
 from __future__ import annotations
@@ -16,10 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.inbox import InboundMessage, Inbox
 from bridge.settings import MqttTarget
@@ -38,20 +41,19 @@ class MqttSubscriber:
         client_id: str,
         share_group: str,
         inbox: Inbox,
-        receive_maximum: int,
-        session_expiry_s: int,
     ) -> None:
         self._target = target
         self._inbox = inbox
         self._share_group = share_group
-        self._receive_maximum = receive_maximum
-        self._session_expiry_s = session_expiry_s
         self._generation = 0
         self._subscribed = threading.Event()
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=paho.MQTTv5,
+            protocol=paho.MQTTv311,
+            # A persistent session: the broker queues for us while we are away, and redelivers
+            # what we had not acknowledged.
+            clean_session=False,
         )
         self._client.manual_ack_set(True)
         if target.username:
@@ -71,17 +73,12 @@ class MqttSubscriber:
         return self._subscribed.is_set()
 
     async def __aenter__(self) -> MqttSubscriber:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._session_expiry_s
-        props.ReceiveMaximum = self._receive_maximum
         # connect_async + loop_start: paho's thread connects and reconnects on its own, so a
         # broker that is down at start or restarts later is waited for, not fatal.
         self._client.connect_async(
             self._target.host,
             self._target.port,
             keepalive=30,
-            clean_start=False,
-            properties=props,
         )
         self._client.loop_start()
         return self
@@ -135,8 +132,8 @@ class MqttSubscriber:
         # Subscribing again on a resumed session is harmless and covers an expired one.
         client.subscribe(
             [
-                (shared_readings_filter(self._share_group), SubscribeOptions(qos=1)),
-                (STATUS_FILTER, SubscribeOptions(qos=1)),
+                (shared_readings_filter(self._share_group), 1),
+                (STATUS_FILTER, 1),
             ]
         )
 

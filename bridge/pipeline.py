@@ -3,7 +3,7 @@
 collector ──(bounded queue of batches)──▶ flusher
 The collector validates the next batch while the flusher waits on PostgreSQL. When PostgreSQL is
 slow or down the queue fills, the collector stops taking messages, the inbox fills, and the
-broker stops sending once Receive Maximum messages are unacknowledged: memory stays bounded
+broker stops sending once its in-flight window is unacknowledged: memory stays bounded
 and the backlog waits, persisted, in the broker.
 """
 
@@ -71,9 +71,6 @@ class Pipeline:
     async def collect(self) -> None:
         """Fills batches until stopped; flushes by size or when the oldest message is due."""
         builder = self.builder
-        # A message carries at most 1,000 readings, so stop taking messages well before the
-        # batch could overshoot by much.
-        take_limit = max(1, self.batch_max_readings // 10)
         while not self.stopping.is_set():
             batch = builder.batch
             if batch:
@@ -84,8 +81,7 @@ class Pipeline:
                 await self.inbox.wait(due)
             else:
                 await self.inbox.wait(0.5)
-            for message in self.inbox.take(take_limit):
-                builder.add(message)
+            self._fill(builder)
             metrics.INBOX_DEPTH.set(len(self.inbox))
             metrics.SUBSCRIBED.set(1 if self.subscriber.subscribed else 0)
         # Shutdown: what was delivered to us so far is committed and acked; later arrivals stay
@@ -95,6 +91,20 @@ class Pipeline:
         if builder.batch:
             await self.queue.put(builder.take())
         await self.queue.put(None)
+
+    def _fill(self, builder: BatchBuilder) -> None:
+        """Adds waiting messages until the batch is full or the inbox is empty.
+
+        After a stall (database outage, backlog at start) every message is already past its
+        delay: filling to the size limit, not just taking one chunk, keeps batches large then.
+        """
+        while builder.batch.size < self.batch_max_readings:
+            # A message holds 1 to 1,000 readings: take small chunks so as not to overshoot.
+            chunk = self.inbox.take(min(256, self.batch_max_readings - builder.batch.size))
+            if not chunk:
+                return
+            for message in chunk:
+                builder.add(message)
 
     async def flush(self) -> None:
         while (batch := await self.queue.get()) is not None:
