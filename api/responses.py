@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-class JSONBytes(Response):
+class JSONBytes(JSONResponse):
     """A JSON response from any orjson-serializable value (orjson.Fragment for stored JSON)."""
 
     media_type = "application/json"
