@@ -72,8 +72,11 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # The raw input and pydantic's context can hold anything (bytes, exceptions, a whole
     # body): send where and what, nothing the client sent back.
     return [
-        {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
-         "type": str(e.get("type", ""))}
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
 

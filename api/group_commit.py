@@ -111,8 +111,11 @@ class GroupCommitter:
         self._work.set()
 
     def _take(self) -> tuple[list[_Request], list[Rejection]]:
-        taken, n = [], 0
-        while self._pending and (not taken or n + len(self._pending[0].readings) <= self.max_readings):
+        taken: list[_Request] = []
+        n = 0
+        while self._pending and (
+            not taken or n + len(self._pending[0].readings) <= self.max_readings
+        ):
             request = self._pending.pop(0)
             taken.append(request)
             n += len(request.readings)
@@ -178,7 +181,7 @@ class GroupCommitter:
             detail = str(exc)
             self._fail(batch, lambda: ContractError(RejectReason.REJECTED_BY_DATABASE, detail), exc)
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear it
             log.warning("group commit failed: %s", exc)
             self._fail(batch, lambda: StorageUnavailableError("postgresql"), exc)
             return
@@ -194,9 +197,7 @@ class GroupCommitter:
                 request.future.set_result(result.unknown_robots)
 
     @staticmethod
-    def _fail(
-        batch: list[_Request], error: Callable[[], Exception], cause: BaseException
-    ) -> None:
+    def _fail(batch: list[_Request], error: Callable[[], Exception], cause: BaseException) -> None:
         for request in batch:
             if not request.future.done():
                 exc = error()

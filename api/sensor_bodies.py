@@ -1,8 +1,8 @@
 """HTTP ingest bodies, turned into readings by the same decoder the bridge uses.
 
 Two shapes are accepted:
-- the contract's, with the topic's fields in the body:
-  `{"robot_id", "sensor_type", "ts", "seq"?, "data"}` or `{"robot_id", "sensor_type", "readings": [...]}`;
+- the contract's, with the topic's fields in the body: `{"robot_id", "sensor_type", "ts",
+  "seq"?, "data"}`, or `{"robot_id", "sensor_type", "readings": [...]}`;
 - the older clients' `{"robot_id", "timestamp", "sensors": [{"sensor_type", "data"}, ...]}`.
 
 Only the envelope is parsed here; each sensor's part is handed as JSON bytes to
@@ -76,9 +76,7 @@ def _shape_error(detail: str) -> ContractError:
     return ContractError(RejectReason.INVALID_SCHEMA, detail)
 
 
-def parse_ingest_body(
-    body: bytes, *, decoder: PayloadDecoder, received_at: datetime
-) -> IngestBody:
+def parse_ingest_body(body: bytes, *, decoder: PayloadDecoder, received_at: datetime) -> IngestBody:
     """Readings and per-reading refusals; ContractError when the body as a whole is unusable."""
     try:
         envelope = _BODY.decode(body)
@@ -113,7 +111,14 @@ def _contract(
         payload = _join(readings=envelope.readings)
     else:
         payload = _join(ts=envelope.ts, seq=envelope.seq, data=envelope.data)
-    _decode(out, decoder, sensor_type, None, payload, received_at)
+    _decode(
+        out,
+        decoder=decoder,
+        sensor_type=sensor_type,
+        index=None,
+        payload=payload,
+        received_at=received_at,
+    )
 
 
 def _legacy(
@@ -142,16 +147,28 @@ def _legacy(
                 )
             )
             out.refused.append(
-                {"sensor_type": sensor.sensor_type, "index": index,
-                 "reason": str(RejectReason.UNKNOWN_SENSOR_TYPE), "detail": detail}
+                {
+                    "sensor_type": sensor.sensor_type,
+                    "index": index,
+                    "reason": str(RejectReason.UNKNOWN_SENSOR_TYPE),
+                    "detail": detail,
+                }
             )
             continue
         payload = _join(ts=envelope.timestamp, data=sensor.data)
-        _decode(out, decoder, sensor_type, index, payload, received_at)
+        _decode(
+            out,
+            decoder=decoder,
+            sensor_type=sensor_type,
+            index=index,
+            payload=payload,
+            received_at=received_at,
+        )
 
 
 def _decode(
     out: IngestBody,
+    *,
     decoder: PayloadDecoder,
     sensor_type: str,
     index: int | None,

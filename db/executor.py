@@ -8,8 +8,6 @@ if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
-    Executor: TypeAlias = (
-        asyncpg.Pool[Any] | asyncpg.Connection[Any] | PoolConnectionProxy[Any]
-    )
+    Executor: TypeAlias = asyncpg.Pool[Any] | asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 else:
     Executor = Any

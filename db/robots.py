@@ -76,7 +76,7 @@ class RobotChanges:
 
 async def register_robot(db: Executor, robot_id: str, fields: RobotFields) -> asyncpg.Record:
     try:
-        row: asyncpg.Record = await db.fetchrow(
+        row: asyncpg.Record | None = await db.fetchrow(
             _INSERT,
             robot_id,
             fields.name,
@@ -87,6 +87,7 @@ async def register_robot(db: Executor, robot_id: str, fields: RobotFields) -> as
         )
     except asyncpg.UniqueViolationError as exc:
         raise ConflictError("robot", robot_id) from exc
+    assert row is not None  # INSERT ... RETURNING answers with the row it inserted
     return row
 
 

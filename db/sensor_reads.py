@@ -28,7 +28,9 @@ from telemetry.sensors import SENSOR_TYPES
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
-_SELECT = "SELECT robot_id, sensor_type, ts, received_at, seq, data::text AS data FROM sensor_readings"
+_SELECT = (
+    "SELECT robot_id, sensor_type, ts, received_at, seq, data::text AS data FROM sensor_readings"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,7 +229,7 @@ class CounterReads:
     async def recently_seen(self, limit: int) -> list[str]:
         """Robot ids by last-seen time, newest first."""
         ids = await self.redis.zrevrange(f"{self.prefix}last_seen", 0, limit - 1)
-        return [i.decode() for i in ids]
+        return [i.decode() for i in cast(list[bytes], ids)]
 
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
         keys = [f"{self.prefix}m:{m}" for m in minutes]

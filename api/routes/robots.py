@@ -41,8 +41,7 @@ router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut}
-    for code in (400, 404, 409, 413, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 503)
 }
 
 
@@ -70,7 +69,9 @@ def robot_doc(row: asyncpg.Record, status: bytes | None, seen_ms: float | None) 
     }
 
 
-def latest_docs(raw: dict[bytes, bytes], sensor_types: frozenset[str] | None = None) -> dict[str, Any]:
+def latest_docs(
+    raw: dict[bytes, bytes], sensor_types: frozenset[str] | None = None
+) -> dict[str, Any]:
     return {
         k.decode(): orjson.Fragment(v)
         for k, v in raw.items()
@@ -118,7 +119,10 @@ async def get_robots(
             raise InvalidCursorError("malformed")
         after = position[0]
     rows = await list_robots(
-        res.pool, status=status.value if status else None, model=model, after_id=after,
+        res.pool,
+        status=status.value if status else None,
+        model=model,
+        after_id=after,
         limit=limit + 1,
     )
     page = rows[:limit]

@@ -75,7 +75,9 @@ def _robot_ids(values: list[str]) -> tuple[str, ...]:
     ids = {part for value in values for part in value.split(",") if part}
     for robot_id in ids:
         if not is_valid_robot_id(robot_id):
-            raise InvalidQueryError("robot_id", f"not a robot id (1-64 of [A-Za-z0-9_-]): {robot_id!r}")
+            raise InvalidQueryError(
+                "robot_id", f"not a robot id (1-64 of [A-Za-z0-9_-]): {robot_id!r}"
+            )
     if len(ids) > MAX_ROBOTS_PER_QUERY:
         raise InvalidQueryError("robot_id", f"at most {MAX_ROBOTS_PER_QUERY} robots per query")
     return tuple(sorted(ids))
@@ -154,7 +156,9 @@ def _key(position: list[Any]) -> ReadingKey:
 
 def _ingest_schema() -> dict[str, Any]:
     """The request body's JSON schema, with each sensor type's data schema from its Struct."""
-    data = {"oneOf": [{"$ref": f"#/components/schemas/{t.__name__}"} for t in SENSOR_SCHEMAS.values()]}
+    data = {
+        "oneOf": [{"$ref": f"#/components/schemas/{t.__name__}"} for t in SENSOR_SCHEMAS.values()]
+    }
     ts = {
         "oneOf": [
             {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
@@ -163,9 +167,10 @@ def _ingest_schema() -> dict[str, Any]:
     }
     robot_id = {"type": "string", "pattern": ROBOT_ID_PATTERN}
     sensor_type = {"type": "string", "description": "imu, gps, lidar, battery; any case"}
+    reading_properties = {"ts": ts, "seq": {"type": "integer", "minimum": 0}, "data": data}
     reading = {
         "type": "object",
-        "properties": {"ts": ts, "seq": {"type": "integer", "minimum": 0}, "data": data},
+        "properties": reading_properties,
         "required": ["ts", "data"],
         "additionalProperties": False,
     }
@@ -175,7 +180,9 @@ def _ingest_schema() -> dict[str, Any]:
                 "title": "One reading",
                 "type": "object",
                 "properties": {
-                    "robot_id": robot_id, "sensor_type": sensor_type, **reading["properties"]
+                    "robot_id": robot_id,
+                    "sensor_type": sensor_type,
+                    **reading_properties,
                 },
                 "required": ["robot_id", "sensor_type", "ts", "data"],
                 "additionalProperties": False,
@@ -187,7 +194,9 @@ def _ingest_schema() -> dict[str, Any]:
                     "robot_id": robot_id,
                     "sensor_type": sensor_type,
                     "readings": {
-                        "type": "array", "items": reading, "minItems": 1,
+                        "type": "array",
+                        "items": reading,
+                        "minItems": 1,
                         "maxItems": MAX_READINGS_PER_MESSAGE,
                     },
                 },
@@ -254,8 +263,16 @@ async def ingest(request: Request, res: Res) -> Response:
         parsed = parse_ingest_body(body, decoder=res.decoder, received_at=received_at)
     except ContractError as exc:
         res.committer.count_rejections(
-            [Rejection(received_at, "http", exc.reason, exc.detail,
-                       body[:DEAD_LETTER_PAYLOAD_CAP], len(body))]
+            [
+                Rejection(
+                    received_at,
+                    "http",
+                    exc.reason,
+                    exc.detail,
+                    body[:DEAD_LETTER_PAYLOAD_CAP],
+                    len(body),
+                )
+            ]
         )
         raise
     if not parsed.readings:
@@ -264,12 +281,15 @@ async def ingest(request: Request, res: Res) -> Response:
     unknown = await res.committer.commit(parsed.readings, parsed.rejections)
     if parsed.robot_id in unknown:
         raise UnknownRobotError(parsed.robot_id)
-    return JSONBytes({"accepted": len(parsed.readings), "rejected": parsed.refused}, status_code=201)
+    return JSONBytes(
+        {"accepted": len(parsed.readings), "rejected": parsed.refused}, status_code=201
+    )
 
 
 @router.get("", response_model=SensorPage, responses=_ERRORS)
 async def list_readings(
     res: Res,
+    *,
     robot_id: RobotIds = [],  # noqa: B006 - FastAPI copies defaults
     sensor_type: SensorTypes = [],  # noqa: B006
     since: datetime | None = None,
@@ -288,8 +308,12 @@ async def list_readings(
         descending=order == "desc",
     )
     scope = query_scope(
-        "sensors", filt.robot_ids, filt.sensor_types,
-        since and _us(since), until and _us(until), order,
+        "sensors",
+        filt.robot_ids,
+        filt.sensor_types,
+        since and _us(since),
+        until and _us(until),
+        order,
     )
     after = _key(res.cursors.decode(cursor, scope)) if cursor else None
     rows = await read_page(res.pool, filt, after=after, limit=limit + 1)
@@ -317,8 +341,7 @@ async def latest(
     ids = list(robots) if robots else await res.reads.recently_seen(limit)
     hashes = await res.reads.latest_raw(ids)
     items = [
-        {"robot_id": r, "sensors": latest_docs(h, types)}
-        for r, h in zip(ids, hashes, strict=True)
+        {"robot_id": r, "sensors": latest_docs(h, types)} for r, h in zip(ids, hashes, strict=True)
     ]
     return JSONBytes({"items": items})
 
@@ -326,6 +349,7 @@ async def latest(
 @router.get("/aggregate", response_model=AggregateOut | MovingAverageOut, responses=_ERRORS)
 async def aggregate(
     res: Res,
+    *,
     sensor_type: Annotated[str, Query(max_length=32)],
     field: Annotated[str, Query(max_length=64, description="e.g. accel.x, lat, level")],
     robot_id: Annotated[str | None, Query(pattern=ROBOT_ID_PATTERN)] = None,
@@ -346,20 +370,25 @@ async def aggregate(
     stype = types[0]
     if field not in NUMERIC_FIELDS[stype]:
         raise InvalidQueryError(
-            "field", f"{stype} has no numeric field {field!r}; one of {sorted(NUMERIC_FIELDS[stype])}"
+            "field",
+            f"{stype} has no numeric field {field!r}; one of {sorted(NUMERIC_FIELDS[stype])}",
         )
     path = field.split(".")
     since, until = _window(since, until)
     until = until or datetime.now(UTC)
     if window is not None:
         rows = await moving_average(
-            res.pool, sensor_type=stype, path=path, window=window, limit=limit,
-            since=since, until=until, robot_id=robot_id,
+            res.pool,
+            sensor_type=stype,
+            path=path,
+            window=window,
+            limit=limit,
+            since=since,
+            until=until,
+            robot_id=robot_id,
         )
         points = [dict(r) for r in rows]
-        return JSONBytes(
-            {"sensor_type": stype, "field": field, "window": window, "points": points}
-        )
+        return JSONBytes({"sensor_type": stype, "field": field, "window": window, "points": points})
     since = since or until - timedelta(hours=1)
     if since >= until:
         raise InvalidQueryError("since", "must be before until")
@@ -367,15 +396,29 @@ async def aggregate(
     if until - since > MAX_AGGREGATE_RANGE:
         raise InvalidQueryError("since", f"at most {MAX_AGGREGATE_RANGE.days} days before until")
     if (until - since).total_seconds() / seconds > MAX_BUCKETS:
-        raise InvalidQueryError("bucket", f"more than {MAX_BUCKETS} buckets: widen it or narrow since/until")
+        raise InvalidQueryError(
+            "bucket", f"more than {MAX_BUCKETS} buckets: widen it or narrow since/until"
+        )
     rows = await bucket_aggregate(
-        res.pool, sensor_type=stype, path=path, fn=fn, bucket=timedelta(seconds=seconds),
-        since=since, until=until, robot_id=robot_id,
+        res.pool,
+        sensor_type=stype,
+        path=path,
+        fn=fn,
+        bucket=timedelta(seconds=seconds),
+        since=since,
+        until=until,
+        robot_id=robot_id,
     )
     return JSONBytes(
         {
-            "sensor_type": stype, "field": field, "fn": fn.value, "bucket_seconds": seconds,
-            "since": since, "until": until,
-            "buckets": [{"start": r["bucket"], "value": r["value"], "samples": r["samples"]} for r in rows],
+            "sensor_type": stype,
+            "field": field,
+            "fn": fn.value,
+            "bucket_seconds": seconds,
+            "since": since,
+            "until": until,
+            "buckets": [
+                {"start": r["bucket"], "value": r["value"], "samples": r["samples"]} for r in rows
+            ],
         }
     )

@@ -45,7 +45,7 @@ async def stats(
     counts = await res.reads.window(minutes, top=top)
     total = 0
     by_type: Counter[str] = Counter()
-    series = []
+    series: list[dict[str, Any]] = []
     for minute, totals in zip(minutes, counts.totals, strict=True):
         in_minute = totals.pop("*", 0)
         total += in_minute

@@ -62,7 +62,7 @@ def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
 
 def _operations(api_url: str) -> list[Any]:
     spec = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
-    return [result.ok() for result in spec.get_all_operations()]
+    return [result.ok() for result in spec.get_all_operations()]  # type: ignore[union-attr]
 
 
 # Hypothesis drives each operation directly: schemathesis' lazy pytest fixture does not run
@@ -75,8 +75,9 @@ def test_no_server_error_and_conforming_responses(api_url: str) -> None:
     for operation, mode in itertools.product(operations, modes):
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)
+        @settings(
+            max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def run(case: Any) -> None:
             response = case.call(base_url=api_url)
             assert response.status_code < 500, (

@@ -14,8 +14,14 @@ from tests.api.conftest import IMU, now_ms
 
 
 async def test_register_then_read_back(client: httpx.AsyncClient) -> None:
-    body = {"id": "bot-7", "name": "Seven", "model": "X1", "status": "maintenance",
-            "battery_level": 33.3, "metadata": {"site": "hall 2", "tags": ["a"]}}
+    body = {
+        "id": "bot-7",
+        "name": "Seven",
+        "model": "X1",
+        "status": "maintenance",
+        "battery_level": 33.3,
+        "metadata": {"site": "hall 2", "tags": ["a"]},
+    }
     created = await client.post("/api/robots", json=body)
     assert created.status_code == 201, created.text
     doc = created.json()
@@ -53,7 +59,9 @@ async def test_generated_id_and_conflict(client: httpx.AsyncClient) -> None:
         {"unexpected": 1},
     ],
 )
-async def test_bad_fields_are_422_with_reason(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+async def test_bad_fields_are_422_with_reason(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
     response = await client.post("/api/robots", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
@@ -73,7 +81,10 @@ async def test_unknown_robot_is_404(client: httpx.AsyncClient) -> None:
         response = await client.request(method, "/api/robots/ghost")
         assert response.status_code == 404
         assert response.json() == {
-            "error": "not_found", "detail": "robot 'ghost' not found", "kind": "robot", "key": "ghost"
+            "error": "not_found",
+            "detail": "robot 'ghost' not found",
+            "kind": "robot",
+            "key": "ghost",
         }
     assert (await client.patch("/api/robots/ghost", json={"name": "x"})).status_code == 404
     assert (await client.put("/api/robots/ghost", json={"name": "x"})).status_code == 404
@@ -81,21 +92,28 @@ async def test_unknown_robot_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_patch_changes_only_given_fields(client: httpx.AsyncClient) -> None:
-    await client.post("/api/robots", json={"id": "p1", "name": "before", "model": "M",
-                                           "battery_level": 50})
-    patched = await client.patch("/api/robots/p1", json={"status": "inactive", "battery_level": None})
+    await client.post(
+        "/api/robots", json={"id": "p1", "name": "before", "model": "M", "battery_level": 50}
+    )
+    patched = await client.patch(
+        "/api/robots/p1", json={"status": "inactive", "battery_level": None}
+    )
     assert patched.status_code == 200
     doc = patched.json()
     assert (doc["name"], doc["model"], doc["status"], doc["battery_level"]) == (
-        "before", "M", "inactive", None
+        "before",
+        "M",
+        "inactive",
+        None,
     )
     assert (await client.patch("/api/robots/p1", json={"name": None})).status_code == 422
     assert (await client.patch("/api/robots/p1", json={"battery_level": 200})).status_code == 422
 
 
 async def test_put_replaces_every_field(client: httpx.AsyncClient) -> None:
-    await client.post("/api/robots", json={"id": "p2", "name": "n", "model": "M",
-                                           "metadata": {"a": 1}})
+    await client.post(
+        "/api/robots", json={"id": "p2", "name": "n", "model": "M", "metadata": {"a": 1}}
+    )
     put = await client.put("/api/robots/p2", json={"name": "new", "battery_level": 10})
     assert put.status_code == 200
     doc = put.json()
@@ -120,8 +138,10 @@ async def test_delete_keeps_readings_and_refuses_new_ones(
 async def test_list_filters_and_walks_pages(client: httpx.AsyncClient) -> None:
     for i in range(25):
         status = "active" if i % 2 else "maintenance"
-        r = await client.post("/api/robots", json={"id": f"bot-{i:02d}", "status": status,
-                                                   "model": "A" if i % 3 else "B"})
+        r = await client.post(
+            "/api/robots",
+            json={"id": f"bot-{i:02d}", "status": status, "model": "A" if i % 3 else "B"},
+        )
         assert r.status_code == 201
     seen: list[str] = []
     params: dict[str, Any] = {"status": "active", "limit": 4}
@@ -135,7 +155,9 @@ async def test_list_filters_and_walks_pages(client: httpx.AsyncClient) -> None:
     expected = sorted([f"bot-{i:02d}" for i in range(25) if i % 2] + ["r1", "r2", "r3"])
     assert seen == expected
     both = (await client.get("/api/robots", params={"status": "active", "model": "B"})).json()
-    assert [i["id"] for i in both["items"]] == [f"bot-{i:02d}" for i in range(25) if i % 2 and i % 3 == 0]
+    assert [i["id"] for i in both["items"]] == [
+        f"bot-{i:02d}" for i in range(25) if i % 2 and i % 3 == 0
+    ]
 
 
 async def test_cursor_of_another_filter_or_edited_is_400(client: httpx.AsyncClient) -> None:
@@ -154,9 +176,13 @@ async def test_cursor_of_another_filter_or_edited_is_400(client: httpx.AsyncClie
 
 
 async def test_live_fields_come_from_redis(client: httpx.AsyncClient, counters: Counters) -> None:
-    await counters.set_statuses([("r2", "online", 1_700_000_000_000), ("r3", "offline", 1_700_000_000_500)])
+    await counters.set_statuses(
+        [("r2", "online", 1_700_000_000_000), ("r3", "offline", 1_700_000_000_500)]
+    )
     ts = now_ms()
-    await client.post("/api/sensors", json={"robot_id": "r2", "sensor_type": "imu", "ts": ts, "data": IMU})
+    await client.post(
+        "/api/sensors", json={"robot_id": "r2", "sensor_type": "imu", "ts": ts, "data": IMU}
+    )
     items = {i["id"]: i for i in (await client.get("/api/robots")).json()["items"]}
     assert items["r2"]["connection"] == "online"
     assert items["r2"]["connection_changed_at"].startswith("2023-11-14T22:13:20")
@@ -165,4 +191,7 @@ async def test_live_fields_come_from_redis(client: httpx.AsyncClient, counters: 
     assert items["r1"]["connection"] == "unknown"
     detail = (await client.get("/api/robots/r2")).json()
     assert detail["latest"]["imu"]["data"] == IMU
-    assert detail["latest"]["imu"]["ts"][:19] == datetime.fromtimestamp(ts / 1000, UTC).isoformat()[:19]
+    assert (
+        detail["latest"]["imu"]["ts"][:19]
+        == datetime.fromtimestamp(ts / 1000, UTC).isoformat()[:19]
+    )

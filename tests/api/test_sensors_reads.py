@@ -41,10 +41,14 @@ async def expected_keys(pool: asyncpg.Pool[Any], params: dict[str, Any], asc: bo
     order = "ASC" if asc else "DESC"
     rows = await pool.fetch(
         f"""SELECT ts, robot_id, sensor_type FROM sensor_readings
-            WHERE ($1::text[] IS NULL OR robot_id = ANY($1)) AND ($2::text IS NULL OR sensor_type = $2)
+            WHERE ($1::text[] IS NULL OR robot_id = ANY($1))
+              AND ($2::text IS NULL OR sensor_type = $2)
               AND ($3::timestamptz IS NULL OR ts >= $3) AND ($4::timestamptz IS NULL OR ts < $4)
             ORDER BY ts {order}, robot_id {order}, sensor_type {order}""",
-        params.get("robot_id"), params.get("sensor_type"), params.get("since"), params.get("until"),
+        params.get("robot_id"),
+        params.get("sensor_type"),
+        params.get("since"),
+        params.get("until"),
     )
     return [(r["ts"].isoformat(), r["robot_id"], r["sensor_type"]) for r in rows]
 
@@ -78,8 +82,11 @@ async def walk(client: httpx.AsyncClient, params: dict[str, Any]) -> list[Key]:
     ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()) or "all",
 )
 async def test_walk_has_no_duplicates_and_no_gaps(
-    client: httpx.AsyncClient, clean_db: asyncpg.Pool[Any], filled: datetime,
-    filters: dict[str, Any], order: str,
+    client: httpx.AsyncClient,
+    clean_db: asyncpg.Pool[Any],
+    filled: datetime,
+    filters: dict[str, Any],
+    order: str,
 ) -> None:
     params: dict[str, Any] = {k: v for k, v in filters.items() if k != "window"}
     sql_params = dict(params)
@@ -106,8 +113,12 @@ async def test_walk_while_rows_arrive(
         rng = random.Random(7)
         while not stop.is_set():
             ts = now_ms() - rng.randint(0, 3_600_000)
-            body = {"robot_id": rng.choice(["r1", "r2", "r3"]), "sensor_type": "gps",
-                    "ts": ts, "data": GPS}
+            body = {
+                "robot_id": rng.choice(["r1", "r2", "r3"]),
+                "sensor_type": "gps",
+                "ts": ts,
+                "data": GPS,
+            }
             assert (await client.post("/api/sensors", json=body)).status_code == 201
             sent += 1
             await asyncio.sleep(0)
@@ -156,12 +167,14 @@ async def test_cursor_is_bound_to_its_query_and_signed(
 ) -> None:
     first = (await client.get("/api/sensors", params={"robot_id": "r1", "limit": 5})).json()
     cursor = first["next_cursor"]
-    assert (await client.get("/api/sensors", params={"robot_id": "r1", "cursor": cursor})).status_code == 200
+    assert (
+        await client.get("/api/sensors", params={"robot_id": "r1", "cursor": cursor})
+    ).status_code == 200
     for params in ({"robot_id": "r2"}, {"robot_id": "r1", "order": "asc"}, {"sensor_type": "imu"}):
         response = await client.get("/api/sensors", params={**params, "cursor": cursor})
         assert response.status_code == 400
     body, _, sig = cursor.partition(".")
-    flipped = ("A" if body[5] != "A" else "B")
+    flipped = "A" if body[5] != "A" else "B"
     tampered = f"{body[:5]}{flipped}{body[6:]}.{sig}"
     response = await client.get("/api/sensors", params={"robot_id": "r1", "cursor": tampered})
     assert response.status_code == 400
@@ -169,8 +182,11 @@ async def test_cursor_is_bound_to_its_query_and_signed(
 
 
 async def test_items_carry_the_stored_reading(client: httpx.AsyncClient, filled: datetime) -> None:
-    [item] = (await client.get("/api/sensors", params={"robot_id": "r1", "sensor_type": "imu",
-                                                       "limit": 1})).json()["items"]
+    [item] = (
+        await client.get(
+            "/api/sensors", params={"robot_id": "r1", "sensor_type": "imu", "limit": 1}
+        )
+    ).json()["items"]
     assert item["data"] == IMU
     assert item["seq"] == 1
     assert datetime.fromisoformat(item["ts"]) == filled - timedelta(seconds=7)
@@ -179,11 +195,18 @@ async def test_items_carry_the_stored_reading(client: httpx.AsyncClient, filled:
 async def test_latest_from_redis(client: httpx.AsyncClient) -> None:
     ts = now_ms()
     for i, robot in enumerate(["r1", "r2"]):
-        body = {"robot_id": robot, "timestamp": ts + i, "sensors": [
-            {"sensor_type": "imu", "data": IMU}, {"sensor_type": "gps", "data": GPS}]}
+        body = {
+            "robot_id": robot,
+            "timestamp": ts + i,
+            "sensors": [{"sensor_type": "imu", "data": IMU}, {"sensor_type": "gps", "data": GPS}],
+        }
         await client.post("/api/sensors", json=body)
-        older = {"robot_id": robot, "sensor_type": "gps", "ts": ts - 5000,
-                 "data": {"lat": 0, "lon": 0}}
+        older = {
+            "robot_id": robot,
+            "sensor_type": "gps",
+            "ts": ts - 5000,
+            "data": {"lat": 0, "lon": 0},
+        }
         await client.post("/api/sensors", json=older)
     one = (await client.get("/api/sensors/latest", params={"robot_id": "r1"})).json()
     assert one["items"][0]["robot_id"] == "r1"
@@ -200,16 +223,29 @@ async def test_bucket_aggregates(client: httpx.AsyncClient) -> None:
     minute = now_ms() // 60_000 * 60_000 - 120_000
     levels = [10, 20, 30, 40]
     for i, level in enumerate(levels):  # two in each of two minutes
-        body = {"robot_id": "r1", "sensor_type": "battery", "ts": minute + i * 30_000,
-                "data": {"level": level}}
+        body = {
+            "robot_id": "r1",
+            "sensor_type": "battery",
+            "ts": minute + i * 30_000,
+            "data": {"level": level},
+        }
         assert (await client.post("/api/sensors", json=body)).status_code == 201
     since = datetime.fromtimestamp(minute / 1000, UTC).isoformat()
     until = datetime.fromtimestamp((minute + 120_000) / 1000, UTC).isoformat()
     results = {}
     for fn in ("avg", "min", "max", "sum", "count"):
-        response = await client.get("/api/sensors/aggregate", params={
-            "sensor_type": "battery", "field": "level", "fn": fn, "bucket": "1m",
-            "since": since, "until": until, "robot_id": "r1"})
+        response = await client.get(
+            "/api/sensors/aggregate",
+            params={
+                "sensor_type": "battery",
+                "field": "level",
+                "fn": fn,
+                "bucket": "1m",
+                "since": since,
+                "until": until,
+                "robot_id": "r1",
+            },
+        )
         assert response.status_code == 200, response.text
         results[fn] = [(b["value"], b["samples"]) for b in response.json()["buckets"]]
     assert results["avg"] == [(15, 2), (35, 2)]
@@ -217,18 +253,35 @@ async def test_bucket_aggregates(client: httpx.AsyncClient) -> None:
     assert results["max"] == [(20, 2), (40, 2)]
     assert results["sum"] == [(30, 2), (70, 2)]
     assert results["count"] == [(2, 2), (2, 2)]
-    default = (await client.get("/api/sensors/aggregate", params={
-        "sensor_type": "battery", "field": "level"})).json()
+    default = (
+        await client.get(
+            "/api/sensors/aggregate", params={"sensor_type": "battery", "field": "level"}
+        )
+    ).json()
     assert sum(b["samples"] for b in default["buckets"]) == 4
 
 
 async def test_moving_average(client: httpx.AsyncClient) -> None:
     ts = now_ms() - 60_000
-    body = {"robot_id": "r2", "sensor_type": "imu", "readings": [
-        {"ts": ts + i, "data": {**IMU, "accel": {"x": float(i), "y": 0, "z": 0}}} for i in range(10)]}
+    body = {
+        "robot_id": "r2",
+        "sensor_type": "imu",
+        "readings": [
+            {"ts": ts + i, "data": {**IMU, "accel": {"x": float(i), "y": 0, "z": 0}}}
+            for i in range(10)
+        ],
+    }
     assert (await client.post("/api/sensors", json=body)).status_code == 201
-    response = await client.get("/api/sensors/aggregate", params={
-        "sensor_type": "imu", "field": "accel.x", "window": 3, "limit": 4, "robot_id": "r2"})
+    response = await client.get(
+        "/api/sensors/aggregate",
+        params={
+            "sensor_type": "imu",
+            "field": "accel.x",
+            "window": 3,
+            "limit": 4,
+            "robot_id": "r2",
+        },
+    )
     assert response.status_code == 200, response.text
     points = response.json()["points"]
     assert [p["value"] for p in points] == [6, 7, 8, 9]
@@ -244,8 +297,16 @@ async def test_moving_average(client: httpx.AsyncClient) -> None:
         ({"sensor_type": "sonar", "field": "x"}, "invalid_query"),
         ({"sensor_type": "gps", "field": "lat", "bucket": "5 minutes"}, "invalid_query"),
         ({"sensor_type": "gps", "field": "lat", "bucket": "2d"}, "invalid_query"),
-        ({"sensor_type": "gps", "field": "lat", "bucket": "1s", "since": "2026-01-01T00:00:00Z",
-          "until": "2026-01-02T00:00:00Z"}, "invalid_query"),
+        (
+            {
+                "sensor_type": "gps",
+                "field": "lat",
+                "bucket": "1s",
+                "since": "2026-01-01T00:00:00Z",
+                "until": "2026-01-02T00:00:00Z",
+            },
+            "invalid_query",
+        ),
         ({"sensor_type": "gps", "field": "lat", "fn": "median"}, "invalid_request"),
         ({"sensor_type": "gps", "field": "lat", "window": 0}, "invalid_request"),
         ({"sensor_type": "gps", "field": "lat", "until": "0001-01-01T00:00:00Z"}, "invalid_query"),

@@ -23,10 +23,14 @@ async def ingest_spread(client: httpx.AsyncClient, *, minutes: int, n: int, seed
     now = now_ms()
     sent: list[dict[str, Any]] = []
     for _ in range(n):
-        body = {"robot_id": rng.choice(["r1", "r2", "r3"]),
-                "timestamp": now - rng.randint(0, minutes * 60_000),
-                "sensors": [{"sensor_type": t.upper(), "data": None if t == "gps" and rng.random() < 0.1 else d}
-                            for t, d in _DATA.items()]}
+        body = {
+            "robot_id": rng.choice(["r1", "r2", "r3"]),
+            "timestamp": now - rng.randint(0, minutes * 60_000),
+            "sensors": [
+                {"sensor_type": t.upper(), "data": None if t == "gps" and rng.random() < 0.1 else d}
+                for t, d in _DATA.items()
+            ],
+        }
         sent.append(body)
         assert (await client.post("/api/sensors", json=body)).status_code == 201
     for body in rng.sample(sent, n // 10):
@@ -35,15 +39,25 @@ async def ingest_spread(client: httpx.AsyncClient, *, minutes: int, n: int, seed
 
 async def table_counts(pool: asyncpg.Pool[Any], since: datetime, until: datetime) -> dict[str, Any]:
     total = await pool.fetchval(
-        "SELECT count(*) FROM sensor_readings WHERE ts >= $1 AND ts < $2", since, until)
+        "SELECT count(*) FROM sensor_readings WHERE ts >= $1 AND ts < $2", since, until
+    )
     by_type = await pool.fetch(
         "SELECT sensor_type, count(*) AS n FROM sensor_readings WHERE ts >= $1 AND ts < $2 "
-        "GROUP BY 1", since, until)
+        "GROUP BY 1",
+        since,
+        until,
+    )
     by_robot = await pool.fetch(
         "SELECT robot_id, count(*) AS n FROM sensor_readings WHERE ts >= $1 AND ts < $2 "
-        "GROUP BY 1 ORDER BY 2 DESC, 1 DESC", since, until)
-    return {"total": total, "by_type": {r["sensor_type"]: r["n"] for r in by_type},
-            "by_robot": [(r["robot_id"], r["n"]) for r in by_robot]}
+        "GROUP BY 1 ORDER BY 2 DESC, 1 DESC",
+        since,
+        until,
+    )
+    return {
+        "total": total,
+        "by_type": {r["sensor_type"]: r["n"] for r in by_type},
+        "by_robot": [(r["robot_id"], r["n"]) for r in by_robot],
+    }
 
 
 @pytest.mark.parametrize("window", ["1h", "15m", "24h"])
@@ -61,7 +75,8 @@ async def test_stats_equal_count_over_the_same_window(
     assert stats["by_sensor_type"] == expected["by_type"]
     assert sorted(stats["top_robots"], key=lambda r: (-r["readings"], r["robot_id"])) == sorted(
         ({"robot_id": r, "readings": n} for r, n in expected["by_robot"]),
-        key=lambda r: (-r["readings"], r["robot_id"]))
+        key=lambda r: (-r["readings"], r["robot_id"]),
+    )
     assert sum(m["readings"] for m in stats["per_minute"]) == expected["total"]
     assert len(stats["per_minute"]) == (until - since).total_seconds() // 60
     assert stats["rejected"]["invalid_schema"] > 0  # the null GPS data, counted by reason
@@ -79,14 +94,17 @@ async def test_robots_online_from_the_status_hash(
 
 
 async def test_unknown_robot_and_bad_requests_are_counted(client: httpx.AsyncClient) -> None:
-    await client.post("/api/sensors", json={"robot_id": "ghost", "sensor_type": "gps",
-                                            "ts": now_ms(), "data": GPS})
+    await client.post(
+        "/api/sensors",
+        json={"robot_id": "ghost", "sensor_type": "gps", "ts": now_ms(), "data": GPS},
+    )
     await client.post("/api/sensors", content=b"{broken")
     stats = (await client.get("/api/stats", params={"window": "5m"})).json()
     assert stats["rejected"].get("unknown_robot") == 1
     # Refusals without readings ride on the next commit: one more request flushes them.
-    await client.post("/api/sensors", json={"robot_id": "r1", "sensor_type": "gps",
-                                            "ts": now_ms(), "data": GPS})
+    await client.post(
+        "/api/sensors", json={"robot_id": "r1", "sensor_type": "gps", "ts": now_ms(), "data": GPS}
+    )
     stats = (await client.get("/api/stats", params={"window": "5m"})).json()
     assert stats["rejected"].get("invalid_json") == 1
 
