@@ -1,13 +1,12 @@
-"""What a query function runs on: a pool (one statement, any connection) or a connection."""
+"""What a read function runs on: a pool (one statement on any free connection) or a
+connection (several statements, or a transaction)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
-if TYPE_CHECKING:
-    import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
+import asyncpg
 
-    Executor: TypeAlias = asyncpg.Pool[Any] | asyncpg.Connection[Any] | PoolConnectionProxy[Any]
-else:
-    Executor = Any
+from db import Connection
+
+Executor: TypeAlias = "asyncpg.Pool[Any] | Connection"
