@@ -174,3 +174,85 @@ class Counters:
         if not raw:
             return None
         return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What the per-minute counters hold for a run of minutes, fetched in one round trip."""
+
+    totals: list[dict[str, int]]  # per minute: `*` and each sensor type
+    rejected: list[dict[str, int]]  # per minute: reason -> count
+    top_robots: list[tuple[str, int]]  # most readings first
+    robots_online: int
+    robots_with_status: int
+
+
+class CounterReads:
+    """Read-side queries for the API; every method is one Redis round trip."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.redis = counters.redis
+        self.prefix = counters.prefix
+
+    async def robot_live(
+        self, robot_ids: Sequence[str]
+    ) -> tuple[list[bytes | None], list[float | None]]:
+        """For each robot: its status document (JSON) and its last-seen milliseconds."""
+        if not robot_ids:
+            return [], []
+        ids = list(robot_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(f"{self.prefix}status", ids)
+            pipe.zmscore(f"{self.prefix}last_seen", ids)
+            statuses, seen = await pipe.execute()
+        return list(statuses), list(seen)
+
+    async def robot_detail(
+        self, robot_id: str
+    ) -> tuple[bytes | None, float | None, dict[bytes, bytes]]:
+        """A robot's status document, last-seen ms and latest hash (raw)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(f"{self.prefix}status", robot_id)
+            pipe.zscore(f"{self.prefix}last_seen", robot_id)
+            pipe.hgetall(f"{self.prefix}latest:{robot_id}")
+            status, seen, latest = await pipe.execute()
+        return status, seen, latest
+
+    async def latest_raw(self, robot_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """The raw `latest:{robot}` hash of each robot: `{type}` -> JSON, `{type}:ts` -> ms."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for robot_id in robot_ids:
+                pipe.hgetall(f"{self.prefix}latest:{robot_id}")
+            results: list[dict[bytes, bytes]] = await pipe.execute()
+        return results
+
+    async def recently_seen(self, limit: int) -> list[str]:
+        """Robot ids by last-seen time, newest first."""
+        ids = await self.redis.zrevrange(f"{self.prefix}last_seen", 0, limit - 1)
+        return [i.decode() for i in cast(list[bytes], ids)]
+
+    async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
+        keys = [f"{self.prefix}m:{m}" for m in minutes]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hgetall(f"{k}:t")
+            for k in keys:
+                pipe.hgetall(f"{k}:x")
+            # ZUNION answers in ascending score order: the top N are its tail.
+            pipe.zunion([f"{k}:r" for k in keys], withscores=True)
+            pipe.hvals(f"{self.prefix}status")
+            results = await pipe.execute()
+        n = len(keys)
+
+        def ints(raw: dict[bytes, bytes]) -> dict[str, int]:
+            return {k.decode(): int(v) for k, v in raw.items()}
+
+        union: list[tuple[bytes, float]] = results[2 * n]
+        statuses: list[bytes] = results[2 * n + 1]
+        return WindowCounts(
+            totals=[ints(r) for r in results[:n]],
+            rejected=[ints(r) for r in results[n : 2 * n]],
+            top_robots=[(m.decode(), int(s)) for m, s in reversed(union[-top:] if top else [])],
+            robots_online=sum(1 for s in statuses if b'"online"' in s),
+            robots_with_status=len(statuses),
+        )

@@ -60,3 +60,38 @@ class StorageUnavailableError(RoboSenseError):
     def __init__(self, service: str) -> None:
         super().__init__(f"{service} is unavailable")
         self.service = service
+
+
+class UnknownRobotError(ContractError):
+    """Readings for a robot that is not registered (policy `reject`)."""
+
+    def __init__(self, robot_id: str) -> None:
+        super().__init__(RejectReason.UNKNOWN_ROBOT, f"robot {robot_id!r} is not registered")
+        self.robot_id = robot_id
+
+
+class ReadingsRejectedError(RoboSenseError):
+    """Every reading of one request was refused. Each refusal maps `reason`, `detail` and where
+    it sat in the request (`sensor_type`, `index`)."""
+
+    def __init__(self, rejections: list[dict[str, object]]) -> None:
+        super().__init__(f"all {len(rejections)} readings were rejected")
+        self.rejections = rejections
+
+
+class InvalidQueryError(RoboSenseError):
+    """A request parameter that is well-formed but makes no sense (since after until, a field
+    the sensor type does not have)."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"{parameter}: {detail}")
+        self.parameter = parameter
+        self.detail = detail
+
+
+class PayloadTooLargeError(RoboSenseError):
+    def __init__(self, size: int | None, limit: int) -> None:
+        shown = "an unknown number of" if size is None else f"at least {size}"
+        super().__init__(f"{shown} bytes > {limit}")
+        self.size = size
+        self.limit = limit

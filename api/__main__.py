@@ -1,0 +1,45 @@
+"""`python -m api`: uvicorn with uvloop and httptools, API_WORKERS processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+
+import uvicorn
+
+from api.settings import ApiSettings
+
+
+def main() -> None:
+    settings = ApiSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.api_workers > 1:
+        # Workers are separate processes: they must share the cursor key (a cursor from one
+        # must be valid on the next) and a metrics directory (/metrics sums them all).
+        os.environ.setdefault("CURSOR_SECRET", secrets.token_hex(32))
+        metrics_dir = tempfile.mkdtemp(prefix="robosense-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    else:
+        metrics_dir = None
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            proxy_headers=False,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The FastAPI application: routes, error translation, middleware, and the lifespan that
+owns the pool, the Redis client and the group committer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.body_limit import BodyLimitMiddleware
+from api.errors import install_error_handlers
+from api.metrics import MetricsMiddleware
+from api.resources import open_resources
+from api.responses import JSONBytes
+from api.routes import health, robots, sensors, stats
+from api.settings import ApiSettings
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(
+        title="RoboSense API",
+        version="0.1.0",
+        summary="Robot registry, sensor readings and live stats of a robot fleet.",
+        lifespan=lifespan,
+        default_response_class=JSONBytes,
+    )
+    for router in (robots.router, sensors.router, stats.router, health.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                sensors.sensor_data_components()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

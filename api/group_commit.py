@@ -1,0 +1,205 @@
+"""Group commit for HTTP ingest: concurrent requests share one IngestWriter.write.
+
+A request's readings wait at most `max_wait_s` (or until `max_readings` are pending) for
+others to join; the batch is committed once, and each request is answered only after the
+transaction holding its readings committed. Up to `max_inflight` batches commit at a time;
+whatever arrives meanwhile forms the next batch, so under load batches grow instead of
+requests queueing one commit each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from api.metrics import (
+    BATCH_READINGS,
+    BATCH_REQUESTS,
+    COMMIT_SECONDS,
+    INGEST_INSERTED,
+    INGEST_READINGS,
+    INGEST_REJECTED,
+)
+from telemetry.errors import ContractError, RejectReason, StorageUnavailableError
+from telemetry.ingest import IngestWriter, WriteResult
+from telemetry.payload import Reading, Rejection
+
+log = logging.getLogger(__name__)
+
+# Errors that one reading can cause: worth committing the batch's requests one by one so that
+# only the culprit fails. Anything else (connection lost, server down) fails the whole batch.
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class _Request:
+    readings: Sequence[Reading]
+    future: asyncio.Future[frozenset[str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        writer: IngestWriter,
+        *,
+        max_readings: int = 5000,
+        max_wait_s: float = 0.002,
+        max_inflight: int = 2,
+    ) -> None:
+        self.writer = writer
+        self.max_readings = max_readings
+        self.max_wait_s = max_wait_s
+        self._pending: list[_Request] = []
+        self._pending_readings = 0
+        self._rejections: list[Rejection] = []
+        self._oldest = 0.0
+        self._work = asyncio.Event()
+        self._full = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="group-commit")
+
+    async def close(self) -> None:
+        """Commits what is pending, waits for commits in flight, then stops."""
+        self._closing = True
+        self._work.set()
+        self._full.set()
+        if self._runner:
+            await self._runner
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def commit(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = ()
+    ) -> frozenset[str]:
+        """Returns once `readings` (and the count of `rejections`) are committed: the robots
+        of the batch that are not registered."""
+        if self._closing:
+            raise StorageUnavailableError("ingest (shutting down)")
+        request = _Request(readings)
+        self._enqueue(request, rejections)
+        return await request.future
+
+    def count_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """Counts refusals with the next batch; nobody waits for that commit."""
+        if rejections and not self._closing:
+            self._enqueue(None, rejections)
+
+    def _enqueue(self, request: _Request | None, rejections: Sequence[Rejection]) -> None:
+        if not self._pending and not self._rejections:
+            self._oldest = time.monotonic()
+        if request is not None:
+            self._pending.append(request)
+            self._pending_readings += len(request.readings)
+        self._rejections.extend(rejections)
+        if self._pending_readings >= self.max_readings:
+            self._full.set()
+        self._work.set()
+
+    def _take(self) -> tuple[list[_Request], list[Rejection]]:
+        taken: list[_Request] = []
+        n = 0
+        while self._pending and (
+            not taken or n + len(self._pending[0].readings) <= self.max_readings
+        ):
+            request = self._pending.pop(0)
+            taken.append(request)
+            n += len(request.readings)
+        self._pending_readings -= n
+        rejections, self._rejections = self._rejections, []
+        if self._pending:
+            self._oldest = time.monotonic()
+        else:
+            self._work.clear()
+        if self._pending_readings < self.max_readings and not self._closing:
+            self._full.clear()
+        return taken, rejections
+
+    async def _run(self) -> None:
+        while True:
+            await self._work.wait()
+            if not self._pending and not self._rejections:
+                if self._closing:
+                    return
+                self._work.clear()
+                continue
+            wait = self._oldest + self.max_wait_s - time.monotonic()
+            if wait > 0 and not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._full.wait()
+            await self._slots.acquire()
+            batch, rejections = self._take()
+            task = asyncio.create_task(self._flush(batch, rejections))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _write(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> WriteResult:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self.writer.write(readings, rejections)
+            except _RETRYABLE:
+                # Two batches holding the same identities can deadlock in the merge; the
+                # transaction rolled back, so trying again is safe.
+                if attempt == _ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _flush(self, batch: list[_Request], rejections: list[Rejection]) -> None:
+        readings = [r for request in batch for r in request.readings]
+        start = time.perf_counter()
+        try:
+            result = await self._write(readings, rejections)
+        except _DATA_ERRORS as exc:
+            if len(batch) > 1:
+                log.warning("batch refused by the database; committing its requests one by one")
+                for request in batch:
+                    await self._flush([request], [])
+                if rejections:
+                    await self._flush([], rejections)
+                return
+            detail = str(exc)
+            self._fail(batch, lambda: ContractError(RejectReason.REJECTED_BY_DATABASE, detail), exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear it
+            log.warning("group commit failed: %s", exc)
+            self._fail(batch, lambda: StorageUnavailableError("postgresql"), exc)
+            return
+        COMMIT_SECONDS.observe(time.perf_counter() - start)
+        BATCH_READINGS.observe(len(readings))
+        BATCH_REQUESTS.observe(len(batch))
+        INGEST_READINGS.inc(len(readings))
+        INGEST_INSERTED.inc(result.inserted)
+        for reason, n in result.rejected.items():
+            INGEST_REJECTED.labels(reason).inc(n)
+        for request in batch:
+            if not request.future.done():
+                request.future.set_result(result.unknown_robots)
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: Callable[[], Exception], cause: BaseException) -> None:
+        for request in batch:
+            if not request.future.done():
+                exc = error()
+                exc.__cause__ = cause
+                request.future.set_exception(exc)

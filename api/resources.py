@@ -1,0 +1,111 @@
+"""The process's long-lived resources, opened in the lifespan, and their typed dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from api.cursor import CursorCodec
+from api.group_commit import GroupCommitter
+from api.settings import ApiSettings
+from db.connect import open_pool
+from telemetry.counters import CounterReads, Counters
+from telemetry.ingest import IngestWriter
+from telemetry.payload import PayloadDecoder
+
+log = logging.getLogger(__name__)
+
+# Entries the writer could not apply to Redis (Redis was down) wait in the journal; the
+# bridge replays them too, and applying one twice is a no-op, so both may.
+_REPLAY_EVERY_S = 5.0
+_REPLAY_OLDER_THAN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: ApiSettings
+    pool: asyncpg.Pool[Any]
+    redis: Redis
+    counters: Counters
+    reads: CounterReads
+    writer: IngestWriter
+    committer: GroupCommitter
+    decoder: PayloadDecoder
+    cursors: CursorCodec
+
+
+async def _replay_journal(writer: IngestWriter) -> None:
+    while True:
+        await asyncio.sleep(_REPLAY_EVERY_S)
+        try:
+            await writer.replay_journal(older_than_s=_REPLAY_OLDER_THAN_S)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+            log.warning("journal replay failed, will retry: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
+    secret = settings.cursor_secret
+    if not secret:
+        log.warning("CURSOR_SECRET unset: cursors are valid for this process only")
+        secret = secrets.token_hex(32)
+    async with open_pool(
+        dsn=settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        application_name="robosense-api",
+    ) as pool:
+        redis = Redis.from_url(settings.redis_url)
+        counters = Counters(redis=redis, prefix=settings.redis_prefix)
+        writer = IngestWriter(
+            pool=pool,
+            counters=counters,
+            register_unknown_robots=settings.unknown_robot_policy == "register",
+            # The client reads each refusal in the response; dead_letters is for what MQTT
+            # cannot answer. Refusals are still counted (stats) through the journal entry.
+            store_rejections=False,
+        )
+        committer = GroupCommitter(
+            writer,
+            max_readings=settings.ingest_batch_readings,
+            max_wait_s=settings.ingest_batch_wait_ms / 1000,
+            max_inflight=settings.ingest_max_inflight,
+        )
+        committer.start()
+        replay = asyncio.create_task(_replay_journal(writer), name="journal-replay")
+        try:
+            yield Resources(
+                settings=settings,
+                pool=pool,
+                redis=redis,
+                counters=counters,
+                reads=CounterReads(counters),
+                writer=writer,
+                committer=committer,
+                decoder=PayloadDecoder(window=settings.time_window),
+                cursors=CursorCodec(secret.encode()),
+            )
+        finally:
+            replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replay
+            await committer.close()
+            await redis.aclose()
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+Res = Annotated[Resources, Depends(_resources)]

@@ -1,0 +1,182 @@
+"""/api/robots: the registry, with live fields from Redis."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Path, Query
+from starlette.responses import Response
+
+from api.cursor import query_scope
+from api.resources import Res
+from api.responses import JSONBytes
+from api.schemas import (
+    ErrorOut,
+    Model,
+    RobotDetail,
+    RobotIn,
+    RobotOut,
+    RobotPage,
+    RobotPatch,
+    RobotReplace,
+    RobotStatus,
+)
+from db.robots import (
+    RobotChanges,
+    RobotFields,
+    delete_robot,
+    find_robot,
+    list_robots,
+    register_robot,
+    update_robot,
+)
+from telemetry.errors import InvalidCursorError, NotFoundError
+from telemetry.topics import ROBOT_ID_PATTERN
+
+router = APIRouter(prefix="/api/robots", tags=["robots"])
+
+RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 503)
+}
+
+
+def _ms_to_dt(ms: float | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def robot_doc(row: asyncpg.Record, status: bytes | None, seen_ms: float | None) -> dict[str, Any]:
+    live = orjson.loads(status) if status else {}
+    connection = live.get("status")
+    battery = row["battery_level"]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "model": row["model"],
+        "status": row["status"],
+        # real holds ~7 digits: do not show float4 noise such as 33.29999923706055.
+        "battery_level": None if battery is None else round(battery, 4),
+        "metadata": orjson.Fragment(row["metadata"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "connection": connection if connection in ("online", "offline") else "unknown",
+        "connection_changed_at": _ms_to_dt(live.get("at")) if connection else None,
+        "last_seen": _ms_to_dt(seen_ms),
+    }
+
+
+def latest_docs(
+    raw: dict[bytes, bytes], sensor_types: frozenset[str] | None = None
+) -> dict[str, Any]:
+    return {
+        k.decode(): orjson.Fragment(v)
+        for k, v in raw.items()
+        if not k.endswith(b":ts") and (sensor_types is None or k.decode() in sensor_types)
+    }
+
+
+async def _with_live(res: Res, row: asyncpg.Record, status: int) -> Response:
+    statuses, seen = await res.reads.robot_live([row["id"]])
+    return JSONBytes(robot_doc(row, statuses[0], seen[0]), status_code=status)
+
+
+def _fields(body: RobotIn | RobotReplace) -> RobotFields:
+    return RobotFields(
+        name=body.name,
+        model=body.model,
+        status=body.status.value,
+        battery_level=body.battery_level,
+        metadata=orjson.dumps(body.metadata).decode(),
+    )
+
+
+@router.post("", status_code=201, response_model=RobotOut, responses=_ERRORS)
+async def create_robot(body: RobotIn, res: Res) -> Response:
+    """Registers a robot; its id is generated when absent. 409 when the id exists."""
+    robot_id = body.id or f"robot-{uuid.uuid4().hex}"
+    row = await register_robot(res.pool, robot_id, _fields(body))
+    return await _with_live(res, row, 201)
+
+
+@router.get("", response_model=RobotPage, responses=_ERRORS)
+async def get_robots(
+    res: Res,
+    status: RobotStatus | None = None,
+    model: Annotated[Model | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Robots in id order, filtered by status and model; `next_cursor` continues the list."""
+    scope = query_scope("robots", status, model)
+    after = ""
+    if cursor:
+        position = res.cursors.decode(cursor, scope)
+        if len(position) != 1 or not isinstance(position[0], str):
+            raise InvalidCursorError("malformed")
+        after = position[0]
+    rows = await list_robots(
+        res.pool,
+        status=status.value if status else None,
+        model=model,
+        after_id=after,
+        limit=limit + 1,
+    )
+    page = rows[:limit]
+    statuses, seen = await res.reads.robot_live([r["id"] for r in page])
+    items = [robot_doc(r, s, t) for r, s, t in zip(page, statuses, seen, strict=True)]
+    next_cursor = res.cursors.encode(scope, [page[-1]["id"]]) if len(rows) > limit else None
+    return JSONBytes({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
+async def get_robot(robot_id: RobotIdPath, res: Res) -> Response:
+    """A robot with its newest reading per sensor type (from Redis, no table scan)."""
+    row = await find_robot(res.pool, robot_id)
+    if row is None:
+        raise NotFoundError("robot", robot_id)
+    status, seen, latest = await res.reads.robot_detail(robot_id)
+    doc = robot_doc(row, status, seen)
+    doc["latest"] = latest_docs(latest)
+    return JSONBytes(doc)
+
+
+@router.patch("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
+async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: Res) -> Response:
+    """Changes the fields present in the body (name, model, status, battery_level, metadata)."""
+    given = frozenset(body.model_fields_set)
+    fields = RobotFields(
+        name=body.name or "",
+        model=body.model or "",
+        status=body.status.value if body.status else "active",
+        battery_level=body.battery_level,
+        metadata=orjson.dumps(body.metadata if body.metadata is not None else {}).decode(),
+    )
+    row = await update_robot(res.pool, robot_id, RobotChanges(given, fields))
+    if row is None:
+        raise NotFoundError("robot", robot_id)
+    return await _with_live(res, row, 200)
+
+
+@router.put("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
+async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: Res) -> Response:
+    """Replaces every writable field of an existing robot (404 if absent: POST registers)."""
+    changes = RobotChanges(
+        frozenset(("name", "model", "status", "battery_level", "metadata")), _fields(body)
+    )
+    row = await update_robot(res.pool, robot_id, changes)
+    if row is None:
+        raise NotFoundError("robot", robot_id)
+    return await _with_live(res, row, 200)
+
+
+@router.delete("/{robot_id}", status_code=204, response_class=Response, responses=_ERRORS)
+async def remove_robot(robot_id: RobotIdPath, res: Res) -> Response:
+    """Unregisters the robot. Its readings stay (until retention drops their partitions) and
+    stay readable by robot_id; new readings from it are refused as `unknown_robot`."""
+    if not await delete_robot(res.pool, robot_id):
+        raise NotFoundError("robot", robot_id)
+    return Response(status_code=204)

@@ -1,0 +1,192 @@
+"""HTTP ingest bodies, turned into readings by the same decoder the bridge uses.
+
+Two shapes are accepted:
+- the contract's, with the topic's fields in the body: `{"robot_id", "sensor_type", "ts",
+  "seq"?, "data"}`, or `{"robot_id", "sensor_type", "readings": [...]}`;
+- the older clients' `{"robot_id", "timestamp", "sensors": [{"sensor_type", "data"}, ...]}`.
+
+Only the envelope is parsed here; each sensor's part is handed as JSON bytes to
+telemetry.payload.PayloadDecoder, so validation, limits and reasons are the bridge's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from telemetry.errors import ContractError, RejectReason
+from telemetry.payload import (
+    DEAD_LETTER_PAYLOAD_CAP,
+    MAX_READINGS_PER_MESSAGE,
+    Decoded,
+    PayloadDecoder,
+    Reading,
+    Rejection,
+)
+from telemetry.sensors import SENSOR_SCHEMAS, normalize_sensor_type
+from telemetry.topics import ROBOT_ID_PATTERN, sensor_topic
+
+_EMPTY = msgspec.Raw()
+
+
+class _LegacySensor(msgspec.Struct, forbid_unknown_fields=True):
+    sensor_type: str
+    data: msgspec.Raw = _EMPTY
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    robot_id: Annotated[str, msgspec.Meta(pattern=ROBOT_ID_PATTERN)]
+    sensor_type: str | None = None
+    ts: msgspec.Raw = _EMPTY
+    seq: msgspec.Raw = _EMPTY
+    data: msgspec.Raw = _EMPTY
+    readings: msgspec.Raw = _EMPTY
+    timestamp: msgspec.Raw = _EMPTY
+    sensors: (
+        Annotated[
+            list[_LegacySensor], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
+        ]
+        | None
+    ) = None
+
+
+_BODY = msgspec.json.Decoder(_Body)
+
+
+@dataclass(slots=True)
+class IngestBody:
+    """A body's readings, and the refusals with where each sat in the body."""
+
+    robot_id: str
+    readings: list[Reading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _join(**parts: msgspec.Raw | bytes) -> bytes:
+    """A JSON object from already-encoded members, skipping absent ones."""
+    members = [b'"%s":%s' % (k.encode(), bytes(v)) for k, v in parts.items() if len(v)]
+    return b"{" + b",".join(members) + b"}"
+
+
+def _shape_error(detail: str) -> ContractError:
+    return ContractError(RejectReason.INVALID_SCHEMA, detail)
+
+
+def parse_ingest_body(body: bytes, *, decoder: PayloadDecoder, received_at: datetime) -> IngestBody:
+    """Readings and per-reading refusals; ContractError when the body as a whole is unusable."""
+    try:
+        envelope = _BODY.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _shape_error(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise ContractError(RejectReason.INVALID_JSON, str(exc)) from exc
+    out = IngestBody(envelope.robot_id)
+    if envelope.sensors is not None:
+        _legacy(envelope, out, decoder, received_at)
+    else:
+        _contract(envelope, out, decoder, received_at)
+    return out
+
+
+def _contract(
+    envelope: _Body, out: IngestBody, decoder: PayloadDecoder, received_at: datetime
+) -> None:
+    if len(envelope.timestamp):
+        raise _shape_error("`timestamp` belongs to the `sensors` shape; readings use `ts`")
+    if envelope.sensor_type is None:
+        raise _shape_error("Object missing required field `sensor_type` (or `sensors`)")
+    sensor_type = normalize_sensor_type(envelope.sensor_type)
+    if sensor_type is None:
+        raise ContractError(
+            RejectReason.UNKNOWN_SENSOR_TYPE,
+            f"unknown sensor type {envelope.sensor_type!r}; one of {sorted(SENSOR_SCHEMAS)}",
+        )
+    if len(envelope.readings):
+        if len(envelope.ts) or len(envelope.data) or len(envelope.seq):
+            raise _shape_error("send either `readings` or one reading's `ts`/`seq`/`data`")
+        payload = _join(readings=envelope.readings)
+    else:
+        payload = _join(ts=envelope.ts, seq=envelope.seq, data=envelope.data)
+    _decode(
+        out,
+        decoder=decoder,
+        sensor_type=sensor_type,
+        index=None,
+        payload=payload,
+        received_at=received_at,
+    )
+
+
+def _legacy(
+    envelope: _Body, out: IngestBody, decoder: PayloadDecoder, received_at: datetime
+) -> None:
+    if envelope.sensor_type is not None or any(
+        len(raw) for raw in (envelope.ts, envelope.seq, envelope.data, envelope.readings)
+    ):
+        raise _shape_error("with `sensors`, send only `robot_id` and `timestamp`")
+    if not len(envelope.timestamp):
+        raise _shape_error("Object missing required field `timestamp`")
+    assert envelope.sensors is not None
+    for index, sensor in enumerate(envelope.sensors):
+        sensor_type = normalize_sensor_type(sensor.sensor_type)
+        if sensor_type is None:
+            detail = f"unknown sensor type {sensor.sensor_type!r}; one of {sorted(SENSOR_SCHEMAS)}"
+            raw = msgspec.json.encode(sensor.sensor_type)
+            out.rejections.append(
+                Rejection(
+                    received_at,
+                    "http",
+                    RejectReason.UNKNOWN_SENSOR_TYPE,
+                    detail,
+                    raw[:DEAD_LETTER_PAYLOAD_CAP],
+                    len(raw),
+                )
+            )
+            out.refused.append(
+                {
+                    "sensor_type": sensor.sensor_type,
+                    "index": index,
+                    "reason": str(RejectReason.UNKNOWN_SENSOR_TYPE),
+                    "detail": detail,
+                }
+            )
+            continue
+        payload = _join(ts=envelope.timestamp, data=sensor.data)
+        _decode(
+            out,
+            decoder=decoder,
+            sensor_type=sensor_type,
+            index=index,
+            payload=payload,
+            received_at=received_at,
+        )
+
+
+def _decode(
+    out: IngestBody,
+    *,
+    decoder: PayloadDecoder,
+    sensor_type: str,
+    index: int | None,
+    payload: bytes,
+    received_at: datetime,
+) -> None:
+    decoded = Decoded()
+    decoder.decode(
+        robot_id=out.robot_id,
+        sensor_type=sensor_type,
+        topic=sensor_topic(out.robot_id, sensor_type),
+        payload=payload,
+        received_at=received_at,
+        into=decoded,
+    )
+    out.readings.extend(decoded.readings)
+    out.rejections.extend(decoded.rejections)
+    out.refused.extend(
+        {"sensor_type": sensor_type, "index": index, "reason": str(r.reason), "detail": r.detail}
+        for r in decoded.rejections
+    )

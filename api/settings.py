@@ -1,0 +1,49 @@
+"""The API process's settings, read once from the environment."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from telemetry.payload import TimeWindow
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "rs:"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+    unknown_robot_policy: Literal["reject", "register"] = "reject"
+
+    # Each worker holds its own pool; a handful of connections per worker is what a 2-core
+    # database serves best, and the group committer needs only one or two of them.
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=8, ge=1)
+
+    # Signs keyset cursors. Empty: `python -m api` makes one per run and hands it to its
+    # workers, so cursors stay valid across workers but not across restarts.
+    cursor_secret: str = ""
+
+    # HTTP ingest. The body limit matches the MQTT payload limit times a few sensor types.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ingest_batch_readings: int = Field(default=5000, ge=1)
+    ingest_batch_wait_ms: float = Field(default=2.0, ge=0.0)
+    ingest_max_inflight: int = Field(default=2, ge=1)
+
+    # The same time limits as the bridge (docs/protocol.md, "Time limits").
+    max_future_s: float = Field(default=300.0, gt=0)
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)
+
+    @property
+    def time_window(self) -> TimeWindow:
+        return TimeWindow(
+            max_future=timedelta(seconds=self.max_future_s),
+            max_age=timedelta(seconds=self.max_age_s),
+        )

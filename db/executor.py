@@ -1,0 +1,12 @@
+"""What a read function runs on: a pool (one statement on any free connection) or a
+connection (several statements, or a transaction)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from db import Connection
+
+Executor: TypeAlias = "asyncpg.Pool[Any] | Connection"

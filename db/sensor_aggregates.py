@@ -1,0 +1,93 @@
+"""Aggregates of one numeric field of a sensor type: time buckets and a moving average.
+
+The field path is bound as a text[] parameter (`data #>> $path`) and the aggregate function is
+chosen from a closed set, so no client text reaches the SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import asyncpg
+
+from db.executor import Executor
+from db.sensor_reads import EARLIEST
+
+
+class AggregateFn(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+
+
+def _bucket_sql(fn: AggregateFn, by_robot: bool) -> str:
+    robot = "AND robot_id = $6 " if by_robot else ""
+    return f"""
+SELECT date_bin($1::interval, ts, $2::timestamptz) AS bucket,
+       {fn.value}(v)::float8 AS value, count(v)::bigint AS samples
+FROM (SELECT ts, (data #>> $3::text[])::float8 AS v FROM sensor_readings
+      WHERE sensor_type = $4 {robot}AND ts >= $2 AND ts < $5) AS s
+GROUP BY 1 ORDER BY 1
+"""
+
+
+_BUCKETS = {(fn, r): _bucket_sql(fn, r) for fn in AggregateFn for r in (False, True)}
+
+# The newest `limit + window - 1` samples, so that each of the newest `limit` has a full
+# window behind it (where the range holds that many).
+_MOVING = {
+    by_robot: f"""
+SELECT ts, robot_id, v AS value,
+       avg(v) OVER (ORDER BY ts, robot_id ROWS BETWEEN $6::int - 1 PRECEDING AND CURRENT ROW)
+           AS moving_avg
+FROM (SELECT ts, robot_id, (data #>> $1::text[])::float8 AS v FROM sensor_readings
+      WHERE sensor_type = $2 {"AND robot_id = $7 " if by_robot else ""}AND ts >= $3 AND ts < $4
+      ORDER BY ts DESC{", robot_id DESC" if not by_robot else ""} LIMIT $5::int + $6::int - 1) AS s
+ORDER BY ts, robot_id
+"""
+    for by_robot in (False, True)
+}
+
+
+async def bucket_aggregate(
+    db: Executor,
+    *,
+    sensor_type: str,
+    path: list[str],
+    fn: AggregateFn,
+    bucket: timedelta,
+    since: datetime,
+    until: datetime,
+    robot_id: str | None,
+) -> list[asyncpg.Record]:
+    """One row per non-empty bucket: bucket start, fn over the field, samples with the field.
+
+    Buckets are aligned on `since`. Cost grows with the rows in [since, until).
+    """
+    args: list[object] = [bucket, since, path, sensor_type, until]
+    if robot_id is not None:
+        args.append(robot_id)
+    return await db.fetch(_BUCKETS[fn, robot_id is not None], *args)
+
+
+async def moving_average(
+    db: Executor,
+    *,
+    sensor_type: str,
+    path: list[str],
+    window: int,
+    limit: int,
+    since: datetime | None,
+    until: datetime,
+    robot_id: str | None,
+) -> list[asyncpg.Record]:
+    """The newest `limit` samples, oldest first, each with the mean of it and the `window - 1`
+    samples before it. Reads `limit + window - 1` rows through an index."""
+    args: list[object] = [path, sensor_type, since or EARLIEST, until, limit, window]
+    if robot_id is not None:
+        args.append(robot_id)
+    rows = await db.fetch(_MOVING[robot_id is not None], *args)
+    return rows[max(0, len(rows) - limit) :]

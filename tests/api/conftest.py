@@ -1,0 +1,58 @@
+"""The app with its real lifespan (pool, Redis, group committer) on the session's database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.settings import ApiSettings
+from telemetry.counters import Counters
+from tests.support.services import REDIS_URL
+
+ROBOTS = ("r1", "r2", "r3")
+
+
+@pytest.fixture(scope="session")
+def api_settings(database_url: str, redis_prefix: str) -> ApiSettings:
+    return ApiSettings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        cursor_secret="test-secret",
+        max_body_bytes=64 * 1024,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(api_settings: ApiSettings) -> AsyncIterator[FastAPI]:
+    application = create_app(api_settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(
+    app: FastAPI, clean_db: asyncpg.Pool[Any], counters: Counters
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a fresh world: empty tables, empty counters, robots r1-r3 registered."""
+    await clean_db.executemany("INSERT INTO robots (id) VALUES ($1)", [(r,) for r in ROBOTS])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as c:
+        yield c
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, "z": 0.03}}
+GPS = {"lat": 48.1, "lon": 11.5}
+LIDAR = {"distance": 3.5, "angle": 45.0}
