@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import shutil
@@ -11,11 +10,12 @@ import tempfile
 import uvicorn
 
 from api.settings import ApiSettings
+from telemetry.logs import configure_logging
 
 
 def main() -> None:
     settings = ApiSettings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(level=settings.log_level, process="api")
     if settings.api_workers > 1:
         # Workers are separate processes: they must share the cursor key (a cursor from one
         # must be valid on the next) and a metrics directory (/metrics sums them all).
@@ -34,6 +34,8 @@ def main() -> None:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            # Our JSON logging, set up in each worker by the app factory, not uvicorn's own.
+            log_config=None,
             proxy_headers=False,
         )
     finally:

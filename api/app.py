@@ -17,10 +17,13 @@ from api.resources import open_resources
 from api.responses import JSONBytes
 from api.routes import health, robots, sensors, stats
 from api.settings import ApiSettings
+from telemetry.logs import configure_logging
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    # Each uvicorn worker is a fresh process that calls this factory: configure logging here.
+    configure_logging(level=settings.log_level, process="api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
     unknown_robot_policy: Literal["reject", "register"] = "reject"
+    log_level: str = "INFO"
 
     # Each worker holds its own pool; a handful of connections per worker is what a 2-core
     # database serves best, and the group committer needs only one or two of them.
