@@ -1,0 +1,20 @@
+# One image for every RoboSense process; the compose file picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p telemetry bridge api edge_simulator db loadtest \
+    && touch telemetry/__init__.py bridge/__init__.py api/__init__.py edge_simulator/__init__.py \
+       db/__init__.py loadtest/__init__.py \
+    && pip install . && pip uninstall -y robosense
+
+COPY telemetry telemetry
+COPY bridge bridge
+COPY api api
+COPY edge_simulator edge_simulator
+COPY db db
+RUN pip install --no-deps . && useradd --system --uid 10001 robosense
+USER robosense
