@@ -131,3 +131,26 @@ def test_bad_topics(topic: str, reason: RejectReason) -> None:
 def test_good_topic() -> None:
     parsed = parse_sensor_topic("robots/AMR-7_b/sensors/lidar")
     assert (parsed.robot_id, parsed.sensor_type) == ("AMR-7_b", "lidar")
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "reason"),
+    [
+        (5 * 60_000, None),
+        (5 * 60_000 + 1, "ts_in_future"),
+        (-7 * 86_400_000, None),
+        (-7 * 86_400_000 - 1, "ts_too_old"),
+    ],
+)
+def test_time_window_edges_to_the_millisecond(offset_ms: int, reason: str | None) -> None:
+    ms = NOW_MS + offset_ms
+    as_int = decode(b'{"ts": %d, "data": {"level": 1}}' % ms)
+    as_text = decode(b'{"ts": "%s", "data": {"level": 1}}' % to_iso(ms).encode())
+    for out in (as_int, as_text):
+        assert reasons(out) == ([reason] if reason else [])
+        if reason is None:
+            assert out.readings[0].ts == NOW + timedelta(milliseconds=offset_ms)
+
+
+def to_iso(ms: int) -> str:
+    return (NOW + timedelta(milliseconds=ms - NOW_MS)).isoformat()
