@@ -26,7 +26,7 @@ from db.partitions import maintain_partitions
 from telemetry.counters import Counters
 from telemetry.ingest import IngestWriter
 from telemetry.payload import PayloadDecoder
-from telemetry.rebuild import counters_present, rebuild_counters
+from telemetry.rebuild import rebuild_counters
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ async def run(settings: BridgeSettings) -> None:
                 log.info("partitions maintained", extra={"created": created, "dropped": dropped})
 
         await keep_partitions()
-        replayed = await writer.replay_journal()
-        if settings.rebuild_counters_on_start and not await counters_present(counters):
-            await rebuild_counters(pool=pool, counters=counters)
-        log.info("counters ready", extra={"journal_replayed": replayed})
+        await writer.keep_counters(replay_older_than_s=0)
 
         metrics_server, metrics_thread = start_http_server(
             settings.metrics_port, addr=settings.metrics_host
@@ -150,12 +147,12 @@ async def run(settings: BridgeSettings) -> None:
                 _every(
                     interval_s=settings.journal_replay_interval_s,
                     stopping=pipeline.stopping,
-                    job=lambda: writer.replay_journal(
-                        older_than_s=settings.journal_replay_interval_s
+                    job=lambda: writer.keep_counters(
+                        replay_older_than_s=settings.journal_replay_interval_s
                     ),
-                    name="journal-replay",
+                    name="counters",
                 ),
-                name="journal-replay",
+                name="counters",
             )
             if await subscriber.wait_subscribed(within_s=30):
                 log.info(

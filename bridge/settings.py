@@ -66,8 +66,8 @@ class BridgeSettings(BaseSettings):
     retention_days: int = 30
     partition_days_ahead: int = 3
     partition_interval_s: int = 3_600
-    journal_replay_interval_s: int = 15
-    rebuild_counters_on_start: bool = True
+    # How often to replay missed counter updates and check that Redis still has the counters.
+    journal_replay_interval_s: float = 15.0
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108

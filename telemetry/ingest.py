@@ -7,9 +7,11 @@ commit; if Redis is down the journal keeps them until `replay_journal` applies t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +30,7 @@ from db.readings import MergeResult, merge_readings
 from telemetry.counters import Counters
 from telemetry.errors import RejectReason
 from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
+from telemetry.rebuild import counters_present, rebuild_counters
 from telemetry.topics import sensor_topic
 
 log = logging.getLogger(__name__)
@@ -147,6 +150,23 @@ class IngestWriter:
         self.register_unknown_robots = register_unknown_robots
         self.store_rejections = store_rejections
         self._applied: list[int] = []
+        # Writes run concurrently; a rebuild of the counters runs alone (see `paused`).
+        self._writes_in_progress = 0
+        self._no_writes = asyncio.Event()
+        self._no_writes.set()
+        self._writes_allowed = asyncio.Event()
+        self._writes_allowed.set()
+
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Holds new writes and waits for running ones: a rebuild must not interleave with
+        a commit and its counter update, or that batch would be counted twice or not at all."""
+        self._writes_allowed.clear()
+        try:
+            await self._no_writes.wait()
+            yield
+        finally:
+            self._writes_allowed.set()
 
     async def write(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection] = ()
@@ -156,6 +176,19 @@ class IngestWriter:
         Raises asyncpg/OS errors when PostgreSQL fails: nothing was committed then, and the
         caller must not acknowledge the batch.
         """
+        await self._writes_allowed.wait()
+        self._writes_in_progress += 1
+        self._no_writes.clear()
+        try:
+            return await self._write(readings, rejections)
+        finally:
+            self._writes_in_progress -= 1
+            if not self._writes_in_progress:
+                self._no_writes.set()
+
+    async def _write(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> WriteResult:
         applied_before = self._applied
         self._applied = []
         try:
@@ -193,6 +226,17 @@ class IngestWriter:
             return False
         self._applied.append(entry_id)
         return True
+
+    async def keep_counters(self, *, replay_older_than_s: float) -> None:
+        """Periodic care: rebuilds the counters if Redis lost them (a restart without
+        persistence), else applies journal entries whose update was missed."""
+        if not await counters_present(self.counters):
+            async with self.paused():
+                if not await counters_present(self.counters):
+                    log.warning("counters missing from Redis; rebuilding from PostgreSQL")
+                    await rebuild_counters(pool=self.pool, counters=self.counters)
+                    return
+        await self.replay_journal(older_than_s=replay_older_than_s)
 
     async def replay_journal(self, *, older_than_s: float = 0.0) -> int:
         """Applies journal entries that were committed but not applied; returns how many."""

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from telemetry.counters import Counters
 from tests.bridge.conftest import eventually
 from tests.support.bridge import BridgeProcess
 from tests.support.publisher import Publisher, battery_messages
-from tests.support.services import POSTGRES_URL, Mosquitto
+from tests.support.services import POSTGRES_URL, Mosquitto, RedisServer
 
 TOTAL_SINGLE = 4000
 TOTAL_BATCHED = 16000
@@ -154,3 +155,40 @@ async def test_backlog_survives_a_broker_restart_while_the_bridge_is_down(
     mosquitto.start()
     bridge.start()
     await exactly_once(registered, counters, start)
+
+
+async def test_redis_restart_mid_stream_counters_are_rebuilt_exactly(
+    registered: asyncpg.Pool[Any],
+    database_url: str,
+    redis_prefix: str,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    with RedisServer(workdir=tmp_path / "redis") as redis_server:
+        bridge = BridgeProcess(
+            database_url=database_url,
+            redis_prefix=redis_prefix,
+            mqtt_url=mosquitto.url,
+            log_path=tmp_path / "bridge.log",
+            redis_url=redis_server.url,
+            journal_replay_interval_s="0.5",
+        )
+        bridge.start()
+        client = Redis.from_url(redis_server.url)
+        try:
+            start = int(time.time() * 1000) - 20_000
+            sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
+            await eventually(
+                lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
+            )
+            # Redis dies (commits go on, counter updates are deferred) and comes back empty.
+            redis_server.kill()
+            await asyncio.sleep(1.0)
+            redis_server.start()
+            await sending
+            await exactly_once(registered, Counters(redis=client, prefix=redis_prefix), start)
+            assert bridge.running
+        finally:
+            bridge.stop()
+            await client.aclose()
