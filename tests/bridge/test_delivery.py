@@ -114,3 +114,38 @@ async def test_register_policy_registers_unknown_robots(
         assert await registered.fetchval("SELECT count(*) FROM robots WHERE id = 'newcomer'") == 1
     finally:
         bridge.stop()
+
+
+async def test_rebuild_counters_command_restores_lost_counters(
+    bridge: BridgeProcess,
+    publisher: Publisher,
+    registered: asyncpg.Pool[Any],
+    counters: Counters,
+    database_url: str,
+    redis_prefix: str,
+) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    start = int(time.time() * 1000) - 10_000
+    publisher.publish_all(battery_messages("r4", 1500, start_ms=start, per_message=50))
+    assert await eventually(lambda: redis_total(counters, start, 1500), 1500) == 1500
+    bridge.terminate()
+    await counters.clear()  # Redis lost everything
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_PREFIX": redis_prefix}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bridge", "rebuild-counters"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert await redis_total(counters, start, 1500) == 1500
+    assert (await counters.latest("r4"))["battery"]["seq"] == 1499
