@@ -70,6 +70,7 @@ class Link:
         self._waiter: tuple[int, asyncio.Future[None]] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._watching_write = False
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -85,8 +86,9 @@ class Link:
         c.on_publish = self._on_publish
         c.on_socket_open = self._on_socket_open
         c.on_socket_close = self._on_socket_close
-        c.on_socket_register_write = self._on_register_write
-        c.on_socket_unregister_write = self._on_unregister_write
+        # No register-write callbacks: without them paho writes each packet as it is
+        # published, and the loop only watches a socket that is full. With them, every
+        # publish would add and remove an epoll writer, once per message when robots are many.
         self.client = c
 
     # paho callbacks; all run in the event loop's thread, from loop_read/loop_write.
@@ -95,13 +97,25 @@ class Link:
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+        if self._watching_write:
+            self._loop.remove_writer(sock)
+            self._watching_write = False
 
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.add_writer(sock, client.loop_write)
+    def _watch_write(self) -> None:
+        """Called when paho has packets it could not write: the socket is full, or paho was in
+        a callback, where it does not write."""
+        sock = self.client.socket()
+        if not self._watching_write and sock is not None and self.client.want_write():
+            self._loop.add_writer(sock, self._writable)
+            self._watching_write = True
 
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.remove_writer(sock)
+    def _writable(self) -> None:
+        self.client.loop_write()
+        sock = self.client.socket()
+        if self._watching_write and not self.client.want_write():
+            self._watching_write = False
+            if sock is not None:
+                self._loop.remove_writer(sock)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -113,6 +127,7 @@ class Link:
             return
         for robot_id in self.robots:
             self._publish_raw(status_topic(robot_id), ONLINE, qos=1, retain=True)
+        self._watch_write()
         if fut and not fut.done():
             fut.set_result(None)
         # Readings produced while the link was down go first, at the pace the window allows.
@@ -141,15 +156,20 @@ class Link:
     def _publish_raw(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos, retain)
         self.sent += 1
+        if self.client.want_write():
+            self._watch_write()
 
     def publish(self, out: Outgoing) -> None:
         """Publishes now, or keeps it for when the link is back; counted once handed to paho."""
         if not self.up:
             self.backlog.append(out)
             return
-        self.client.publish(out.topic, out.payload, self.qos)
+        client = self.client
+        client.publish(out.topic, out.payload, self.qos)
         self.sent += 1
         out.count()
+        if client.want_write():
+            self._watch_write()
 
     @property
     def outstanding(self) -> int:
@@ -171,6 +191,8 @@ class Link:
             self.client.publish(out.topic, out.payload, self.qos)
             self.sent += 1
             out.count()
+            if self.client.want_write():
+                self._watch_write()
             if self.sent - self.done >= window:
                 await self.wait_outstanding(window // 2)
         self.up = True
@@ -239,6 +261,7 @@ class Link:
         if self.client.socket() is not None:
             self._lost = self._loop.create_future()
             if self.client.disconnect() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._watch_write()
                 try:
                     async with asyncio.timeout(5.0):
                         await self._lost
@@ -308,6 +331,7 @@ class Fleet:
             for link in self.links:
                 if link.client.socket() is not None:
                     link.client.loop_misc()
+                    link._watch_write()
 
     async def _close_all(self) -> None:
         results = await asyncio.gather(
