@@ -158,4 +158,8 @@ async def test_uncleanly_dropped_robot_is_reported_offline(
         watcher.cancel()
     assert len(summary.drops) == 1
     # online; offline from the Last Will while away; online again; offline at the clean end.
-    assert seen == ["online", "offline", "online", "offline"]
+    assert seen == ["online", "offline", "online", "offline"], (
+        seen,
+        summary.drops,
+        bridge.log_tail(),
+    )
