@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-ts",
         type=_start_ts,
         default=None,
-        help="ts of the first readings (epoch ms or RFC 3339); default now, or now minus the "
-        "duration with --flat-out",
+        help="ts of the first readings (epoch ms or RFC 3339); default: when publishing starts, "
+        "or with --flat-out a minute before now minus the duration",
     )
     signals.add_argument(
         "--flat-out", action="store_true", help="publish as fast as possible, not in real time"
@@ -178,8 +178,8 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
     if mqtt.scheme != "mqtt" or not mqtt.hostname:
         raise ValueError(f"--mqtt-url must be mqtt://host:port, not {args.mqtt_url!r}")
     start = args.start_ts
-    if start is None:
-        start = now_ms - int(args.duration * 1000) - 60_000 if args.flat_out else now_ms
+    if start is None and args.flat_out:
+        start = now_ms - int(args.duration * 1000) - 60_000
         start -= start % 1000
     return SimulationConfig(
         robots=args.robots,

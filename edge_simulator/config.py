@@ -60,7 +60,9 @@ class Partition:
 class SimulationConfig:
     robots: int
     duration_s: float
-    start_ts_ms: int
+    # None: the moment publishing starts (after connecting), so that in real time a reading's
+    # ts is when it is sent, and `received_at - ts` is the pipeline's latency.
+    start_ts_ms: int | None = None
     seed: int = 0
     mix: dict[str, SensorRate] = field(default_factory=lambda: dict(DEFAULT_MIX))
     robot_prefix: str = "sim"
@@ -81,6 +83,8 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.robots < 1:
             raise ValueError("at least one robot")
+        if self.start_ts_ms is None and self.flat_out:
+            raise ValueError("a flat-out run needs a start time: it runs ahead of the clock")
         if not 0 < self.duration_s * 1000 <= OUT_OF_WINDOW_MS // 4:
             # Skewed-out readings sit 30 days off: a longer run could bring them back in.
             raise ValueError("duration must be positive and at most 7.5 days")
@@ -99,6 +103,12 @@ class SimulationConfig:
             if not is_valid_robot_id(robot_id) or len(f"ghost-{robot_id}") > 64:
                 raise ValueError(f"robot prefix gives an invalid robot id {robot_id!r}")
 
+    def connection_groups(self) -> list[list[str]]:
+        """This partition's robots, as they share connections."""
+        robots = self.fleet_ids()
+        k = self.robots_per_connection
+        return [robots[i : i + k] for i in range(0, len(robots), k)]
+
     def robot_id(self, index: int) -> str:
         width = max(4, len(str(self.robots - 1)))
         return f"{self.robot_prefix}-{index:0{width}d}"
@@ -115,10 +125,11 @@ class SimulationConfig:
         does not depend on when the run happens to be received.
         """
         duration_ms = int(self.duration_s * 1000)
+        start_ms = now_ms if self.start_ts_ms is None else self.start_ts_ms
         skew_ms = int(self.faults.skew_max_s * 1000) if self.faults.skew else 0
         late_ms = int(self.faults.late_max_s * 1000) if self.faults.late else 0
         future_limit = now_ms + int(window.max_future.total_seconds() * 1000) - _WINDOW_MARGIN_MS
-        newest = self.start_ts_ms + skew_ms + (duration_ms if self.flat_out else 0)
+        newest = start_ms + skew_ms + (duration_ms if self.flat_out else 0)
         if newest > future_limit:
             raise ValueError(
                 f"readings would reach {(newest - now_ms) / 1000:.0f} s ahead of now; the bridge "
@@ -127,7 +138,7 @@ class SimulationConfig:
             )
         oldest_limit = now_ms - int(window.max_age.total_seconds() * 1000) + _AGE_MARGIN_MS
         received_last = now_ms + late_ms + duration_ms + int(self.faults.drop_down_s * 1000)
-        oldest_age = received_last - (self.start_ts_ms - skew_ms)
+        oldest_age = received_last - (start_ms - skew_ms)
         if now_ms - oldest_age < oldest_limit:
             raise ValueError(
                 f"readings would be up to {oldest_age / 86_400_000:.2f} days old when received; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from edge_simulator.config import SimulationConfig
 from edge_simulator.fleet import Fleet, Link
@@ -29,19 +30,8 @@ async def simulate(
     `stop` ends the run early (Ctrl-C): what was published so far is flushed and summarised.
     """
     stop = stop or asyncio.Event()
-    summary = Summary(
-        seed=config.seed,
-        start_ts_ms=config.start_ts_ms,
-        qos=config.qos,
-        partition=str(config.partition),
-        robots=config.fleet_ids(),
-        requested_readings_per_s=config.requested_readings_per_s,
-        requested_messages_per_s=config.requested_messages_per_s,
-    )
-    schedule = Schedule(config=config, summary=summary)
-    started = time.monotonic()
     async with Fleet(
-        groups=schedule.links,
+        groups=config.connection_groups(),
         host=config.mqtt_host,
         port=config.mqtt_port,
         qos=config.qos,
@@ -50,6 +40,19 @@ async def simulate(
         username=config.mqtt_username,
         password=config.mqtt_password,
     ) as fleet:
+        if config.start_ts_ms is None:
+            config = replace(config, start_ts_ms=int(time.time() * 1000))
+        assert config.start_ts_ms is not None
+        summary = Summary(
+            seed=config.seed,
+            start_ts_ms=config.start_ts_ms,
+            qos=config.qos,
+            partition=str(config.partition),
+            robots=config.fleet_ids(),
+            requested_readings_per_s=config.requested_readings_per_s,
+            requested_messages_per_s=config.requested_messages_per_s,
+        )
+        schedule = Schedule(config=config, summary=summary)
         log.info(
             "%d robots on %d connections; publishing %.0f readings/s in %.0f messages/s%s",
             len(summary.robots),

@@ -268,14 +268,14 @@ class Schedule:
     """Every message of a run in due order. Not thread-safe; one consumer."""
 
     def __init__(self, *, config: SimulationConfig, summary: Summary) -> None:
+        if config.start_ts_ms is None:
+            raise ValueError("the schedule needs the run's start time")
         self._heap: list[tuple[float, int, SensorStream | Outgoing | DropEvent]] = []
         self._order = 0
-        self.links: list[list[str]] = []
+        self.links = config.connection_groups()
         duration_ms = int(config.duration_s * 1000)
         robots = config.fleet_ids()
         k = config.robots_per_connection
-        for start in range(0, len(robots), k):
-            self.links.append(robots[start : start + k])
         faults = config.faults
         for index, robot_id in enumerate(robots):
             link = index // k
