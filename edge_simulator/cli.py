@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import uvloop
 
 from edge_simulator.config import DEFAULT_MIX, Partition, SensorRate, SimulationConfig
@@ -216,7 +217,8 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
 async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
     robot_ids = config.fleet_ids()
     if args.api_url:
-        reg = await register_via_api(api_url=args.api_url, robot_ids=robot_ids)
+        async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as client:
+            reg = await register_via_api(client=client, robot_ids=robot_ids)
         log.info("registered through the API: %d new, %d existing", reg.created, reg.existing)
     if args.register_db:
         reg = await register_via_db(database_url=args.database_url, robot_ids=robot_ids)

@@ -25,9 +25,11 @@ class Registered:
 
 
 async def register_via_api(
-    *, api_url: str, robot_ids: Sequence[str], concurrency: int = 16, timeout_s: float = 10.0
+    *, client: httpx.AsyncClient, robot_ids: Sequence[str], concurrency: int = 16
 ) -> Registered:
-    """`POST /api/robots` for each robot: 201 created, 409 already there; anything else raises."""
+    """`POST /api/robots` for each robot: 201 created, 409 already there; anything else raises.
+
+    `client` has the API's base URL; the caller owns it."""
     created = existing = 0
     gate = asyncio.Semaphore(concurrency)
 
@@ -46,8 +48,7 @@ async def register_via_api(
                 f"registering {robot_id}: HTTP {response.status_code} {response.text[:200]}"
             )
 
-    async with httpx.AsyncClient(base_url=api_url, timeout=timeout_s) as client:
-        await asyncio.gather(*(register(client, robot_id) for robot_id in robot_ids))
+    await asyncio.gather(*(register(client, robot_id) for robot_id in robot_ids))
     return Registered(created, existing)
 
 

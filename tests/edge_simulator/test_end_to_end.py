@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
+from api.app import create_app
+from api.settings import ApiSettings
 from edge_simulator.config import SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
-from edge_simulator.registry import register_via_db
+from edge_simulator.registry import register_via_api, register_via_db
 from edge_simulator.run import simulate
 from telemetry.counters import Counters
 from tests.bridge.conftest import eventually
 from tests.support.bridge import BridgeProcess
-from tests.support.services import Mosquitto
+from tests.support.services import REDIS_URL, Mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -122,44 +125,65 @@ async def test_database_holds_exactly_the_summarys_readings_and_dead_letters(
     assert sum(totals["rejected_readings"].values()) > 0
 
 
-async def test_uncleanly_dropped_robot_is_reported_offline(
-    bridge: BridgeProcess, counters: Counters, database_url: str, mosquitto: Mosquitto
+@pytest.fixture
+async def api(
+    clean_db: asyncpg.Pool[Any], counters: Counters, database_url: str, redis_prefix: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API in process, with its real lifespan, on the session's database and Redis."""
+    settings = ApiSettings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        cursor_secret="test-secret",
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
+        yield c
+
+
+async def test_api_reports_an_uncleanly_dropped_robot_offline(
+    bridge: BridgeProcess, api: httpx.AsyncClient, mosquitto: Mosquitto
 ) -> None:
-    """The API serves a robot's online/offline from the bridge's Redis status, checked here."""
     cfg = base_config(
         mosquitto,
         robots=1,
         duration_s=4.0,
         flat_out=False,
-        start_ts_ms=int(time.time() * 1000),
+        start_ts_ms=None,
         mix={"battery": SensorRate(5.0, 1)},
         faults=FaultConfig(drop=1.0, drop_down_s=1.5),
     )
     [robot] = cfg.fleet_ids()
-    await register_via_db(database_url=database_url, robot_ids=[robot])
+    registered = await register_via_api(client=api, robot_ids=[robot])
+    assert (registered.created, registered.existing) == (1, 0)
+    again = await register_via_api(client=api, robot_ids=[robot])
+    assert (again.created, again.existing) == (0, 1)
     seen: list[str] = []
 
-    async def status() -> Any:
-        current = (await counters.statuses([robot])).get(robot, {}).get("status")
-        if current and (not seen or seen[-1] != current):
+    async def connection() -> Any:
+        response = await api.get(f"/api/robots/{robot}")
+        response.raise_for_status()
+        current = response.json()["connection"]
+        if current != "unknown" and (not seen or seen[-1] != current):
             seen.append(current)
         return current
 
     async def watch() -> None:
         while True:
-            await status()
+            await connection()
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch())
     try:
         summary = await simulate(config=cfg)
-        assert await eventually(status, "offline") == "offline"
+        assert await eventually(connection, "offline") == "offline"
     finally:
         watcher.cancel()
     assert len(summary.drops) == 1
     # online; offline from the Last Will while away; online again; offline at the clean end.
-    assert seen == ["online", "offline", "online", "offline"], (
-        seen,
-        summary.drops,
-        bridge.log_tail(),
-    )
+    assert seen == ["online", "offline", "online", "offline"], (seen, bridge.log_tail())
+    body = (await api.get(f"/api/robots/{robot}")).json()
+    assert body["latest"]["battery"]["seq"] == summary.tallies[(robot, "battery")].seq_last
