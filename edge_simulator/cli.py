@@ -1,0 +1,258 @@
+"""`python -m edge_simulator`: the flags are the interface; the environment is read here only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import uvloop
+
+from edge_simulator.config import DEFAULT_MIX, Partition, SensorRate, SimulationConfig
+from edge_simulator.faults import MALFORMED_REASONS, FaultConfig
+from edge_simulator.registry import register_via_api, register_via_db
+from edge_simulator.run import simulate
+from edge_simulator.summary import Summary
+from telemetry.errors import RejectReason
+from telemetry.sensors import SENSOR_TYPES
+
+log = logging.getLogger("edge_simulator")
+
+
+def _per_sensor(text: str, cast: type[float] | type[int]) -> dict[str, float]:
+    """`imu=100,gps=5` -> {"imu": 100.0, "gps": 5.0}."""
+    out: dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in SENSOR_TYPES:
+            raise argparse.ArgumentTypeError(
+                f"expected sensor=value with sensor in {sorted(SENSOR_TYPES)}: {item!r}"
+            )
+        out[name] = cast(value)
+    return out
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a ratio is within 0..1, not {value}")
+    return value
+
+
+def _partition(text: str) -> Partition:
+    index, _, count = text.partition("/")
+    try:
+        return Partition(int(index), int(count))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n: {text!r}") from exc
+
+
+def _start_ts(text: str) -> int:
+    """Epoch milliseconds, or RFC 3339 with a time zone."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"--start-ts needs a time zone: {text!r}")
+    return int(dt.timestamp() * 1000)
+
+
+def _reasons(text: str) -> tuple[RejectReason, ...]:
+    try:
+        return tuple(RejectReason(r.strip()) for r in text.split(",") if r.strip())
+    except ValueError as exc:
+        names = ", ".join(MALFORMED_REASONS)
+        raise argparse.ArgumentTypeError(f"{exc}; the simulator can provoke: {names}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    mix = ",".join(f"{k}={v.rate_hz:g}" for k, v in DEFAULT_MIX.items())
+    batches = ",".join(f"{k}={v.batch}" for k, v in DEFAULT_MIX.items())
+    p = argparse.ArgumentParser(
+        prog="python -m edge_simulator",
+        description="A simulated robot fleet publishing readings over MQTT (docs/simulator.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fleet = p.add_argument_group("fleet")
+    fleet.add_argument("--robots", type=int, default=10, help="robots in the whole fleet")
+    fleet.add_argument("--duration", type=float, default=60.0, help="seconds of readings")
+    fleet.add_argument("--seed", type=int, default=0, help="same seed, same stream")
+    fleet.add_argument("--robot-prefix", default="sim", help="robot ids are PREFIX-0000 ...")
+    fleet.add_argument(
+        "--partition", type=_partition, default=Partition(), help="run slice i of n of the fleet"
+    )
+    fleet.add_argument(
+        "--robots-per-connection",
+        type=int,
+        default=1,
+        help="robots sharing one MQTT connection (its Last Will covers the first one only)",
+    )
+    signals = p.add_argument_group("signals")
+    signals.add_argument(
+        "--sensors",
+        default=",".join(DEFAULT_MIX),
+        help="sensor types each robot has",
+    )
+    signals.add_argument("--rate", default="", help=f"Hz per robot, overriding {mix}")
+    signals.add_argument("--batch", default="", help=f"readings per message, overriding {batches}")
+    signals.add_argument(
+        "--start-ts",
+        type=_start_ts,
+        default=None,
+        help="ts of the first readings (epoch ms or RFC 3339); default: when publishing starts, "
+        "or with --flat-out a minute before now minus the duration",
+    )
+    signals.add_argument(
+        "--flat-out", action="store_true", help="publish as fast as possible, not in real time"
+    )
+    mqtt = p.add_argument_group("mqtt")
+    mqtt.add_argument(
+        "--mqtt-url",
+        default=os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883"),
+        help="mqtt://[user:pass@]host:port (env MQTT_URL)",
+    )
+    mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    mqtt.add_argument("--client-prefix", default="edge-sim", help="MQTT client ids start so")
+    mqtt.add_argument(
+        "--window", type=int, default=1000, help="unacknowledged QoS 1 messages per connection"
+    )
+    reg = p.add_argument_group("registration")
+    reg.add_argument("--api-url", default=None, help="register robots with POST {URL}/api/robots")
+    reg.add_argument(
+        "--register-db", action="store_true", help="register robots in the robots table directly"
+    )
+    reg.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/robosense"),
+        help="for --register-db (env DATABASE_URL)",
+    )
+    f = p.add_argument_group("faults (ratios 0..1)")
+    f.add_argument("--duplicate", type=_ratio, default=0.0, help="valid messages sent twice")
+    f.add_argument(
+        "--out-of-order", type=_ratio, default=0.0, help="messages sent after later ones"
+    )
+    f.add_argument("--late", type=_ratio, default=0.0, help="messages held back")
+    f.add_argument("--late-max", type=float, default=30.0, help="seconds a late message waits")
+    f.add_argument("--malformed", type=_ratio, default=0.0, help="malformed messages added")
+    f.add_argument(
+        "--malformed-reasons",
+        type=_reasons,
+        default=MALFORMED_REASONS,
+        help="refusal reasons to provoke (comma-separated)",
+    )
+    f.add_argument("--skew", type=_ratio, default=0.0, help="robots whose clock is off")
+    f.add_argument("--skew-max", type=float, default=30.0, help="seconds, within the window")
+    f.add_argument(
+        "--skew-out", type=_ratio, default=0.0, help="robots whose clock is off by 30 days"
+    )
+    f.add_argument("--drop", type=_ratio, default=0.0, help="connections that drop once, uncleanly")
+    f.add_argument("--drop-down", type=float, default=2.0, help="seconds a dropped robot is away")
+    out = p.add_argument_group("output")
+    out.add_argument("--summary", type=Path, default=None, help="write the summary as JSON here")
+    out.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConfig:
+    sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
+    unknown = set(sensors) - SENSOR_TYPES
+    if unknown:
+        raise ValueError(f"unknown sensor types {sorted(unknown)}")
+    rates = _per_sensor(args.rate, float)
+    batches = _per_sensor(args.batch, int)
+    mix = {
+        s: SensorRate(
+            rates.get(s, DEFAULT_MIX[s].rate_hz), int(batches.get(s, DEFAULT_MIX[s].batch))
+        )
+        for s in sensors
+    }
+    mqtt = urlsplit(args.mqtt_url)
+    if mqtt.scheme != "mqtt" or not mqtt.hostname:
+        raise ValueError(f"--mqtt-url must be mqtt://host:port, not {args.mqtt_url!r}")
+    start = args.start_ts
+    if start is None and args.flat_out:
+        start = now_ms - int(args.duration * 1000) - 60_000
+        start -= start % 1000
+    return SimulationConfig(
+        robots=args.robots,
+        duration_s=args.duration,
+        start_ts_ms=start,
+        seed=args.seed,
+        mix=mix,
+        robot_prefix=args.robot_prefix,
+        partition=args.partition,
+        robots_per_connection=args.robots_per_connection,
+        qos=args.qos,
+        flat_out=args.flat_out,
+        faults=FaultConfig(
+            duplicate=args.duplicate,
+            out_of_order=args.out_of_order,
+            late=args.late,
+            late_max_s=args.late_max,
+            malformed=args.malformed,
+            malformed_reasons=args.malformed_reasons,
+            skew=args.skew,
+            skew_max_s=args.skew_max,
+            skew_out=args.skew_out,
+            drop=args.drop,
+            drop_down_s=args.drop_down,
+        ),
+        mqtt_host=mqtt.hostname,
+        mqtt_port=mqtt.port or 1883,
+        mqtt_username=unquote(mqtt.username) if mqtt.username else None,
+        mqtt_password=unquote(mqtt.password) if mqtt.password else None,
+        window=args.window,
+    )
+
+
+async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
+    robot_ids = config.fleet_ids()
+    if args.api_url:
+        async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as client:
+            reg = await register_via_api(client=client, robot_ids=robot_ids)
+        log.info("registered through the API: %d new, %d existing", reg.created, reg.existing)
+    if args.register_db:
+        reg = await register_via_db(database_url=args.database_url, robot_ids=robot_ids)
+        log.info("registered in the database: %d new, %d existing", reg.created, reg.existing)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        log.warning("stopping: flushing what was published (Ctrl-C again to abort)")
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted)
+    return await simulate(config=config, client_prefix=args.client_prefix, stop=stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    now_ms = int(time.time() * 1000)
+    try:
+        config = config_from_args(args, now_ms=now_ms)
+        config.check_time_window(now_ms=now_ms)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = uvloop.run(_main(args, config))
+    summary.print()
+    if args.summary:
+        summary.write(args.summary)
+    return 1 if summary.unacknowledged else 0

@@ -1,0 +1,230 @@
+"""The simulator against our Mosquitto: determinism, exact summaries, Last Will."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_simulator.config import Partition, SensorRate, SimulationConfig
+from edge_simulator.faults import FaultConfig
+from edge_simulator.run import simulate
+from edge_simulator.summary import Summary
+from tests.edge_simulator.capture import Capture, Message, classify
+from tests.support.services import ROOT, Mosquitto
+
+MIX = {
+    "imu": SensorRate(100.0, 10),
+    "gps": SensorRate(2.0, 1),
+    "lidar": SensorRate(5.0, 1),
+    "battery": SensorRate(1.0, 1),
+}
+
+
+def start_ts() -> int:
+    """A fixed start a little in the past, so flat-out runs stay inside the bridge's window."""
+    now = int(time.time() * 1000)
+    return now - now % 60_000 - 120_000
+
+
+def config(broker: Mosquitto, **overrides: object) -> SimulationConfig:
+    base = SimulationConfig(
+        robots=4,
+        duration_s=4.0,
+        start_ts_ms=start_ts(),
+        seed=7,
+        mix=MIX,
+        flat_out=True,
+        mqtt_port=broker.port,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+async def run_captured(cfg: SimulationConfig, broker: Mosquitto) -> tuple[Summary, list[Message]]:
+    with Capture(port=broker.port) as capture:
+        summary = await simulate(config=cfg)
+        sent = summary.totals()["messages"]
+        messages = await asyncio.to_thread(capture.wait_for, sent)
+    return summary, messages
+
+
+def as_multiset(messages: list[Message]) -> Counter[tuple[str, bytes]]:
+    return Counter((m.topic, m.payload) for m in messages)
+
+
+FAULTS = FaultConfig(
+    duplicate=0.1,
+    out_of_order=0.15,
+    late=0.05,
+    late_max_s=1.0,
+    malformed=0.1,
+    skew=0.3,
+    skew_max_s=20.0,
+    skew_out=0.3,
+)
+
+
+async def test_same_seed_publishes_the_same_readings(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, faults=FAULTS)
+    first_summary, first = await run_captured(cfg, mosquitto)
+    _, second = await run_captured(cfg, mosquitto)
+    _, other_seed = await run_captured(replace(cfg, seed=8), mosquitto)
+    assert len(first) == first_summary.totals()["messages"] > 100
+    assert as_multiset(first) == as_multiset(second)
+    assert as_multiset(first) != as_multiset(other_seed)
+
+
+async def test_partitions_split_the_fleet_into_the_same_streams(mosquitto: Mosquitto) -> None:
+    whole = config(mosquitto, robots=5, faults=FAULTS)
+    _, all_at_once = await run_captured(whole, mosquitto)
+    parts: list[Message] = []
+    robots: list[str] = []
+    for i in range(2):
+        summary, messages = await run_captured(
+            replace(whole, partition=Partition(i, 2), robots_per_connection=2), mosquitto
+        )
+        parts.extend(messages)
+        robots.extend(summary.robots)
+    assert sorted(robots) == whole.fleet_ids()
+    assert as_multiset(parts) == as_multiset(all_at_once)
+
+
+async def test_summary_says_exactly_what_was_published(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, robots=6, seed=11, qos=1, faults=FAULTS)
+    summary, messages = await run_captured(cfg, mosquitto)
+    seen = classify(messages, fleet=summary.robots)
+    totals = summary.totals()
+
+    assert summary.unacknowledged == 0
+    assert len(messages) == totals["messages"]
+    for (robot_id, sensor_type), tally in summary.tallies.items():
+        key = (robot_id, sensor_type)
+        assert len(seen.identities.get(key, ())) == tally.valid_readings, key
+        assert seen.instances[key] - tally.valid_readings == tally.duplicate_readings, key
+    assert dict(seen.rejected) == totals["expected_dead_letters"]
+
+    # Every fault really happened, so the equalities above are not vacuous.
+    assert totals["duplicate_messages"] > 0
+    assert set(totals["malformed"]) == {str(r) for r in FAULTS.malformed_reasons}
+    assert set(totals["rejected_readings"]) <= {"ts_in_future", "ts_too_old"}
+    assert sum(totals["rejected_readings"].values()) > 0
+    reordered = [
+        key
+        for key, seqs in seen.seqs_in_arrival_order.items()
+        if any(b < a for a, b in itertools.pairwise(seqs))
+    ]
+    assert reordered
+
+
+async def test_qos0_summary_matches_what_arrived(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, qos=0, robots=3, seed=3)
+    summary, messages = await run_captured(cfg, mosquitto)
+    seen = classify(messages, fleet=summary.robots)
+    assert sum(len(v) for v in seen.identities.values()) == summary.totals()["valid_readings"]
+
+
+async def test_dropped_robot_is_marked_offline_by_its_last_will(mosquitto: Mosquitto) -> None:
+    cfg = config(
+        mosquitto,
+        robots=2,
+        duration_s=3.0,
+        flat_out=False,
+        start_ts_ms=int(time.time() * 1000),
+        mix={"battery": SensorRate(10.0, 1)},
+        faults=FaultConfig(drop=1.0, drop_down_s=1.0),
+    )
+    with Capture(port=mosquitto.port) as capture:
+        summary = await simulate(config=cfg)
+        await asyncio.to_thread(capture.wait_for, summary.totals()["messages"])
+        # online, then the broker's Last Will while away, online again, then the clean offline.
+        for robot_id in summary.robots:
+            assert capture.statuses(robot_id) == [b"online", b"offline", b"online", b"offline"]
+    assert len(summary.drops) == 2
+    # Readings due while a robot was away are sent when it is back, none lost.
+    seen = classify(messages=capture.sensor_messages(), fleet=summary.robots)
+    assert sum(len(v) for v in seen.identities.values()) == summary.totals()["valid_readings"]
+    assert summary.totals()["valid_readings"] == 2 * 30
+
+
+async def test_status_is_retained_for_late_subscribers(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, robots=1, duration_s=1.0, mix={"gps": SensorRate(5.0, 1)})
+    summary = await simulate(config=cfg)
+    with Capture(port=mosquitto.port, client_id="late") as capture:
+        await asyncio.sleep(0.3)
+        assert capture.statuses(summary.robots[0]) == [b"offline"]
+        assert capture.messages[0].retain
+
+
+def test_cli_writes_the_summary(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_simulator",
+            "--robots",
+            "3",
+            "--duration",
+            "2",
+            "--flat-out",
+            "--seed",
+            "5",
+            "--rate",
+            "imu=50",
+            "--batch",
+            "imu=25",
+            "--malformed",
+            "0.2",
+            "--mqtt-url",
+            mosquitto.url,
+            "--summary",
+            str(path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(path.read_text())
+    assert doc["robots"] == ["sim-0000", "sim-0001", "sim-0002"]
+    assert doc["totals"]["valid_readings_by_sensor_type"]["imu"] == 3 * 100
+    assert doc["per_robot"]["sim-0001"]["imu"]["seq_last"] == 99
+    assert "valid readings" in proc.stdout
+
+
+def test_cli_refuses_a_start_the_bridge_would_refuse(mosquitto: Mosquitto) -> None:
+    future = str(int(time.time() * 1000) + 3600_000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_simulator", "--start-ts", future, "--mqtt-url", mosquitto.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "ahead of now" in proc.stderr
+
+
+@pytest.mark.parametrize("robots", [1000])
+async def test_one_process_drives_a_thousand_robots(mosquitto: Mosquitto, robots: int) -> None:
+    cfg = config(
+        mosquitto,
+        robots=robots,
+        duration_s=2.0,
+        mix={"battery": SensorRate(1.0, 1), "gps": SensorRate(2.0, 1)},
+    )
+    summary, messages = await run_captured(cfg, mosquitto)
+    assert len(summary.robots) == robots
+    assert summary.unacknowledged == 0
+    assert len(messages) == summary.totals()["messages"] == robots * (2 + 4)
