@@ -126,6 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
         asyncpg.CannotConnectNowError,
         asyncpg.TooManyConnectionsError,
         asyncpg.AdminShutdownError,
+        # "database is not accepting connections", and the pool's error for a connection
+        # the server killed mid-operation: both are the database being away, not a bug.
+        asyncpg.ObjectNotInPrerequisiteStateError,
+        asyncpg.InternalClientError,
         ConnectionError,
         TimeoutError,
     ):

@@ -38,6 +38,8 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     pg.InsufficientResourcesError,
     pg.ObjectNotInPrerequisiteStateError,  # "database is not currently accepting connections"
     asyncpg.InterfaceError,
+    # The pool raises this when it resets a connection the server killed mid-operation.
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )
