@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from db import Connection
 from telemetry.payload import Reading
 
@@ -27,9 +29,18 @@ SELECT DISTINCT s.robot_id FROM staging_readings s
 WHERE NOT EXISTS (SELECT 1 FROM robots r WHERE r.id = s.robot_id)
 """
 
-# The merge returns one row per (robot, sensor type, minute) of what it really inserted, so the
-# counters never count a duplicate.
-_MERGE = """
+# One row per (robot, sensor type, minute of reading time): what the counters are made of.
+GROUP_BY_MINUTE = """
+SELECT robot_id, sensor_type,
+       (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
+       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
+       max(ts) AS latest_ts
+"""
+
+# The merge returns those rows for what it really inserted, so the counters never count a
+# duplicate.
+_MERGE = (
+    """
 WITH inserted AS (
     INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
     SELECT s.robot_id, s.sensor_type, s.ts, s.received_at, s.seq, s.data
@@ -38,12 +49,10 @@ WITH inserted AS (
     ON CONFLICT DO NOTHING
     RETURNING robot_id, sensor_type, ts, seq
 )
-SELECT robot_id, sensor_type,
-       (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
-       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
-       max(ts) AS latest_ts
-FROM inserted GROUP BY 1, 2, 3
 """
+    + GROUP_BY_MINUTE
+    + "FROM inserted GROUP BY 1, 2, 3"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,19 @@ class InsertedGroup:
     seq_min: int | None
     seq_max: int | None
     latest_ts: datetime
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> InsertedGroup:
+        return cls(
+            r["robot_id"],
+            r["sensor_type"],
+            r["minute"],
+            r["n"],
+            r["seq_n"],
+            r["seq_min"],
+            r["seq_max"],
+            r["latest_ts"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +112,5 @@ async def merge_readings(
     else:
         unknown = frozenset(r["robot_id"] for r in await conn.fetch(_UNKNOWN_ROBOTS))
     rows = await conn.fetch(_MERGE)
-    groups = [
-        InsertedGroup(
-            r["robot_id"],
-            r["sensor_type"],
-            r["minute"],
-            r["n"],
-            r["seq_n"],
-            r["seq_min"],
-            r["seq_max"],
-            r["latest_ts"],
-        )
-        for r in rows
-    ]
+    groups = [InsertedGroup.from_record(r) for r in rows]
     return MergeResult(groups, unknown)

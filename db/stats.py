@@ -7,31 +7,15 @@ from datetime import datetime
 import asyncpg
 
 from db import Connection
-from db.readings import InsertedGroup
+from db.readings import GROUP_BY_MINUTE, InsertedGroup
 
 
 async def count_readings_by_minute(conn: Connection, *, since: datetime) -> list[InsertedGroup]:
     rows = await conn.fetch(
-        """SELECT robot_id, sensor_type,
-                  (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
-                  count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min,
-                  max(seq) AS seq_max, max(ts) AS latest_ts
-           FROM sensor_readings WHERE ts >= $1 GROUP BY 1, 2, 3""",
+        GROUP_BY_MINUTE + "FROM sensor_readings WHERE ts >= $1 GROUP BY 1, 2, 3",
         since,
     )
-    return [
-        InsertedGroup(
-            r["robot_id"],
-            r["sensor_type"],
-            r["minute"],
-            r["n"],
-            r["seq_n"],
-            r["seq_min"],
-            r["seq_max"],
-            r["latest_ts"],
-        )
-        for r in rows
-    ]
+    return [InsertedGroup.from_record(r) for r in rows]
 
 
 async def latest_reading_rows(conn: Connection, *, since: datetime) -> list[asyncpg.Record]:
