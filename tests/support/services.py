@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -55,42 +56,42 @@ def render_mosquitto_conf(
     return "\n".join(lines) + "\n"
 
 
-class Mosquitto:
-    """A broker process with our config; can be stopped, killed and started again."""
+class ServiceProcess:
+    """A server process on a port of its own that a test can stop, kill and start again."""
+
+    log_name = "service.log"
 
     def __init__(self, *, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(render_mosquitto_conf(port=self.port, data_dir=self.data_dir))
+        workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
     def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=log, stderr=log)
+        log = (self.workdir / self.log_name).open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
         wait_for_port(self.port)
 
     def stop(self) -> None:
-        """A clean stop: the broker writes its persistence file."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
+        """A clean stop (SIGTERM): Mosquitto writes its persistence file."""
+        self._end(kill=False)
 
     def kill(self) -> None:
+        self._end(kill=True)
+
+    def _end(self, *, kill: bool) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -103,55 +104,47 @@ class Mosquitto:
         self.stop()
 
 
-class RedisServer:
+class Mosquitto(ServiceProcess):
+    """A broker with our config."""
+
+    log_name = "mosquitto.log"
+
+    def __init__(self, *, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir=workdir, port=port)
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(render_mosquitto_conf(port=self.port, data_dir=self.data_dir))
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.conf)]
+
+
+class RedisServer(ServiceProcess):
     """A private, memory-only Redis, for tests that restart it (the machine's is shared)."""
 
-    def __init__(self, *, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
+    log_name = "redis.log"
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        log = (self.workdir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        wait_for_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.kill()
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
