@@ -149,3 +149,38 @@ async def test_rebuild_counters_command_restores_lost_counters(
     assert done.returncode == 0, done.stderr
     assert await redis_total(counters, start, 1500) == 1500
     assert (await counters.latest("r4"))["battery"]["seq"] == 1499
+
+
+async def test_two_bridges_split_the_stream_and_store_it_once(
+    bridge: BridgeProcess,
+    publisher: Publisher,
+    registered: asyncpg.Pool[Any],
+    counters: Counters,
+    database_url: str,
+    redis_prefix: str,
+    mosquitto: Any,
+    tmp_path: Any,
+) -> None:
+    second = BridgeProcess(
+        database_url=database_url,
+        redis_prefix=redis_prefix,
+        mqtt_url=mosquitto.url,
+        log_path=tmp_path / "bridge-2.log",
+        client_id=f"second-{tmp_path.name}",
+    )
+    second.start()
+    try:
+        start = int(time.time() * 1000) - 10_000
+        messages = [
+            m for r in ("r1", "r2", "r3") for m in battery_messages(r, 1000, start_ms=start)
+        ]
+        publisher.publish_all(messages)
+        assert await eventually(lambda: row_count(registered), 3000) == 3000
+        assert await eventually(lambda: redis_total(counters, start, 1000), 3000) == 3000
+        first_share = bridge.metric("bridge_messages_received_total")
+        second_share = second.metric("bridge_messages_received_total")
+        # The broker deals the shared subscription out between both.
+        assert first_share + second_share == 3000
+        assert first_share > 0 and second_share > 0
+    finally:
+        second.stop()
