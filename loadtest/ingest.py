@@ -1,0 +1,450 @@
+"""End-to-end ingest benchmark: publishers → our Mosquitto → 1-2 bridges → PostgreSQL + Redis.
+
+    python -m loadtest.ingest                      # the full matrix, flat out, + half-rate runs
+    python -m loadtest.ingest --quick              # 1 and 10 readings/message, 1 bridge, QoS 1
+    python -m loadtest.ingest --per-message 10 --bridges 2 --qos 1 --readings 300000 --repeat 3
+
+Everything is its own: a scratch database (dropped at the end), a Redis prefix (deleted), a
+Mosquitto with our mosquitto.conf on a free port (a fresh one per configuration, so no session
+or queue leaks from one configuration into the next), bridges as real `python -m bridge`
+processes. Traffic goes to 127.0.0.1 only.
+
+What it measures, per configuration:
+- committed readings/s, sustained: between the commits of 10% and 90% of the readings (from
+  the commit times, see loadtest.commits), and overall: all readings / first send to last commit;
+- publish-to-commit latency p50/p95/p99/max over every reading (and publish-to-received);
+- loss (published and acknowledged, not stored) and duplicates (rows per identity can only be 1
+  by the primary key, so: redeliveries the bridge absorbed, and Redis counts above the rows)
+  by exact count;
+- the publishers' own rate, and each figure's ratio to the ceilings measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from loadtest import report
+from loadtest.ceilings import (
+    Ceiling,
+    count_rows,
+    mosquitto_ceiling,
+    postgres_ceilings,
+    publisher_rate,
+)
+from loadtest.commits import CommitPoller, commit_series
+from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
+from loadtest.wire_publisher import robot_ids, run_publishers
+from telemetry.counters import Counters
+from tests.support.bridge import BridgeProcess
+from tests.support.services import Mosquitto
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    per_message: int
+    bridges: int
+    qos: int
+    rate: float = 0.0  # readings/s in total; 0 = flat out
+
+    @property
+    def label(self) -> str:
+        pace = f"{self.rate / 1000:.0f}k/s" if self.rate else "flat out"
+        plural = "s" if self.bridges > 1 else ""
+        return f"{self.per_message}/msg, {self.bridges} bridge{plural}, QoS {self.qos}, {pace}"
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        total = 0.0
+        for line in r.read().decode().splitlines():
+            if line.startswith((name + " ", name + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+async def _redis_total(counters: Counters, started: float, ended: float) -> int:
+    minutes = list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
+    return sum(int(m.get("*", 0)) for m in await counters.minute_totals(minutes))
+
+
+async def run_config(
+    config: Config,
+    *,
+    dsn: str,
+    counters: Counters,
+    robots: list[list[str]],
+    readings: int,
+    workdir: Path,
+    settle_s: float,
+) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    await empty_readings(conn)
+    await counters.clear()
+    broker = Mosquitto(workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mosquitto-")))
+    broker.start()
+    bridges = [
+        BridgeProcess(
+            database_url=dsn,
+            redis_prefix=counters.prefix,
+            mqtt_url=broker.url,
+            log_path=workdir / f"bridge-{k}.log",
+            client_id=f"bench-bridge-{k}",
+            share_group="bench",
+        )
+        for k in range(config.bridges)
+    ]
+    poller = CommitPoller(dsn=dsn)
+    poll_task: asyncio.Task[None] | None = None
+    try:
+        for b in bridges:
+            b.start()
+        poll_task = asyncio.create_task(poller.run())
+        pubs = await run_publishers(
+            port=broker.port,
+            robots=robots,
+            readings=readings,
+            per_message=config.per_message,
+            qos=config.qos,
+            rate=config.rate,
+        )
+        published = sum(p.readings for p in pubs)
+        # Wait for the bridges to store everything (or, at QoS 0, to stop making progress).
+        last, last_change = -1.0, time.monotonic()
+        while True:
+            inserted = sum(
+                _metric(b.metrics_port, "bridge_readings_inserted_total") for b in bridges
+            )
+            if inserted >= published:
+                break
+            if inserted != last:
+                last, last_change = inserted, time.monotonic()
+            elif time.monotonic() - last_change > settle_s:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a last poll after the last commit
+        poller.stop()
+        await poll_task
+        duplicates_absorbed = sum(
+            _metric(b.metrics_port, "bridge_readings_duplicate_total") for b in bridges
+        )
+        rejected = sum(_metric(b.metrics_port, "bridge_rejected_total") for b in bridges)
+        for b in bridges:
+            b.stop()
+        series = await commit_series(conn, poller)
+        stored = await count_rows(conn)
+        # Every published reading once: per robot, seqs 0..n-1 all there, none twice.
+        distinct_ok = await conn.fetchval(
+            "SELECT count(*) = count(DISTINCT (robot_id, seq)) FROM sensor_readings"
+        )
+        started = min(p.started_at for p in pubs)
+        last_commit = series.times[-1] if series.times else started
+        redis_total = await _redis_total(counters, started, time.time())
+    finally:
+        poller.stop()
+        if poll_task and not poll_task.done():
+            await poll_task
+        for b in bridges:
+            if b.running:
+                b.kill()
+        broker.stop()
+        await conn.close()
+    return {
+        "config": asdict(config),
+        "label": config.label,
+        "published_readings": published,
+        "published_messages": sum(p.messages for p in pubs),
+        "publisher_readings_per_s": publisher_rate(pubs),
+        "publisher_max_behind_s": max(p.max_behind_s for p in pubs),
+        "stored": stored,
+        "lost": published - stored,
+        "duplicates_absorbed": int(duplicates_absorbed),
+        "redis_minus_rows": redis_total - stored,
+        "seq_identity_unique": bool(distinct_ok),
+        "rejected": int(rejected),
+        "sustained_readings_per_s": series.sustained_rate(),
+        "overall_readings_per_s": stored / max(last_commit - started, 1e-9),
+        "latency": asdict(series.latency) if series.latency else None,
+        "rows_without_commit_time": series.unmatched,
+        "commits": {"t": [t - started for t in series.times], "n": series.readings},
+    }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median sustained rate (a whole run, so its figures belong together)."""
+    ranked = sorted(runs, key=lambda r: r["sustained_readings_per_s"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["sustained_runs"] = [r["sustained_readings_per_s"] for r in runs]
+    chosen["lost_runs"] = [r["lost"] for r in runs]
+    return chosen
+
+
+async def measure_ceilings(
+    *,
+    shapes: list[int],
+    qoses: list[int],
+    robots: list[list[str]],
+    readings: int,
+    workdir: Path,
+    repeat: int,
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for per_message in shapes:
+        for qos in qoses:
+            key = f"{per_message}/{qos}"
+            out[key] = {}
+            for sub in ("c", "paho"):
+                rates, pub_rates = [], []
+                for _ in range(repeat):
+                    broker = Mosquitto(
+                        workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mq-ceil-"))
+                    )
+                    with broker:
+                        c: Ceiling = await mosquitto_ceiling(
+                            port=broker.port,
+                            robots=robots,
+                            readings=readings,
+                            per_message=per_message,
+                            qos=qos,
+                            subscriber=sub,
+                        )
+                    rates.append(c.readings_per_s)
+                    pub_rates.append(c.publisher_readings_per_s or 0.0)
+                    print(
+                        f"  ceiling {c.name} {per_message}/msg QoS {qos}: "
+                        f"{c.readings_per_s:,.0f} readings/s ({c.received}/{c.readings}); "
+                        f"publishers {c.publisher_readings_per_s or 0:,.0f}/s"
+                    )
+                out[key][f"mosquitto_{sub}"] = statistics.median(rates)
+                out[key][f"mosquitto_{sub}_publisher"] = statistics.median(pub_rates)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    shapes = args.per_message
+    bridges_list = args.bridges
+    qoses = args.qos
+    robots = robot_ids(publishers=args.publishers, robots_per_publisher=args.robots_per_publisher)
+    flat = [r for group in robots for r in group]
+    workdir = Path(tempfile.mkdtemp(prefix="rs-bench-ingest-"))
+    started = time.time()
+    data: dict[str, Any] = {
+        "benchmark": "ingest",
+        "machine": report.machine(),
+        "started_at": report.stamp(),
+        "args": vars(args),
+    }
+    async with (
+        scratch_database(label="ingest") as dsn,
+        scratch_counters(label="ingest") as counters,
+    ):
+        conn = await asyncpg.connect(dsn)
+        await register_robots(conn, flat)
+        await conn.close()
+
+        print("PostgreSQL ceilings (batches of 5,000, one connection):")
+        pg: dict[str, list[float]] = {}
+        for _ in range(args.repeat):
+            for c in await postgres_ceilings(
+                dsn=dsn, robots=flat, readings=args.readings, batch=5000, counters=counters
+            ):
+                pg.setdefault(c.name, []).append(c.readings_per_s)
+                print(f"  {c.name}: {c.readings_per_s:,.0f} rows/s")
+        pg_median = {k: statistics.median(v) for k, v in pg.items()}
+        data["postgres_ceilings"] = pg_median
+
+        print("Mosquitto ceilings (same publishers and shapes, do-nothing subscribers):")
+        mq = await measure_ceilings(
+            shapes=shapes,
+            qoses=qoses,
+            robots=robots,
+            readings=args.readings,
+            workdir=workdir,
+            repeat=args.repeat,
+        )
+        data["mosquitto_ceilings"] = mq
+
+        results = []
+        for per_message in shapes:
+            for n_bridges in bridges_list:
+                for qos in qoses:
+                    config = Config(per_message=per_message, bridges=n_bridges, qos=qos)
+                    runs = []
+                    for _ in range(args.repeat):
+                        r = await run_config(
+                            config,
+                            dsn=dsn,
+                            counters=counters,
+                            robots=robots,
+                            readings=args.readings,
+                            workdir=workdir,
+                            settle_s=args.settle_s,
+                        )
+                        _print_result(r)
+                        runs.append(r)
+                    result = _median_run(runs)
+                    results.append(result)
+                    if args.half_rate and qos == 1:
+                        half = Config(
+                            per_message=per_message,
+                            bridges=n_bridges,
+                            qos=qos,
+                            rate=round(result["sustained_readings_per_s"] / 2, -2),
+                        )
+                        runs = []
+                        for _ in range(args.repeat):
+                            r = await run_config(
+                                half,
+                                dsn=dsn,
+                                counters=counters,
+                                robots=robots,
+                                readings=min(args.readings, int(half.rate * args.half_rate_s)),
+                                workdir=workdir,
+                                settle_s=args.settle_s,
+                            )
+                            _print_result(r)
+                            runs.append(r)
+                        results.append(_median_run(runs))
+    for r in results:
+        cfg = r["config"]
+        ceil = mq.get(f"{cfg['per_message']}/{cfg['qos']}", {})
+        r["vs_mosquitto_c"] = (
+            r["overall_readings_per_s"] / ceil["mosquitto_c"] if ceil.get("mosquitto_c") else None
+        )
+        r["vs_mosquitto_paho"] = (
+            r["overall_readings_per_s"] / ceil["mosquitto_paho"]
+            if ceil.get("mosquitto_paho")
+            else None
+        )
+        r["vs_pg_merge"] = (
+            r["sustained_readings_per_s"] / pg_median["PostgreSQL COPY to staging + merge"]
+        )
+        r["vs_write_path"] = (
+            r["sustained_readings_per_s"] / pg_median["write path (merge + journal + Redis)"]
+        )
+    data["results"] = results
+    data["seconds"] = time.time() - started
+    base = report.write(name="ingest", data=data, markdown=_markdown(data))
+    _plots(base, results)
+    print(_markdown(data))
+    print(f"results: {base}.json .md -throughput.png -latency.png")
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    lat = r["latency"] or {}
+    print(
+        f"  {r['label']}: sustained {r['sustained_readings_per_s']:,.0f}/s, overall "
+        f"{r['overall_readings_per_s']:,.0f}/s, publishers {r['publisher_readings_per_s']:,.0f}/s; "
+        f"p50/p99 {lat.get('p50_ms', 0):.0f}/{lat.get('p99_ms', 0):.0f} ms; "
+        f"stored {r['stored']}/{r['published_readings']} lost {r['lost']} "
+        f"dup-absorbed {r['duplicates_absorbed']} redis-minus-rows {r['redis_minus_rows']}",
+        flush=True,
+    )
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data["results"]:
+        lat = r["latency"] or {}
+        rows.append(
+            {
+                "configuration": r["label"],
+                "sustained readings/s": r["sustained_readings_per_s"],
+                "overall readings/s": r["overall_readings_per_s"],
+                "msgs/s": r["overall_readings_per_s"] / r["config"]["per_message"],
+                "publishers readings/s": r["publisher_readings_per_s"],
+                "p50 ms": lat.get("p50_ms"),
+                "p95 ms": lat.get("p95_ms"),
+                "p99 ms": lat.get("p99_ms"),
+                "lost": r["lost"],
+                "dups absorbed": r["duplicates_absorbed"],
+                "redis - rows": r["redis_minus_rows"],
+                "÷ mosquitto_sub": r["vs_mosquitto_c"],
+                "÷ paho sub": r["vs_mosquitto_paho"],
+                "÷ PG merge": r["vs_pg_merge"],
+                "÷ write path": r["vs_write_path"],
+            }
+        )
+    cols = list(rows[0]) if rows else []
+    ceil_rows = [{"ceiling": k, "readings/s": v} for k, v in data["postgres_ceilings"].items()] + [
+        {
+            "ceiling": f"{name} ({shape.split('/')[0]}/msg, QoS {shape.split('/')[1]})",
+            "readings/s": v,
+        }
+        for shape, d in data["mosquitto_ceilings"].items()
+        for name, v in d.items()
+    ]
+    return (
+        f"## Ingest, {data['started_at']}\n\n"
+        + report.markdown_table(rows, cols)
+        + "\n### Ceilings (same run)\n\n"
+        + report.markdown_table(ceil_rows, ["ceiling", "readings/s"])
+    )
+
+
+def _plots(base: Path, results: list[dict[str, Any]]) -> None:
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in results:
+        t, n = r["commits"]["t"], r["commits"]["n"]
+        if not t:
+            continue
+        buckets: dict[int, int] = {}
+        for ti, ni in zip(t, n, strict=True):
+            buckets[int(ti * 2)] = buckets.get(int(ti * 2), 0) + ni
+        xs = [k / 2 for k in range(0, max(buckets) + 1)]
+        series[r["label"]] = (xs, [buckets.get(int(x * 2), 0) * 2 for x in xs])
+    report.plot_lines(
+        base.with_name(base.name + "-throughput.png"),
+        title="Committed readings/s over time (0.5 s buckets)",
+        xlabel="seconds since the first publish",
+        ylabel="readings/s",
+        series=series,
+    )
+    with_latency = [r for r in results if r["latency"]]
+    report.plot_bars(
+        base.with_name(base.name + "-latency.png"),
+        title="Publish → commit latency",
+        ylabel="ms (log)",
+        labels=[r["label"] for r in with_latency],
+        groups={p: [r["latency"][f"{p}_ms"] for r in with_latency] for p in ("p50", "p95", "p99")},
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.ingest", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--per-message", type=int, nargs="+", default=[1, 10, 100])
+    p.add_argument("--bridges", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--qos", type=int, nargs="+", default=[0, 1], choices=[0, 1])
+    p.add_argument("--readings", type=int, default=200_000, help="per configuration and ceiling")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--robots-per-publisher", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is kept")
+    p.add_argument(
+        "--no-half-rate",
+        dest="half_rate",
+        action="store_false",
+        help="skip the latency runs at half the measured sustained rate (QoS 1)",
+    )
+    p.add_argument("--half-rate-s", type=float, default=10.0, help="length of a half-rate run")
+    p.add_argument("--settle-s", type=float, default=5.0, help="QoS 0: give up after idle")
+    p.add_argument("--quick", action="store_true", help="1 and 10 per message, 1 bridge, QoS 1")
+    args = p.parse_args()
+    if args.quick:
+        args.per_message, args.bridges, args.qos = [1, 10], [1], [1]
+    uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Scratch resources for a benchmark run: a database of its own, migrated, dropped at the end."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+from redis.asyncio import Redis
+
+from db import Connection
+from db.migrate import apply_migrations, create_database_if_missing
+from db.partitions import maintain_partitions
+from telemetry.counters import Counters
+
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@asynccontextmanager
+async def scratch_database(*, label: str, keep: bool = False) -> AsyncIterator[str]:
+    """Yields the DSN of a new migrated database `rs_bench_<label>_<hex>`; drops it after."""
+    name = f"rs_bench_{label}_{uuid.uuid4().hex[:8]}"
+    dsn = f"{POSTGRES_URL}/{name}"
+    await create_database_if_missing(dsn=dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply_migrations(conn)
+            await maintain_partitions(
+                conn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
+            )
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        if not keep:
+            admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+            try:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            finally:
+                await admin.close()
+
+
+@asynccontextmanager
+async def scratch_counters(*, label: str) -> AsyncIterator[Counters]:
+    """Counters under a prefix of this run's own, deleted at the end."""
+    async with Redis.from_url(REDIS_URL) as redis:
+        counters = Counters(redis=redis, prefix=f"rsbench-{label}-{uuid.uuid4().hex[:8]}:")
+        try:
+            yield counters
+        finally:
+            await counters.clear()
+
+
+async def register_robots(conn: Connection, robot_ids: Sequence[str]) -> None:
+    await conn.executemany(
+        "INSERT INTO robots (id) VALUES ($1) ON CONFLICT DO NOTHING", [(r,) for r in robot_ids]
+    )
+
+
+async def empty_readings(conn: Connection) -> None:
+    """Between configurations: no rows, no journal, no dead letters; robots stay."""
+    await conn.execute("TRUNCATE sensor_readings, dead_letters, counter_journal")
