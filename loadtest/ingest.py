@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -87,6 +89,7 @@ async def run_config(
     readings: int,
     workdir: Path,
     settle_s: float,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     await empty_readings(conn)
@@ -109,6 +112,7 @@ async def run_config(
     try:
         for b in bridges:
             b.start()
+        spies = [_py_spy(b, config, k, profile_dir) for k, b in enumerate(bridges) if profile_dir]
         poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
             port=broker.port,
@@ -141,6 +145,8 @@ async def run_config(
         rejected = sum(_metric(b.metrics_port, "bridge_rejected_total") for b in bridges)
         for b in bridges:
             b.stop()
+        for spy in spies:  # py-spy writes its file when the bridge exits
+            spy.wait(timeout=30)
         series = await commit_series(conn, poller)
         stored = await count_rows(conn)
         # Every published reading once: per robot, seqs 0..n-1 all there, none twice.
@@ -178,6 +184,23 @@ async def run_config(
         "rows_without_commit_time": series.unmatched,
         "commits": {"t": [t - started for t in series.times], "n": series.readings},
     }
+
+
+def _py_spy(bridge: BridgeProcess, config: Config, k: int, out: Path) -> subprocess.Popen[bytes]:
+    """Samples a bridge (both threads, native frames off) until it exits; collapsed stacks."""
+    assert bridge.proc is not None
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"bridge-{config.per_message}msg-{config.bridges}b-qos{config.qos}"
+    name += f"-{int(config.rate)}rps-{k}.txt" if config.rate else f"-flat-{k}.txt"
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            *("record", "--format", "raw", "--rate", "100", "--nonblocking", "--threads"),
+            *("--output", str(out / name), "--pid", str(bridge.proc.pid)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -252,9 +275,11 @@ async def main_async(args: argparse.Namespace) -> None:
         await register_robots(conn, flat)
         await conn.close()
 
-        print("PostgreSQL ceilings (batches of 5,000, one connection):")
         pg: dict[str, list[float]] = {}
-        for _ in range(args.repeat):
+        mq: dict[str, dict[str, float]] = {}
+        if args.ceilings:
+            print("PostgreSQL ceilings (batches of 5,000, one connection):")
+        for _ in range(args.repeat if args.ceilings else 0):
             for c in await postgres_ceilings(
                 dsn=dsn, robots=flat, readings=args.readings, batch=5000, counters=counters
             ):
@@ -263,15 +288,16 @@ async def main_async(args: argparse.Namespace) -> None:
         pg_median = {k: statistics.median(v) for k, v in pg.items()}
         data["postgres_ceilings"] = pg_median
 
-        print("Mosquitto ceilings (same publishers and shapes, do-nothing subscribers):")
-        mq = await measure_ceilings(
-            shapes=shapes,
-            qoses=qoses,
-            robots=robots,
-            readings=args.readings,
-            workdir=workdir,
-            repeat=args.repeat,
-        )
+        if args.ceilings:
+            print("Mosquitto ceilings (same publishers and shapes, do-nothing subscribers):")
+            mq = await measure_ceilings(
+                shapes=shapes,
+                qoses=qoses,
+                robots=robots,
+                readings=args.readings,
+                workdir=workdir,
+                repeat=args.repeat,
+            )
         data["mosquitto_ceilings"] = mq
 
         results = []
@@ -289,6 +315,7 @@ async def main_async(args: argparse.Namespace) -> None:
                             readings=args.readings,
                             workdir=workdir,
                             settle_s=args.settle_s,
+                            profile_dir=args.profile,
                         )
                         _print_result(r)
                         runs.append(r)
@@ -315,6 +342,23 @@ async def main_async(args: argparse.Namespace) -> None:
                             _print_result(r)
                             runs.append(r)
                         results.append(_median_run(runs))
+    _add_ratios(results, mosquitto=mq, postgres=pg_median)
+    data["results"] = results
+    data["seconds"] = time.time() - started
+    base = report.write(name="ingest", data=data, markdown=_markdown(data))
+    _plots(base, results)
+    print(_markdown(data))
+    print(f"results: {base}.json .md -throughput.png -latency.png")
+
+
+def _add_ratios(
+    results: list[dict[str, Any]],
+    *,
+    mosquitto: dict[str, dict[str, float]],
+    postgres: dict[str, float],
+) -> None:
+    """Each result as a fraction of the ceilings measured in the same run."""
+    mq, pg_median = mosquitto, postgres
     for r in results:
         cfg = r["config"]
         ceil = mq.get(f"{cfg['per_message']}/{cfg['qos']}", {})
@@ -326,18 +370,10 @@ async def main_async(args: argparse.Namespace) -> None:
             if ceil.get("mosquitto_paho")
             else None
         )
-        r["vs_pg_merge"] = (
-            r["sustained_readings_per_s"] / pg_median["PostgreSQL COPY to staging + merge"]
-        )
-        r["vs_write_path"] = (
-            r["sustained_readings_per_s"] / pg_median["write path (merge + journal + Redis)"]
-        )
-    data["results"] = results
-    data["seconds"] = time.time() - started
-    base = report.write(name="ingest", data=data, markdown=_markdown(data))
-    _plots(base, results)
-    print(_markdown(data))
-    print(f"results: {base}.json .md -throughput.png -latency.png")
+        merge = pg_median.get("PostgreSQL COPY to staging + merge")
+        write_path = pg_median.get("write path (merge + journal + Redis)")
+        r["vs_pg_merge"] = r["sustained_readings_per_s"] / merge if merge else None
+        r["vs_write_path"] = r["sustained_readings_per_s"] / write_path if write_path else None
 
 
 def _print_result(r: dict[str, Any]) -> None:
@@ -439,6 +475,8 @@ def main() -> None:
     )
     p.add_argument("--half-rate-s", type=float, default=10.0, help="length of a half-rate run")
     p.add_argument("--settle-s", type=float, default=5.0, help="QoS 0: give up after idle")
+    p.add_argument("--profile", type=Path, help="py-spy each bridge; collapsed stacks here")
+    p.add_argument("--no-ceilings", dest="ceilings", action="store_false")
     p.add_argument("--quick", action="store_true", help="1 and 10 per message, 1 bridge, QoS 1")
     args = p.parse_args()
     if args.quick:
