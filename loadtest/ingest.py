@@ -265,7 +265,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "benchmark": "ingest",
         "machine": report.machine(),
         "started_at": report.stamp(),
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     async with (
         scratch_database(label="ingest") as dsn,
