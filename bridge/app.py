@@ -127,6 +127,7 @@ async def run(settings: BridgeSettings) -> None:
             counters=counters,
             batch_max_readings=settings.batch_max_readings,
             batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+            batch_min_delay_s=settings.batch_min_delay_ms / 1000,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stopping.set)

@@ -58,6 +58,8 @@ class BridgeSettings(BaseSettings):
     # 50 ms keeps p99 publish-to-commit latency well under 250 ms at half the sustained rate.
     batch_max_readings: int = Field(default=5_000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
+    # When the database is idle a batch goes as soon as it is this old (group commit).
+    batch_min_delay_ms: int = Field(default=10, ge=0)
 
     unknown_robot_policy: UnknownRobotPolicy = UnknownRobotPolicy.REJECT
     max_future_s: int = 300
