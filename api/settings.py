@@ -36,7 +36,7 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     ingest_batch_readings: int = Field(default=5000, ge=1)
     ingest_batch_wait_ms: float = Field(default=2.0, ge=0.0)
-    ingest_max_inflight: int = Field(default=2, ge=1)
+    ingest_max_inflight: int = Field(default=4, ge=1)
 
     # The same time limits as the bridge (docs/protocol.md, "Time limits").
     max_future_s: float = Field(default=300.0, gt=0)

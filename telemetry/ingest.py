@@ -203,8 +203,7 @@ class IngestWriter:
                 if self.store_rejections:
                     await store_dead_letters(conn, all_rejections)
                 entry = build_journal_entry(merge, readings, all_rejections)
-                entry_id = await add_journal_entry(conn, entry)
-                await delete_journal_entries(conn, applied_before)
+                entry_id = await add_journal_entry(conn, entry, retire=applied_before)
         except BaseException:
             self._applied = applied_before + self._applied
             raise
