@@ -451,6 +451,7 @@ def _plots(base: Path, results: list[dict[str, Any]]) -> None:
         base.with_name(base.name + "-latency.png"),
         title="Publish → commit latency",
         ylabel="ms (log)",
+        logy=True,
         labels=[r["label"] for r in with_latency],
         groups={p: [r["latency"][f"{p}_ms"] for r in with_latency] for p in ("p50", "p95", "p99")},
     )

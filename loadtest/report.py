@@ -92,7 +92,13 @@ def plot_lines(
 
 
 def plot_bars(
-    path: Path, *, title: str, ylabel: str, labels: list[str], groups: dict[str, list[float]]
+    path: Path,
+    *,
+    title: str,
+    ylabel: str,
+    labels: list[str],
+    groups: dict[str, list[float]],
+    logy: bool = False,
 ) -> None:
     import matplotlib
 
@@ -107,6 +113,9 @@ def plot_bars(
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
+    if logy:
+        # Backlog ages (seconds) and paced latencies (tens of ms) on one readable axis.
+        ax.set_yscale("log")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
