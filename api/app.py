@@ -37,6 +37,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="Robot registry, sensor readings and live stats of a robot fleet.",
         lifespan=lifespan,
         default_response_class=JSONBytes,
+        # FastAPI's built-in OpenTelemetry would wrap every request, dependency and endpoint
+        # in (no-op, without an SDK) spans; we export Prometheus metrics and JSON logs instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     for router in (robots.router, sensors.router, stats.router, health.router):
         app.include_router(router)
