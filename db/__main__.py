@@ -7,11 +7,9 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-import asyncpg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from db.migrate import apply_migrations, create_database_if_missing
-from db.partitions import maintain_partitions
+from db.migrate import prepare_database
 
 
 class DbSettings(BaseSettings):
@@ -24,22 +22,17 @@ class DbSettings(BaseSettings):
 
 
 async def migrate(settings: DbSettings) -> None:
-    await create_database_if_missing(dsn=settings.database_url)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        applied = await apply_migrations(conn)
-        created, dropped = await maintain_partitions(
-            conn,
-            today=datetime.now(UTC).date(),
-            days_back=settings.partition_days_back,
-            days_ahead=settings.partition_days_ahead,
-            retention_days=settings.retention_days,
-        )
-    finally:
-        await conn.close()
+    done = await prepare_database(
+        dsn=settings.database_url,
+        today=datetime.now(UTC).date(),
+        days_back=settings.partition_days_back,
+        days_ahead=settings.partition_days_ahead,
+        retention_days=settings.retention_days,
+    )
     print(
-        f"migrations applied: {applied or 'none'}; partitions created: {len(created)}, "
-        f"dropped: {len(dropped)}"
+        f"migrations applied: {done.applied or 'none'}; "
+        f"partitions created: {len(done.partitions_created)}, "
+        f"dropped: {len(done.partitions_dropped)}"
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from db.partitions import maintain_partitions
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +84,30 @@ async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[int]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    applied: list[int]
+    partitions_created: list[str]
+    partitions_dropped: list[str]
+
+
+async def prepare_database(
+    *, dsn: str, today: date, days_back: int, days_ahead: int, retention_days: int
+) -> Prepared:
+    """Everything a fresh or existing database needs before the pipeline writes to it."""
+    await create_database_if_missing(dsn=dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        applied = await apply_migrations(conn)
+        created, dropped = await maintain_partitions(
+            conn,
+            today=today,
+            days_back=days_back,
+            days_ahead=days_ahead,
+            retention_days=retention_days,
+        )
+    finally:
+        await conn.close()
+    return Prepared(applied, created, dropped)

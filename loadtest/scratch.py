@@ -12,8 +12,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from db import Connection
-from db.migrate import apply_migrations, create_database_if_missing
-from db.partitions import maintain_partitions
+from db.migrate import prepare_database
 from telemetry.counters import Counters
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -25,16 +24,10 @@ async def scratch_database(*, label: str, keep: bool = False) -> AsyncIterator[s
     """Yields the DSN of a new migrated database `rs_bench_<label>_<hex>`; drops it after."""
     name = f"rs_bench_{label}_{uuid.uuid4().hex[:8]}"
     dsn = f"{POSTGRES_URL}/{name}"
-    await create_database_if_missing(dsn=dsn)
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await apply_migrations(conn)
-            await maintain_partitions(
-                conn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
-            )
-        finally:
-            await conn.close()
+        await prepare_database(
+            dsn=dsn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
+        )
         yield dsn
     finally:
         if not keep:

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from db.connect import open_pool
-from db.migrate import apply_migrations, create_database_if_missing
-from db.partitions import maintain_partitions
+from db.migrate import prepare_database
 from telemetry.counters import Counters
+from tests.support.bridge import BridgeProcess
 from tests.support.services import POSTGRES_URL, REDIS_URL, Mosquitto
 
 _TABLES = "robots, sensor_readings, dead_letters, counter_journal"
@@ -28,15 +28,9 @@ def database_url() -> Iterator[str]:
     dsn = f"{POSTGRES_URL}/{name}"
 
     async def setup() -> None:
-        await create_database_if_missing(dsn=dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await apply_migrations(conn)
-            await maintain_partitions(
-                conn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
-            )
-        finally:
-            await conn.close()
+        await prepare_database(
+            dsn=dsn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
+        )
 
     async def teardown() -> None:
         conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
@@ -90,3 +84,25 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A private broker running our mosquitto.conf on a free port, for one test."""
     with Mosquitto(workdir=tmp_path / "mosquitto") as broker:
         yield broker
+
+
+@pytest.fixture
+def bridge(
+    clean_db: asyncpg.Pool[Any],
+    counters: Counters,
+    database_url: str,
+    redis_prefix: str,
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+) -> Iterator[BridgeProcess]:
+    """`python -m bridge` on the test's broker, database and Redis prefix (emptied first)."""
+    process = BridgeProcess(
+        database_url=database_url,
+        redis_prefix=redis_prefix,
+        mqtt_url=mosquitto.url,
+        log_path=tmp_path / "bridge.log",
+        client_id=f"bridge-{tmp_path.name}",
+    )
+    process.start()
+    yield process
+    process.stop()

@@ -3,14 +3,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from telemetry.counters import Counters
-from tests.support.bridge import BridgeProcess
 from tests.support.publisher import Publisher
 from tests.support.services import Mosquitto
 
@@ -20,26 +18,6 @@ async def registered(clean_db: asyncpg.Pool[Any], counters: Counters) -> asyncpg
     """An empty database with robots r1..r5 registered, and empty counters."""
     await clean_db.execute("INSERT INTO robots (id) SELECT 'r' || g FROM generate_series(1, 5) g")
     return clean_db
-
-
-@pytest.fixture
-def bridge(
-    registered: asyncpg.Pool[Any],
-    database_url: str,
-    redis_prefix: str,
-    mosquitto: Mosquitto,
-    tmp_path: Path,
-) -> Iterator[BridgeProcess]:
-    process = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge.log",
-        client_id=f"bridge-{tmp_path.name}",
-    )
-    process.start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

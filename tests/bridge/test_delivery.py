@@ -58,7 +58,7 @@ async def _metric(bridge: BridgeProcess, name: str) -> float:
 
 
 async def test_latest_last_seen_and_status_reach_redis(
-    bridge: BridgeProcess, publisher: Publisher, counters: Counters
+    bridge: BridgeProcess, publisher: Publisher, counters: Counters, registered: asyncpg.Pool[Any]
 ) -> None:
     start = int(time.time() * 1000)
     publisher.publish_all(battery_messages("r3", 5, start_ms=start))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,27 +31,6 @@ MIX = {
     "lidar": SensorRate(5.0, 1),
     "battery": SensorRate(1.0, 1),
 }
-
-
-@pytest.fixture
-def bridge(
-    clean_db: asyncpg.Pool[Any],
-    counters: Counters,
-    database_url: str,
-    redis_prefix: str,
-    mosquitto: Mosquitto,
-    tmp_path: Path,
-) -> Iterator[BridgeProcess]:
-    process = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge.log",
-        client_id=f"bridge-{tmp_path.name}",
-    )
-    process.start()
-    yield process
-    process.stop()
 
 
 def base_config(mosquitto: Mosquitto, **overrides: Any) -> SimulationConfig:
