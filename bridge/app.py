@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from bridge.batcher import BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
-from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline
+from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
 from bridge.settings import BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
 from db.partitions import maintain_partitions
@@ -128,42 +128,47 @@ async def run(settings: BridgeSettings) -> None:
             batch_max_readings=settings.batch_max_readings,
             batch_max_delay_s=settings.batch_max_delay_ms / 1000,
             batch_min_delay_s=settings.batch_min_delay_ms / 1000,
+            stop_grace_s=settings.stop_grace_s,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, pipeline.stopping.set)
+            loop.add_signal_handler(sig, pipeline.stop)
 
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(pipeline.collect(), name="collector")
-            tg.create_task(pipeline.flush(), name="flusher")
-            tg.create_task(
-                _every(
-                    interval_s=settings.partition_interval_s,
-                    stopping=pipeline.stopping,
-                    job=keep_partitions,
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pipeline.collect(), name="collector")
+                tg.create_task(pipeline.flush(), name="flusher")
+                tg.create_task(
+                    _every(
+                        interval_s=settings.partition_interval_s,
+                        stopping=pipeline.stopping,
+                        job=keep_partitions,
+                        name="partitions",
+                    ),
                     name="partitions",
-                ),
-                name="partitions",
-            )
-            tg.create_task(
-                _every(
-                    interval_s=settings.journal_replay_interval_s,
-                    stopping=pipeline.stopping,
-                    job=lambda: writer.keep_counters(
-                        replay_older_than_s=settings.journal_replay_interval_s
+                )
+                tg.create_task(
+                    _every(
+                        interval_s=settings.journal_replay_interval_s,
+                        stopping=pipeline.stopping,
+                        job=lambda: writer.keep_counters(
+                            replay_older_than_s=settings.journal_replay_interval_s
+                        ),
+                        name="counters",
                     ),
                     name="counters",
-                ),
-                name="counters",
-            )
-            if await subscriber.wait_subscribed(within_s=30):
-                log.info(
-                    "bridge ready",
-                    extra={"client_id": settings.bridge_client_id, "mqtt": settings.mqtt_url},
                 )
-            else:
-                log.warning(
-                    "not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url}
-                )
+                if await subscriber.wait_subscribed(within_s=30):
+                    log.info(
+                        "bridge ready",
+                        extra={"client_id": settings.bridge_client_id, "mqtt": settings.mqtt_url},
+                    )
+                else:
+                    log.warning(
+                        "not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url}
+                    )
+        except* ShutdownWithUncommittedBatchError as group:
+            log.error(str(group.exceptions[0]))  # noqa: TRY400 - expected; no traceback needed
+            raise SystemExit(1) from None
         log.info("bridge stopped cleanly")
 
 

@@ -23,7 +23,7 @@ from bridge.batcher import Batch, BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from telemetry.counters import Counters
-from telemetry.errors import RejectReason
+from telemetry.errors import RejectReason, RoboSenseError
 from telemetry.ingest import IngestWriter, WriteResult, reading_rejection
 from telemetry.payload import Reading, Rejection
 
@@ -47,6 +47,15 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 ROW_ERRORS: tuple[type[BaseException], ...] = (pg.DataError, pg.IntegrityConstraintViolationError)
 
 
+class ShutdownWithUncommittedBatchError(RoboSenseError):
+    def __init__(self, messages: int) -> None:
+        super().__init__(
+            f"stopped while PostgreSQL was unavailable; {messages} messages left unacknowledged "
+            "for redelivery"
+        )
+        self.messages = messages
+
+
 class Pipeline:
     def __init__(
         self,
@@ -60,6 +69,7 @@ class Pipeline:
         batch_max_delay_s: float,
         batch_min_delay_s: float = 0.010,
         queue_batches: int = 2,
+        stop_grace_s: float = 10.0,
     ) -> None:
         self.inbox = inbox
         self.subscriber = subscriber
@@ -70,8 +80,15 @@ class Pipeline:
         self.batch_max_delay_s = batch_max_delay_s
         self.batch_min_delay_s = batch_min_delay_s
         self._flusher_idle = False
+        self._stop_deadline: float | None = None
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=queue_batches)
         self.stopping = asyncio.Event()
+        self.stop_grace_s = stop_grace_s
+
+    def stop(self) -> None:
+        """Begins a clean stop: flush, commit, ack; give up on commits after the grace time."""
+        self.stopping.set()
+        self._stop_deadline = time.monotonic() + self.stop_grace_s
 
     async def collect(self) -> None:
         """Fills batches until stopped, and hands one over when it is full, when its oldest
@@ -169,6 +186,11 @@ class Pipeline:
                     "commit failed with an unexpected database error; retrying",
                     extra={"error": repr(exc), "retry_in_s": delay},
                 )
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                # Asked to stop while PostgreSQL is away: nothing of this batch was acked, so
+                # the broker redelivers it to our next session. Waiting longer would only get
+                # us killed by the supervisor.
+                raise ShutdownWithUncommittedBatchError(len(batch.messages))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

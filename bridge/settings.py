@@ -68,6 +68,9 @@ class BridgeSettings(BaseSettings):
     retention_days: int = 30
     partition_days_ahead: int = 3
     partition_interval_s: int = 3_600
+    # On SIGTERM with PostgreSQL unavailable, how long to keep retrying before exiting with the
+    # batch unacknowledged (the broker redelivers it). Keep below the supervisor's kill timeout.
+    stop_grace_s: float = 10.0
     # How often to replay missed counter updates and check that Redis still has the counters.
     journal_replay_interval_s: float = 15.0
 

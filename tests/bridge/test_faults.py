@@ -192,3 +192,45 @@ async def test_redis_restart_mid_stream_counters_are_rebuilt_exactly(
         finally:
             bridge.stop()
             await client.aclose()
+
+
+async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
+    registered: asyncpg.Pool[Any],
+    database_url: str,
+    redis_prefix: str,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    counters: Counters,
+    tmp_path: Path,
+) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    bridge = BridgeProcess(
+        database_url=database_url,
+        redis_prefix=redis_prefix,
+        mqtt_url=mosquitto.url,
+        log_path=tmp_path / "bridge.log",
+        stop_grace_s="1",
+    )
+    bridge.start()
+    admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+    start = int(time.time() * 1000) - 20_000
+    try:
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'robosense-bridge'",
+            database,
+        )
+        await asyncio.to_thread(publisher.publish_all, stream(start))
+        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
+        # A stop while the database is away: the batch cannot be committed, so it is not
+        # acknowledged, and the bridge exits (non-zero) instead of hanging until killed.
+        assert await asyncio.to_thread(bridge.terminate, timeout=20) == 1
+        assert "left unacknowledged for redelivery" in bridge.log_tail()
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
+        bridge.start()
+        await exactly_once(registered, counters, start)
+    finally:
+        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
+        await admin.close()
+        bridge.stop()
