@@ -28,7 +28,7 @@ def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 30.0
+    probe: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 60.0
 ) -> Any:
     """Polls until probe() == expected; returns the last value (the assert shows it)."""
     deadline = time.monotonic() + timeout
