@@ -47,6 +47,30 @@ async def publish_slowly(
         await asyncio.sleep(0.05)
 
 
+async def start_stream(
+    publisher: Publisher, pool: asyncpg.Pool[Any], *, committed_before_return: int
+) -> tuple[int, asyncio.Task[None]]:
+    """Starts publishing the stream and returns once part of it is committed, so that the
+    fault a test injects next lands in the middle of it."""
+    start = int(time.time() * 1000) - 20_000
+    sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
+    await eventually(
+        lambda: pool.fetchval("SELECT count(*) > $1 FROM sensor_readings", committed_before_return),
+        True,
+    )
+    return start, sending
+
+
+async def cut_off_bridges(admin: asyncpg.Connection[Any], database: str) -> None:
+    """A database outage as the bridge sees it: its connections die, new ones are refused."""
+    await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = $1 AND application_name = 'robosense-bridge'",
+        database,
+    )
+
+
 async def exactly_once(pool: asyncpg.Pool[Any], counters: Counters, start_ms: int) -> None:
     total = TOTAL_SINGLE + TOTAL_BATCHED
 
@@ -71,12 +95,7 @@ async def exactly_once(pool: asyncpg.Pool[Any], counters: Counters, start_ms: in
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any], counters: Counters
 ) -> None:
-    start = int(time.time() * 1000) - 20_000
-    sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
-    # Let part of the stream be committed, then crash with batches in flight.
-    await eventually(
-        lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
-    )
+    start, sending = await start_stream(publisher, registered, committed_before_return=2000)
     bridge.kill()
     await asyncio.sleep(0.5)
     bridge.start()
@@ -93,19 +112,9 @@ async def test_database_outage_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     database = database_url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
-    start = int(time.time() * 1000) - 20_000
     try:
-        sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
-        await eventually(
-            lambda: registered.fetchval("SELECT count(*) > 1000 FROM sensor_readings"), True
-        )
-        # The outage: the bridge's connections die and new ones are refused.
-        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND application_name = 'robosense-bridge'",
-            database,
-        )
+        start, sending = await start_stream(publisher, registered, committed_before_return=1000)
+        await cut_off_bridges(admin, database)
         await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
         await asyncio.sleep(2)
         assert bridge.running
@@ -128,11 +137,7 @@ async def _metric(bridge: BridgeProcess, name: str) -> bool:
 async def test_sigterm_commits_what_it_took_and_the_rest_comes_back(
     bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any], counters: Counters
 ) -> None:
-    start = int(time.time() * 1000) - 20_000
-    sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
-    await eventually(
-        lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
-    )
+    start, sending = await start_stream(publisher, registered, committed_before_return=2000)
     assert bridge.terminate() == 0
     bridge.start()
     await sending
@@ -177,11 +182,7 @@ async def test_redis_restart_mid_stream_counters_are_rebuilt_exactly(
         bridge.start()
         client = Redis.from_url(redis_server.url)
         try:
-            start = int(time.time() * 1000) - 20_000
-            sending = asyncio.create_task(publish_slowly(publisher, stream(start), chunks=20))
-            await eventually(
-                lambda: registered.fetchval("SELECT count(*) > 2000 FROM sensor_readings"), True
-            )
+            start, sending = await start_stream(publisher, registered, committed_before_return=2000)
             # Redis dies (commits go on, counter updates are deferred) and comes back empty.
             redis_server.kill()
             await asyncio.sleep(1.0)
@@ -215,12 +216,7 @@ async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
     admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
     start = int(time.time() * 1000) - 20_000
     try:
-        await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND application_name = 'robosense-bridge'",
-            database,
-        )
+        await cut_off_bridges(admin, database)
         await asyncio.to_thread(publisher.publish_all, stream(start))
         await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
         # A stop while the database is away: the batch cannot be committed, so it is not
