@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from db import Connection
 from telemetry.payload import Rejection
@@ -21,14 +20,3 @@ async def store_dead_letters(conn: Connection, rejections: Sequence[Rejection]) 
             ],
             columns=_COLUMNS,
         )
-
-
-async def count_dead_letters_by_reason(
-    conn: Connection, *, since: datetime | None = None
-) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT reason, count(*)::int AS n FROM dead_letters "
-        "WHERE $1::timestamptz IS NULL OR received_at >= $1 GROUP BY reason",
-        since,
-    )
-    return {r["reason"]: r["n"] for r in rows}

@@ -147,13 +147,6 @@ class Counters:
             results = await pipe.execute()
         return [{k.decode(): int(v) for k, v in r.items()} for r in results]
 
-    async def minute_rejections(self, minutes: Sequence[int]) -> list[dict[str, int]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hgetall(f"{self.prefix}m:{minute}:x")
-            results = await pipe.execute()
-        return [{k.decode(): int(v) for k, v in r.items()} for r in results]
-
     async def latest(self, robot_id: str) -> dict[str, dict[str, Any]]:
         """The newest reading of each sensor type of one robot."""
         # The client is created without decode_responses: keys and values are bytes.

@@ -58,11 +58,11 @@ def _minute(dt: datetime) -> int:
     return int(dt.timestamp()) // 60 * 60
 
 
-def _latest_doc(r: Reading) -> str:
-    return (
-        f'{{"ts":"{r.ts.isoformat()}","received_at":"{r.received_at.isoformat()}",'
-        f'"seq":{"null" if r.seq is None else r.seq},"data":{r.data}}}'
-    )
+def _reading_json(r: Reading, *, with_received_at: bool) -> str:
+    """A reading as JSON; `data` is already JSON, so it is spliced in rather than re-encoded."""
+    received = f'"received_at":"{r.received_at.isoformat()}",' if with_received_at else ""
+    seq = "null" if r.seq is None else r.seq
+    return f'{{"ts":"{r.ts.isoformat()}",{received}"seq":{seq},"data":{r.data}}}'
 
 
 def build_journal_entry(
@@ -100,7 +100,7 @@ def build_journal_entry(
         ],
         "x": [[minute, reason, n] for (minute, reason), n in rejected.items()],
         "l": [
-            [robot, sensor, _ms(r.ts), _latest_doc(r)]
+            [robot, sensor, _ms(r.ts), _reading_json(r, with_received_at=True)]
             for (robot, sensor), r in newest.items()
             if (robot, sensor) in inserted_pairs
         ],
@@ -111,9 +111,7 @@ def build_journal_entry(
 
 def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
     """A refusal of a reading that passed validation, with the reading as its payload."""
-    raw = (
-        f'{{"ts":"{r.ts.isoformat()}","seq":{"null" if r.seq is None else r.seq},"data":{r.data}}}'
-    ).encode()
+    raw = _reading_json(r, with_received_at=False).encode()
     return Rejection(
         r.received_at,
         sensor_topic(r.robot_id, r.sensor_type),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,23 +86,42 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
 
 
+StartBridge = Callable[..., BridgeProcess]
+
+
 @pytest.fixture
-def bridge(
+def start_bridge(
     clean_db: asyncpg.Pool[Any],
     counters: Counters,
     database_url: str,
     redis_prefix: str,
     mosquitto: Mosquitto,
     tmp_path: Path,
-) -> Iterator[BridgeProcess]:
-    """`python -m bridge` on the test's broker, database and Redis prefix (emptied first)."""
-    process = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge.log",
-        client_id=f"bridge-{tmp_path.name}",
-    )
-    process.start()
-    yield process
-    process.stop()
+) -> Iterator[StartBridge]:
+    """Starts `python -m bridge` processes on the test's broker, database and Redis prefix
+    (emptied first); `name` sets the client id and log file, other keywords are settings.
+    Every bridge started is stopped at the end of the test."""
+    started: list[BridgeProcess] = []
+
+    def start(name: str = "bridge", **settings: str) -> BridgeProcess:
+        process = BridgeProcess(
+            database_url=database_url,
+            redis_prefix=redis_prefix,
+            mqtt_url=mosquitto.url,
+            log_path=tmp_path / f"{name}.log",
+            client_id=f"{name}-{tmp_path.name}",
+            **settings,
+        )
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def bridge(start_bridge: StartBridge) -> BridgeProcess:
+    """One bridge, started."""
+    return start_bridge()

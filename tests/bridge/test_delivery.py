@@ -10,6 +10,7 @@ import orjson
 
 from telemetry.counters import Counters
 from tests.bridge.conftest import eventually
+from tests.conftest import StartBridge
 from tests.support.bridge import BridgeProcess
 from tests.support.publisher import Publisher, battery_messages
 
@@ -93,27 +94,12 @@ async def test_unknown_robots_are_rejected_by_default(
 
 
 async def test_register_policy_registers_unknown_robots(
-    registered: asyncpg.Pool[Any],
-    database_url: str,
-    redis_prefix: str,
-    mosquitto: Any,
-    publisher: Publisher,
-    tmp_path: Any,
+    registered: asyncpg.Pool[Any], start_bridge: StartBridge, publisher: Publisher
 ) -> None:
-    bridge = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge.log",
-        unknown_robot_policy="register",
-    )
-    bridge.start()
-    try:
-        publisher.publish_all(battery_messages("newcomer", 4))
-        assert await eventually(lambda: row_count(registered), 4) == 4
-        assert await registered.fetchval("SELECT count(*) FROM robots WHERE id = 'newcomer'") == 1
-    finally:
-        bridge.stop()
+    start_bridge(unknown_robot_policy="register")
+    publisher.publish_all(battery_messages("newcomer", 4))
+    assert await eventually(lambda: row_count(registered), 4) == 4
+    assert await registered.fetchval("SELECT count(*) FROM robots WHERE id = 'newcomer'") == 1
 
 
 async def test_rebuild_counters_command_restores_lost_counters(
@@ -153,43 +139,28 @@ async def test_rebuild_counters_command_restores_lost_counters(
 
 async def test_two_bridges_split_the_stream_and_store_it_once(
     bridge: BridgeProcess,
+    start_bridge: StartBridge,
     publisher: Publisher,
     registered: asyncpg.Pool[Any],
     counters: Counters,
-    database_url: str,
-    redis_prefix: str,
-    mosquitto: Any,
-    tmp_path: Any,
 ) -> None:
-    second = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge-2.log",
-        client_id=f"second-{tmp_path.name}",
-    )
-    second.start()
-    try:
-        start = int(time.time() * 1000) - 10_000
-        messages = [
-            m for r in ("r1", "r2", "r3") for m in battery_messages(r, 1000, start_ms=start)
-        ]
-        publisher.publish_all(messages)
-        assert await eventually(lambda: row_count(registered), 3000) == 3000
-        assert await eventually(lambda: redis_total(counters, start, 1000), 3000) == 3000
+    second = start_bridge("second")
+    start = int(time.time() * 1000) - 10_000
+    messages = [m for r in ("r1", "r2", "r3") for m in battery_messages(r, 1000, start_ms=start)]
+    publisher.publish_all(messages)
+    assert await eventually(lambda: row_count(registered), 3000) == 3000
+    assert await eventually(lambda: redis_total(counters, start, 1000), 3000) == 3000
 
-        async def shares() -> tuple[float, float]:
-            # Each bridge counts a batch just after acknowledging it: poll, do not sample once.
-            return (
-                bridge.metric("bridge_messages_received_total"),
-                second.metric("bridge_messages_received_total"),
-            )
+    async def shares() -> tuple[float, float]:
+        # Each bridge counts a batch just after acknowledging it: poll, do not sample once.
+        return (
+            bridge.metric("bridge_messages_received_total"),
+            second.metric("bridge_messages_received_total"),
+        )
 
-        async def total_shares() -> float:
-            return sum(await shares())
+    async def total_shares() -> float:
+        return sum(await shares())
 
-        assert await eventually(total_shares, 3000.0) == 3000.0
-        # The broker deals the shared subscription out between both.
-        assert all(share > 0 for share in await shares())
-    finally:
-        second.stop()
+    assert await eventually(total_shares, 3000.0) == 3000.0
+    # The broker deals the shared subscription out between both.
+    assert all(share > 0 for share in await shares())

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from telemetry.counters import Counters
 from tests.bridge.conftest import eventually
+from tests.conftest import StartBridge
 from tests.support.bridge import BridgeProcess
 from tests.support.publisher import Publisher, battery_messages
 from tests.support.services import POSTGRES_URL, Mosquitto, RedisServer
@@ -164,22 +165,13 @@ async def test_backlog_survives_a_broker_restart_while_the_bridge_is_down(
 
 async def test_redis_restart_mid_stream_counters_are_rebuilt_exactly(
     registered: asyncpg.Pool[Any],
-    database_url: str,
+    start_bridge: StartBridge,
     redis_prefix: str,
-    mosquitto: Mosquitto,
     publisher: Publisher,
     tmp_path: Path,
 ) -> None:
     with RedisServer(workdir=tmp_path / "redis") as redis_server:
-        bridge = BridgeProcess(
-            database_url=database_url,
-            redis_prefix=redis_prefix,
-            mqtt_url=mosquitto.url,
-            log_path=tmp_path / "bridge.log",
-            redis_url=redis_server.url,
-            journal_replay_interval_s="0.5",
-        )
-        bridge.start()
+        bridge = start_bridge(redis_url=redis_server.url, journal_replay_interval_s="0.5")
         client = Redis.from_url(redis_server.url)
         try:
             start, sending = await start_stream(publisher, registered, committed_before_return=2000)
@@ -191,28 +183,19 @@ async def test_redis_restart_mid_stream_counters_are_rebuilt_exactly(
             await exactly_once(registered, Counters(redis=client, prefix=redis_prefix), start)
             assert bridge.running
         finally:
-            bridge.stop()
+            bridge.stop()  # before its private Redis goes away
             await client.aclose()
 
 
 async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
     registered: asyncpg.Pool[Any],
+    start_bridge: StartBridge,
     database_url: str,
-    redis_prefix: str,
-    mosquitto: Mosquitto,
     publisher: Publisher,
     counters: Counters,
-    tmp_path: Path,
 ) -> None:
     database = database_url.rsplit("/", 1)[1]
-    bridge = BridgeProcess(
-        database_url=database_url,
-        redis_prefix=redis_prefix,
-        mqtt_url=mosquitto.url,
-        log_path=tmp_path / "bridge.log",
-        stop_grace_s="1",
-    )
-    bridge.start()
+    bridge = start_bridge(stop_grace_s="1")
     admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
     start = int(time.time() * 1000) - 20_000
     try:
@@ -229,4 +212,3 @@ async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
     finally:
         await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
         await admin.close()
-        bridge.stop()
