@@ -6,12 +6,13 @@ WORKDIR /app
 
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p telemetry bridge api edge_simulator db loadtest \
-    && touch telemetry/__init__.py bridge/__init__.py api/__init__.py edge_simulator/__init__.py \
+RUN mkdir -p telemetry ingest bridge api edge_simulator db loadtest \
+    && touch telemetry/__init__.py ingest/__init__.py bridge/__init__.py api/__init__.py edge_simulator/__init__.py \
        db/__init__.py loadtest/__init__.py \
     && pip install . && pip uninstall -y robosense
 
 COPY telemetry telemetry
+COPY ingest ingest
 COPY bridge bridge
 COPY api api
 COPY edge_simulator edge_simulator

@@ -26,8 +26,8 @@ from api.metrics import (
     INGEST_READINGS,
     INGEST_REJECTED,
 )
+from ingest.write import IngestWriter, WriteResult
 from telemetry.errors import ContractError, RejectReason, StorageUnavailableError
-from telemetry.ingest import IngestWriter, WriteResult
 from telemetry.payload import Reading, Rejection
 
 log = logging.getLogger(__name__)

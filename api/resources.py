@@ -19,8 +19,8 @@ from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
 from api.settings import ApiSettings
 from db.connect import open_pool
-from telemetry.counters import CounterReads, Counters
-from telemetry.ingest import IngestWriter
+from ingest.counters import CounterReads, Counters
+from ingest.write import IngestWriter
 from telemetry.payload import PayloadDecoder
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommitt
 from bridge.settings import BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
 from db.partitions import maintain_partitions
-from telemetry.counters import Counters
-from telemetry.ingest import IngestWriter
+from ingest.counters import Counters
+from ingest.rebuild import rebuild_counters
+from ingest.write import IngestWriter
 from telemetry.payload import PayloadDecoder
-from telemetry.rebuild import rebuild_counters
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from bridge import metrics
 from bridge.batcher import Batch, BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
-from telemetry.counters import Counters
+from ingest.counters import Counters
+from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
-from telemetry.ingest import IngestWriter, WriteResult, reading_rejection
 from telemetry.payload import Reading, Rejection
 
 log = logging.getLogger(__name__)

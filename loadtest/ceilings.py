@@ -4,7 +4,7 @@
   with them: `mosquitto_sub` (C) and a paho-mqtt subscriber (Python, set up like the bridge's).
 - PostgreSQL: the same rows into the same table with the same indexes, in batches the size of
   the bridge's: plain COPY; COPY into staging + the idempotent merge (db.readings, the bridge's
-  statement); and the whole write path (telemetry.ingest.IngestWriter: merge, journal, Redis).
+  statement); and the whole write path (ingest.write.IngestWriter: merge, journal, Redis).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import orjson
 
 from db.connect import open_pool
 from db.readings import merge_readings
+from ingest.counters import Counters
+from ingest.write import IngestWriter
 from loadtest.scratch import empty_readings
 from loadtest.wire_publisher import PublisherResult, run_publishers
-from telemetry.counters import Counters
-from telemetry.ingest import IngestWriter
 from telemetry.payload import Reading
 
 _IMU_DATA = '{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002,"z":-0.003}}'

@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
+from ingest.counters import Counters
 from loadtest import report
 from loadtest.ceilings import (
     Ceiling,
@@ -47,7 +48,6 @@ from loadtest.ceilings import (
 from loadtest.commits import CommitPoller, commit_series
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import robot_ids, run_publishers
-from telemetry.counters import Counters
 from tests.support.bridge import BridgeProcess
 from tests.support.services import Mosquitto
 

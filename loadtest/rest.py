@@ -38,9 +38,9 @@ import orjson
 import uvloop
 
 from db.connect import open_pool
+from ingest.rebuild import rebuild_counters
 from loadtest import report
 from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
-from telemetry.rebuild import rebuild_counters
 from tests.support.services import ROOT, free_port, wait_for_port
 
 ROBOTS = [str(i) for i in range(1, 11)]

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from db import Connection
 from db.migrate import prepare_database
-from telemetry.counters import Counters
+from ingest.counters import Counters
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")

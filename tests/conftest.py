@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from db.connect import open_pool
 from db.migrate import prepare_database
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.support.bridge import BridgeProcess
 from tests.support.services import POSTGRES_URL, REDIS_URL, Mosquitto
 

@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from db.stats import count_readings
-from telemetry.counters import Counters
-from telemetry.ingest import IngestWriter
+from ingest.counters import Counters
+from ingest.rebuild import rebuild_counters
+from ingest.write import IngestWriter
 from telemetry.payload import Decoded, PayloadDecoder, TimeWindow
-from telemetry.rebuild import rebuild_counters
 
 
 def decode_batch(robot_id: str, n: int, *, start_ms: int, seq0: int = 0) -> Decoded:

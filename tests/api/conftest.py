@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import ApiSettings
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.support.services import REDIS_URL
 
 ROBOTS = ("r1", "r2", "r3")

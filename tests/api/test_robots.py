@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.api.conftest import IMU, now_ms
 
 

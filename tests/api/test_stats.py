@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.api.conftest import GPS, IMU, LIDAR, now_ms
 
 _DATA = {"imu": IMU, "gps": GPS, "lidar": LIDAR}

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.support.publisher import Publisher
 from tests.support.services import Mosquitto
 

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from telemetry.counters import Counters
+from ingest.counters import Counters
 from tests.bridge.conftest import eventually
 from tests.conftest import StartBridge
 from tests.support.bridge import BridgeProcess

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import asyncpg
 
+from ingest.counters import Counters
 from loadtest.ingest import Config, run_config
 from loadtest.scratch import register_robots
 from loadtest.wire_publisher import robot_ids
-from telemetry.counters import Counters
 
 
 async def test_smallest_configuration_stores_every_reading_once(

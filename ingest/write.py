@@ -27,10 +27,10 @@ from db.journal import (
     pending_journal_entries,
 )
 from db.readings import MergeResult, merge_readings
-from telemetry.counters import Counters
+from ingest.counters import Counters
+from ingest.rebuild import counters_present, rebuild_counters
 from telemetry.errors import RejectReason
 from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
-from telemetry.rebuild import counters_present, rebuild_counters
 from telemetry.topics import sensor_topic
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import orjson
 
 from db.journal import take_all_journal_entries
 from db.stats import count_dead_letters_by_minute, count_readings_by_minute, latest_reading_rows
-from telemetry.counters import Counters
+from ingest.counters import Counters
 
 log = logging.getLogger(__name__)
 
