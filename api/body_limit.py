@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import robosense_error_response
-from telemetry.errors import PayloadTooLargeError
+from api.http_errors import PayloadTooLargeError
 
 
 class BodyLimitMiddleware:

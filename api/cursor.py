@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from telemetry.errors import InvalidCursorError
+from api.http_errors import InvalidCursorError
 
 MAX_CURSOR_CHARS = 512
 

@@ -15,18 +15,16 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.responses import JSONBytes
-from telemetry.errors import (
-    ConflictError,
-    ContractError,
+from api.http_errors import (
     InvalidCursorError,
     InvalidQueryError,
     NotFoundError,
     PayloadTooLargeError,
     ReadingsRejectedError,
-    RoboSenseError,
     StorageUnavailableError,
 )
+from api.responses import JSONBytes
+from telemetry.errors import ConflictError, ContractError, RoboSenseError
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from api.http_errors import StorageUnavailableError
 from api.metrics import (
     BATCH_READINGS,
     BATCH_REQUESTS,
@@ -27,7 +28,7 @@ from api.metrics import (
     INGEST_REJECTED,
 )
 from ingest.write import IngestWriter, WriteResult
-from telemetry.errors import ContractError, RejectReason, StorageUnavailableError
+from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import Reading, Rejection
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The exceptions every RoboSense package raises; `api/` translates them to HTTP."""
+"""The contract's exceptions, raised by every RoboSense package; `api/` translates them to HTTP
+(the errors only HTTP requests can meet live in `api/http_errors.py`)."""
 
 from __future__ import annotations
 
@@ -34,32 +35,11 @@ class ContractError(RoboSenseError):
         self.detail = detail
 
 
-class NotFoundError(RoboSenseError):
-    def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"{kind} {key!r} not found")
-        self.kind = kind
-        self.key = key
-
-
 class ConflictError(RoboSenseError):
     def __init__(self, kind: str, key: str) -> None:
         super().__init__(f"{kind} {key!r} already exists")
         self.kind = kind
         self.key = key
-
-
-class InvalidCursorError(RoboSenseError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"invalid cursor: {detail}")
-        self.detail = detail
-
-
-class StorageUnavailableError(RoboSenseError):
-    """PostgreSQL or Redis could not be reached; the caller may retry later."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__(f"{service} is unavailable")
-        self.service = service
 
 
 class UnknownRobotError(ContractError):
@@ -68,30 +48,3 @@ class UnknownRobotError(ContractError):
     def __init__(self, robot_id: str) -> None:
         super().__init__(RejectReason.UNKNOWN_ROBOT, f"robot {robot_id!r} is not registered")
         self.robot_id = robot_id
-
-
-class ReadingsRejectedError(RoboSenseError):
-    """Every reading of one request was refused. Each refusal maps `reason`, `detail` and where
-    it sat in the request (`sensor_type`, `index`)."""
-
-    def __init__(self, rejections: list[dict[str, object]]) -> None:
-        super().__init__(f"all {len(rejections)} readings were rejected")
-        self.rejections = rejections
-
-
-class InvalidQueryError(RoboSenseError):
-    """A request parameter that is well-formed but makes no sense (since after until, a field
-    the sensor type does not have)."""
-
-    def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(f"{parameter}: {detail}")
-        self.parameter = parameter
-        self.detail = detail
-
-
-class PayloadTooLargeError(RoboSenseError):
-    def __init__(self, size: int | None, limit: int) -> None:
-        shown = "an unknown number of" if size is None else f"at least {size}"
-        super().__init__(f"{shown} bytes > {limit}")
-        self.size = size
-        self.limit = limit

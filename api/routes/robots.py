@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from api.cursor import query_scope
+from api.http_errors import InvalidCursorError, NotFoundError
 from api.resources import Res
 from api.responses import JSONBytes
 from api.schemas import (
@@ -34,7 +35,6 @@ from db.robots import (
     register_robot,
     update_robot,
 )
-from telemetry.errors import InvalidCursorError, NotFoundError
 from telemetry.topics import ROBOT_ID_PATTERN
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])

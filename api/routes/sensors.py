@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api.cursor import query_scope
+from api.http_errors import InvalidCursorError, InvalidQueryError, ReadingsRejectedError
 from api.resources import Res
 from api.responses import JSONBytes
 from api.routes.robots import latest_docs
@@ -26,13 +27,7 @@ from api.schemas import (
 from api.sensor_bodies import parse_ingest_body
 from db.sensor_aggregates import AggregateFn, bucket_aggregate, moving_average
 from db.sensor_reads import ReadingFilter, ReadingKey, read_page
-from telemetry.errors import (
-    ContractError,
-    InvalidCursorError,
-    InvalidQueryError,
-    ReadingsRejectedError,
-    UnknownRobotError,
-)
+from telemetry.errors import ContractError, UnknownRobotError
 from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, EPOCH, MAX_READINGS_PER_MESSAGE, Rejection
 from telemetry.sensors import NUMERIC_FIELDS, SENSOR_SCHEMAS, normalize_sensor_type
 from telemetry.topics import ROBOT_ID_PATTERN, is_valid_robot_id

@@ -1,0 +1,53 @@
+"""Errors only an HTTP request can meet; `api/errors.py` turns them into responses."""
+
+from __future__ import annotations
+
+from telemetry.errors import RoboSenseError
+
+
+class NotFoundError(RoboSenseError):
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} not found")
+        self.kind = kind
+        self.key = key
+
+
+class InvalidCursorError(RoboSenseError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid cursor: {detail}")
+        self.detail = detail
+
+
+class StorageUnavailableError(RoboSenseError):
+    """PostgreSQL or Redis could not be reached; the caller may retry later."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service} is unavailable")
+        self.service = service
+
+
+class ReadingsRejectedError(RoboSenseError):
+    """Every reading of one request was refused. Each refusal maps `reason`, `detail` and where
+    it sat in the request (`sensor_type`, `index`)."""
+
+    def __init__(self, rejections: list[dict[str, object]]) -> None:
+        super().__init__(f"all {len(rejections)} readings were rejected")
+        self.rejections = rejections
+
+
+class InvalidQueryError(RoboSenseError):
+    """A request parameter that is well-formed but makes no sense (since after until, a field
+    the sensor type does not have)."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"{parameter}: {detail}")
+        self.parameter = parameter
+        self.detail = detail
+
+
+class PayloadTooLargeError(RoboSenseError):
+    def __init__(self, size: int | None, limit: int) -> None:
+        shown = "an unknown number of" if size is None else f"at least {size}"
+        super().__init__(f"{shown} bytes > {limit}")
+        self.size = size
+        self.limit = limit
