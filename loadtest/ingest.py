@@ -36,6 +36,8 @@ from typing import Any
 import asyncpg
 import uvloop
 
+from harness.bridge import BridgeProcess
+from harness.services import Mosquitto
 from ingest.counters import Counters
 from loadtest import report
 from loadtest.ceilings import (
@@ -48,8 +50,6 @@ from loadtest.ceilings import (
 from loadtest.commits import CommitPoller, commit_series
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import robot_ids, run_publishers
-from tests.support.bridge import BridgeProcess
-from tests.support.services import Mosquitto
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,10 +38,10 @@ import orjson
 import uvloop
 
 from db.connect import open_pool
+from harness.services import ROOT, free_port, wait_for_port
 from ingest.rebuild import rebuild_counters
 from loadtest import report
 from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
-from tests.support.services import ROOT, free_port, wait_for_port
 
 ROBOTS = [str(i) for i in range(1, 11)]
 _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, "z": 0.03}}

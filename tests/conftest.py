@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from db.connect import open_pool
 from db.migrate import prepare_database
+from harness.bridge import BridgeProcess
+from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto
 from ingest.counters import Counters
-from tests.support.bridge import BridgeProcess
-from tests.support.services import POSTGRES_URL, REDIS_URL, Mosquitto
 
 _TABLES = "robots, sensor_readings, dead_letters, counter_journal"
 

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import ApiSettings
+from harness.services import REDIS_URL
 from ingest.counters import Counters
-from tests.support.services import REDIS_URL
 
 ROBOTS = ("r1", "r2", "r3")
 

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.services import REDIS_URL, ROOT, free_port, wait_for_port
+from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 

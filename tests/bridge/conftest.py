@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
+from harness.publisher import Publisher
+from harness.services import Mosquitto
 from ingest.counters import Counters
-from tests.support.publisher import Publisher
-from tests.support.services import Mosquitto
 
 
 @pytest.fixture
@@ -25,15 +23,3 @@ def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
     p = Publisher(port=mosquitto.port)
     yield p
     p.close()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 60.0
-) -> Any:
-    """Polls until probe() == expected; returns the last value (the assert shows it)."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while value != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        value = await probe()
-    return value

@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tests.bridge.conftest import eventually
-from tests.support.bridge import BridgeProcess
-from tests.support.publisher import Publisher
+from harness.bridge import BridgeProcess
+from harness.publisher import Publisher
+from harness.waiting import eventually
 
 
 def good(robot: str, ts: int, level: float = 50.0) -> tuple[str, bytes]:

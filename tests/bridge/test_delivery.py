@@ -8,11 +8,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from harness.bridge import BridgeProcess
+from harness.publisher import Publisher, battery_messages
+from harness.waiting import eventually
 from ingest.counters import Counters
-from tests.bridge.conftest import eventually
 from tests.conftest import StartBridge
-from tests.support.bridge import BridgeProcess
-from tests.support.publisher import Publisher, battery_messages
 
 
 async def row_count(pool: asyncpg.Pool[Any]) -> int:
@@ -115,7 +115,7 @@ async def test_rebuild_counters_command_restores_lost_counters(
     import subprocess
     import sys
 
-    from tests.support.services import ROOT
+    from harness.services import ROOT
 
     start = int(time.time() * 1000) - 10_000
     publisher.publish_all(battery_messages("r4", 1500, start_ms=start, per_message=50))

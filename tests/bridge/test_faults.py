@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from harness.bridge import BridgeProcess
+from harness.publisher import Publisher, battery_messages
+from harness.services import POSTGRES_URL, Mosquitto, RedisServer
+from harness.waiting import eventually
 from ingest.counters import Counters
-from tests.bridge.conftest import eventually
 from tests.conftest import StartBridge
-from tests.support.bridge import BridgeProcess
-from tests.support.publisher import Publisher, battery_messages
-from tests.support.services import POSTGRES_URL, Mosquitto, RedisServer
 
 TOTAL_SINGLE = 4000
 TOTAL_BATCHED = 16000
@@ -116,7 +116,7 @@ async def test_database_outage_mid_stream_loses_and_doubles_nothing(
     try:
         start, sending = await start_stream(publisher, registered, committed_before_return=1000)
         await cut_off_bridges(admin, database)
-        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
+        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=30)
         await asyncio.sleep(2)
         assert bridge.running
         await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
@@ -201,7 +201,7 @@ async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
     try:
         await cut_off_bridges(admin, database)
         await asyncio.to_thread(publisher.publish_all, stream(start))
-        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=10)
+        await eventually(lambda: _metric(bridge, "bridge_db_errors_total"), True, timeout=30)
         # A stop while the database is away: the batch cannot be committed, so it is not
         # acknowledged, and the bridge exits (non-zero) instead of hanging until killed.
         assert await asyncio.to_thread(bridge.terminate, timeout=20) == 1

@@ -18,10 +18,10 @@ from edge_simulator.config import SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
 from edge_simulator.registry import register_via_api, register_via_db
 from edge_simulator.run import simulate
+from harness.bridge import BridgeProcess
+from harness.services import REDIS_URL, Mosquitto
+from harness.waiting import eventually
 from ingest.counters import Counters
-from tests.bridge.conftest import eventually
-from tests.support.bridge import BridgeProcess
-from tests.support.services import REDIS_URL, Mosquitto
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from edge_simulator.config import Partition, SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
+from harness.services import ROOT, Mosquitto
 from tests.edge_simulator.capture import Capture, Message, classify
-from tests.support.services import ROOT, Mosquitto
 
 MIX = {
     "imu": SensorRate(100.0, 10),

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.services import ROOT, free_port
+from harness.services import ROOT, free_port
 
 
 class BridgeProcess:
