@@ -15,7 +15,7 @@ from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware
 from api.resources import open_resources
 from api.responses import JSONBytes
-from api.routes import health, robots, sensors, stats
+from api.routes import compat, health, robots, sensors, stats
 from api.settings import ApiSettings
 from telemetry.logs import configure_logging
 
@@ -41,7 +41,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # in (no-op, without an SDK) spans; we export Prometheus metrics and JSON logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for router in (robots.router, sensors.router, stats.router, health.router):
+    for router in (robots.router, compat.router, sensors.router, stats.router, health.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -142,6 +142,9 @@ class SensorReadingOut(BaseModel):
 class SensorPage(BaseModel):
     items: list[SensorReadingOut]
     next_cursor: str | None
+    data: list[SensorReadingOut] | None = Field(
+        default=None, description="`items` again, when the request used an older query name."
+    )
 
 
 class RobotLatest(BaseModel):
@@ -163,6 +166,9 @@ class RejectedReading(BaseModel):
 class IngestResult(BaseModel):
     accepted: int = Field(description="Readings committed (stored now or already stored).")
     rejected: list[RejectedReading]
+    status: Literal["success"] = Field(description="For the older clients.")
+    inserted_count: int = Field(description="For the older clients: `accepted`.")
+    robot_id: str
 
 
 class Bucket(BaseModel):
@@ -193,6 +199,17 @@ class MovingAverageOut(BaseModel):
     field: str
     window: int
     points: list[MovingPoint]
+
+
+class FilteredOut(BaseModel):
+    """The older clients' moving average (GET /api/sensors/filtered)."""
+
+    robot_id: str
+    sensor_type: str
+    field: str
+    original_data: list[float | None] = Field(description="Newest samples, oldest first.")
+    filtered_data: list[float | None] = Field(description="Moving average at each sample.")
+    window_size: int
 
 
 class MinuteCount(BaseModel):

@@ -3,7 +3,8 @@
 Two shapes are accepted:
 - the contract's, with the topic's fields in the body: `{"robot_id", "sensor_type", "ts",
   "seq"?, "data"}`, or `{"robot_id", "sensor_type", "readings": [...]}`;
-- the older clients' `{"robot_id", "timestamp", "sensors": [{"sensor_type", "data"}, ...]}`.
+- the older clients' `{"robot_id", "timestamp", "sensors": [{"sensor_type", "data"}, ...]}`,
+  translated onto the contract by api.compat (integer ids, naive timestamps, older names).
 
 Only the envelope is parsed here; each sensor's part is handed as JSON bytes to
 telemetry.payload.PayloadDecoder, so validation, limits and reasons are the bridge's own.
@@ -12,15 +13,16 @@ telemetry.payload.PayloadDecoder, so validation, limits and reasons are the brid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Annotated, Any
 
 import msgspec
 
+from api.compat import OlderRobotId, SensorPart, sensor_parts
+from api.compat import robot_id as older_robot_id
 from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import (
     DEAD_LETTER_PAYLOAD_CAP,
-    MAX_READINGS_PER_MESSAGE,
     Decoded,
     PayloadDecoder,
     Reading,
@@ -32,25 +34,15 @@ from telemetry.topics import ROBOT_ID_PATTERN, sensor_topic
 _EMPTY = msgspec.Raw()
 
 
-class _LegacySensor(msgspec.Struct, forbid_unknown_fields=True):
-    sensor_type: str
-    data: msgspec.Raw = _EMPTY
-
-
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    robot_id: Annotated[str, msgspec.Meta(pattern=ROBOT_ID_PATTERN)]
+    robot_id: Annotated[str, msgspec.Meta(pattern=ROBOT_ID_PATTERN)] | OlderRobotId
     sensor_type: str | None = None
     ts: msgspec.Raw = _EMPTY
     seq: msgspec.Raw = _EMPTY
     data: msgspec.Raw = _EMPTY
     readings: msgspec.Raw = _EMPTY
     timestamp: msgspec.Raw = _EMPTY
-    sensors: (
-        Annotated[
-            list[_LegacySensor], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
-        ]
-        | None
-    ) = None
+    sensors: msgspec.Raw = _EMPTY
 
 
 _BODY = msgspec.json.Decoder(_Body)
@@ -76,17 +68,25 @@ def _shape_error(detail: str) -> ContractError:
     return ContractError(RejectReason.INVALID_SCHEMA, detail)
 
 
-def parse_ingest_body(body: bytes, *, decoder: PayloadDecoder, received_at: datetime) -> IngestBody:
-    """Readings and per-reading refusals; ContractError when the body as a whole is unusable."""
+def parse_ingest_body(
+    body: bytes,
+    *,
+    decoder: PayloadDecoder,
+    received_at: datetime,
+    naive_tz: tzinfo | None,
+) -> IngestBody:
+    """Readings and per-reading refusals; ContractError when the body as a whole is unusable.
+
+    `naive_tz`: the zone of an older body's `timestamp` without one (None: refuse it)."""
     try:
         envelope = _BODY.decode(body)
     except msgspec.ValidationError as exc:
         raise _shape_error(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise ContractError(RejectReason.INVALID_JSON, str(exc)) from exc
-    out = IngestBody(envelope.robot_id)
-    if envelope.sensors is not None:
-        _legacy(envelope, out, decoder, received_at)
+    out = IngestBody(older_robot_id(envelope.robot_id))
+    if len(envelope.sensors):
+        _older(envelope, out, decoder, received_at, naive_tz)
     else:
         _contract(envelope, out, decoder, received_at)
     return out
@@ -121,49 +121,49 @@ def _contract(
     )
 
 
-def _legacy(
-    envelope: _Body, out: IngestBody, decoder: PayloadDecoder, received_at: datetime
+def _older(
+    envelope: _Body,
+    out: IngestBody,
+    decoder: PayloadDecoder,
+    received_at: datetime,
+    naive_tz: tzinfo | None,
 ) -> None:
     if envelope.sensor_type is not None or any(
         len(raw) for raw in (envelope.ts, envelope.seq, envelope.data, envelope.readings)
     ):
         raise _shape_error("with `sensors`, send only `robot_id` and `timestamp`")
-    if not len(envelope.timestamp):
-        raise _shape_error("Object missing required field `timestamp`")
-    assert envelope.sensors is not None
-    for index, sensor in enumerate(envelope.sensors):
-        sensor_type = normalize_sensor_type(sensor.sensor_type)
-        if sensor_type is None:
-            detail = f"unknown sensor type {sensor.sensor_type!r}; one of {sorted(SENSOR_SCHEMAS)}"
-            raw = msgspec.json.encode(sensor.sensor_type)
-            out.rejections.append(
-                Rejection(
-                    received_at,
-                    "http",
-                    RejectReason.UNKNOWN_SENSOR_TYPE,
-                    detail,
-                    raw[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(raw),
-                )
+    for part in sensor_parts(envelope.timestamp, envelope.sensors, naive_tz=naive_tz):
+        if part.sensor_type is None:
+            detail = f"unknown sensor type {part.given_type!r}; one of {sorted(SENSOR_SCHEMAS)}"
+            _refuse(out, part, RejectReason.UNKNOWN_SENSOR_TYPE, detail, received_at)
+        elif part.refusal is not None:
+            _refuse(out, part, RejectReason.INVALID_SCHEMA, part.refusal, received_at)
+        else:
+            _decode(
+                out,
+                decoder=decoder,
+                sensor_type=part.sensor_type,
+                index=part.index,
+                payload=part.payload,
+                received_at=received_at,
             )
-            out.refused.append(
-                {
-                    "sensor_type": sensor.sensor_type,
-                    "index": index,
-                    "reason": str(RejectReason.UNKNOWN_SENSOR_TYPE),
-                    "detail": detail,
-                }
-            )
-            continue
-        payload = _join(ts=envelope.timestamp, data=sensor.data)
-        _decode(
-            out,
-            decoder=decoder,
-            sensor_type=sensor_type,
-            index=index,
-            payload=payload,
-            received_at=received_at,
-        )
+
+
+def _refuse(
+    out: IngestBody, part: SensorPart, reason: RejectReason, detail: str, received_at: datetime
+) -> None:
+    raw = part.payload or msgspec.json.encode(part.given_type)
+    out.rejections.append(
+        Rejection(received_at, "http", reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw))
+    )
+    out.refused.append(
+        {
+            "sensor_type": part.sensor_type or part.given_type,
+            "index": part.index,
+            "reason": str(reason),
+            "detail": detail,
+        }
+    )
 
 
 def _decode(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetry.payload import TimeWindow
@@ -41,6 +42,24 @@ class ApiSettings(BaseSettings):
     # The same time limits as the bridge (docs/protocol.md, "Time limits").
     max_future_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
+
+    # The older clients' `timestamp` without a zone: an IANA zone to read it in (the older
+    # service took UTC), or `reject` to refuse it (docs/migrating.md).
+    naive_timestamp_tz: str = "UTC"
+
+    @field_validator("naive_timestamp_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value != "reject":
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"not an IANA time zone nor `reject`: {value!r}") from exc
+        return value
+
+    @property
+    def naive_tz(self) -> tzinfo | None:
+        return None if self.naive_timestamp_tz == "reject" else ZoneInfo(self.naive_timestamp_tz)
 
     @property
     def time_window(self) -> TimeWindow:

@@ -11,9 +11,10 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from api.compat import older_ingest_fields, older_paging
 from api.cursor import query_scope
 from api.http_errors import InvalidCursorError, InvalidQueryError, ReadingsRejectedError
-from api.resources import Res
+from api.resources import Res, Resources
 from api.responses import JSONBytes
 from api.routes.robots import latest_docs
 from api.schemas import (
@@ -258,7 +259,12 @@ async def ingest(request: Request, res: Res) -> Response:
     body = await request.body()
     received_at = datetime.now(UTC)
     try:
-        parsed = parse_ingest_body(body, decoder=res.decoder, received_at=received_at)
+        parsed = parse_ingest_body(
+            body,
+            decoder=res.decoder,
+            received_at=received_at,
+            naive_tz=res.settings.naive_tz,
+        )
     except ContractError as exc:
         res.committer.count_rejections(
             [
@@ -280,7 +286,12 @@ async def ingest(request: Request, res: Res) -> Response:
     if parsed.robot_id in unknown:
         raise UnknownRobotError(parsed.robot_id)
     return JSONBytes(
-        {"accepted": len(parsed.readings), "rejected": parsed.refused}, status_code=201
+        {
+            "accepted": len(parsed.readings),
+            "rejected": parsed.refused,
+            **older_ingest_fields(parsed.robot_id, len(parsed.readings)),
+        },
+        status_code=201,
     )
 
 
@@ -295,9 +306,27 @@ async def list_readings(
     order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    start_time: Annotated[datetime | None, Query(description="Older name of since")] = None,
+    end_time: Annotated[datetime | None, Query(description="Older name of until")] = None,
+    page: Annotated[int | None, Query(ge=1, description="Older clients': only 1")] = None,
+    page_size: Annotated[int | None, Query(ge=1, le=1000, description="Older limit")] = None,
 ) -> Response:
-    """Readings newest first (or `order=asc`), `since` inclusive, `until` exclusive."""
-    since, until = _window(since, until)
+    """Readings newest first (or `order=asc`), `since` inclusive, `until` exclusive.
+
+    The older clients' names map onto these (docs/migrating.md); with any of them the page
+    also carries its readings as `data`."""
+    older = older_paging(
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+        start_time=start_time,
+        end_time=end_time,
+        page=page,
+        page_size=page_size,
+    )
+    since, until = _window(older.since, older.until)
+    limit = older.limit
     filt = ReadingFilter(
         robot_ids=_robot_ids(robot_id),
         sensor_types=_sensor_types(sensor_type),
@@ -315,14 +344,17 @@ async def list_readings(
     )
     after = _key(res.cursors.decode(cursor, scope)) if cursor else None
     rows = await read_page(res.pool, filt, after=after, limit=limit + 1)
-    page = rows[:limit]
+    shown = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
-        last = page[-1]
+        last = shown[-1]
         next_cursor = res.cursors.encode(
             scope, [_us(last["ts"]), last["robot_id"], last["sensor_type"]]
         )
-    return JSONBytes({"items": [_reading_doc(r) for r in page], "next_cursor": next_cursor})
+    items = [_reading_doc(r) for r in shown]
+    if older.older:
+        return JSONBytes({"items": items, "next_cursor": next_cursor, "data": items})
+    return JSONBytes({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/latest", response_model=LatestPage, responses=_ERRORS)
@@ -344,6 +376,51 @@ async def latest(
     return JSONBytes({"items": items})
 
 
+def one_sensor_type(text: str) -> str:
+    types = _sensor_types([text])
+    if len(types) != 1:
+        raise InvalidQueryError("sensor_type", "exactly one sensor type")
+    return types[0]
+
+
+def numeric_path(sensor_type: str, field: str) -> list[str]:
+    """The field's path, checked against the sensor type's schema."""
+    if field not in NUMERIC_FIELDS[sensor_type]:
+        raise InvalidQueryError(
+            "field",
+            f"{sensor_type} has no numeric field {field!r}; "
+            f"one of {sorted(NUMERIC_FIELDS[sensor_type])}",
+        )
+    return field.split(".")
+
+
+async def moving_average_points(
+    res: Resources,
+    *,
+    sensor_type: str,
+    path: list[str],
+    window: int,
+    limit: int,
+    since: datetime | None,
+    until: datetime | None,
+    robot_id: str | None,
+) -> list[dict[str, Any]]:
+    """The newest `limit` samples, oldest first, each with its moving average over `window`
+    (also the older clients' /api/sensors/filtered)."""
+    since, until = _window(since, until)
+    rows = await moving_average(
+        res.pool,
+        sensor_type=sensor_type,
+        path=path,
+        window=window,
+        limit=limit,
+        since=since,
+        until=until or datetime.now(UTC),
+        robot_id=robot_id,
+    )
+    return [dict(r) for r in rows]
+
+
 @router.get("/aggregate", response_model=AggregateOut | MovingAverageOut, responses=_ERRORS)
 async def aggregate(
     res: Res,
@@ -362,21 +439,11 @@ async def aggregate(
 ) -> Response:
     """Time buckets of one numeric field (fn over each bucket, buckets aligned on `since`;
     default the last hour), or with `window=N` a moving average over the newest samples."""
-    types = _sensor_types([sensor_type])
-    if len(types) != 1:
-        raise InvalidQueryError("sensor_type", "exactly one sensor type")
-    stype = types[0]
-    if field not in NUMERIC_FIELDS[stype]:
-        raise InvalidQueryError(
-            "field",
-            f"{stype} has no numeric field {field!r}; one of {sorted(NUMERIC_FIELDS[stype])}",
-        )
-    path = field.split(".")
-    since, until = _window(since, until)
-    until = until or datetime.now(UTC)
+    stype = one_sensor_type(sensor_type)
+    path = numeric_path(stype, field)
     if window is not None:
-        rows = await moving_average(
-            res.pool,
+        points = await moving_average_points(
+            res,
             sensor_type=stype,
             path=path,
             window=window,
@@ -385,8 +452,9 @@ async def aggregate(
             until=until,
             robot_id=robot_id,
         )
-        points = [dict(r) for r in rows]
         return JSONBytes({"sensor_type": stype, "field": field, "window": window, "points": points})
+    since, until = _window(since, until)
+    until = until or datetime.now(UTC)
     since = since or until - timedelta(hours=1)
     if since >= until:
         raise InvalidQueryError("since", "must be before until")

@@ -31,7 +31,13 @@ async def test_one_reading_of_the_contract(
         json={"robot_id": "r1", "sensor_type": "imu", "ts": ts, "seq": 7, "data": IMU},
     )
     assert response.status_code == 201, response.text
-    assert response.json() == {"accepted": 1, "rejected": []}
+    assert response.json() == {
+        "accepted": 1,
+        "rejected": [],
+        "status": "success",
+        "inserted_count": 1,
+        "robot_id": "r1",
+    }
     row = await clean_db.fetchrow(
         "SELECT sensor_type, seq, data::text AS data FROM sensor_readings"
     )
