@@ -204,9 +204,11 @@ def _ingest_schema() -> dict[str, Any]:
             },
             {
                 "title": "Older clients' shape",
+                "description": "docs/migrating.md: integer robot ids, `timestamp` without a "
+                "zone (NAIVE_TIMESTAMP_TZ), older data field names.",
                 "type": "object",
                 "properties": {
-                    "robot_id": robot_id,
+                    "robot_id": {"anyOf": [robot_id, {"type": "integer", "minimum": 0}]},
                     "timestamp": ts,
                     "sensors": {
                         "type": "array",
@@ -216,7 +218,13 @@ def _ingest_schema() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "sensor_type": sensor_type,
-                                "data": {"oneOf": [*data["oneOf"], {"type": "null"}]},
+                                "data": {
+                                    "anyOf": [
+                                        *data["oneOf"],
+                                        {"type": "object", "title": "older field names"},
+                                        {"type": "null"},
+                                    ]
+                                },
                             },
                             "required": ["sensor_type", "data"],
                             "additionalProperties": False,
