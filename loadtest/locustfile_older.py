@@ -18,7 +18,6 @@ import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 from locust import FastHttpUser, constant, events, task
 
@@ -58,7 +57,7 @@ def register_robots(environment: object, **_kwargs: object) -> None:
 
 class OlderClient(FastHttpUser):
     wait_time = constant(0)
-    default_headers: ClassVar[dict[str, str]] = {"X-API-Key": API_KEY}
+    default_headers = {"X-API-Key": API_KEY}  # noqa: RUF012 - Locust's own class attribute
 
     @task(100)
     def ingest(self) -> None:
