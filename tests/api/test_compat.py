@@ -38,8 +38,9 @@ OLDER_LIDAR = {"distance": 4.2, "angle": 12.5}
 async def older(client: httpx.AsyncClient, clean_db: asyncpg.Pool[Any]) -> httpx.AsyncClient:
     """The client with robots 1-3 registered, as the older clients' fleets are numbered."""
     await clean_db.executemany("INSERT INTO robots (id) VALUES ($1)", [("1",), ("2",), ("3",)])
-    # The older clients send a key on every call; before API keys exist it is ignored.
-    client.headers["X-API-Key"] = "older-client-key"
+    # The older clients send a key on every call: the fixture's own once API keys exist,
+    # otherwise a placeholder the API ignores.
+    client.headers.setdefault("X-API-Key", "older-client-key")
     return client
 
 
