@@ -6,9 +6,9 @@ WORKDIR /app
 
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p telemetry ingest bridge api edge_simulator db loadtest \
+RUN mkdir -p telemetry ingest bridge api edge_simulator db loadtest mqtt_auth \
     && touch telemetry/__init__.py ingest/__init__.py bridge/__init__.py api/__init__.py edge_simulator/__init__.py \
-       db/__init__.py loadtest/__init__.py \
+       db/__init__.py loadtest/__init__.py mqtt_auth/__init__.py \
     && pip install . && pip uninstall -y robosense
 
 COPY telemetry telemetry
@@ -17,5 +17,6 @@ COPY bridge bridge
 COPY api api
 COPY edge_simulator edge_simulator
 COPY db db
+COPY mqtt_auth mqtt_auth
 RUN pip install --no-deps . && useradd --system --uid 10001 robosense
 USER robosense

@@ -1,0 +1,1 @@
+"""MQTT identities: Mosquitto's password and ACL files, owned here (docs/security.md)."""
