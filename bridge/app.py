@@ -160,11 +160,12 @@ async def run(settings: BridgeSettings) -> None:
                 if await subscriber.wait_subscribed(within_s=30):
                     log.info(
                         "bridge ready",
-                        extra={"client_id": settings.bridge_client_id, "mqtt": settings.mqtt_url},
+                        extra={"client_id": settings.bridge_client_id, "mqtt": str(settings.mqtt)},
                     )
                 else:
                     log.warning(
-                        "not subscribed after 30 s; still trying", extra={"mqtt": settings.mqtt_url}
+                        "not subscribed after 30 s; still trying",
+                        extra={"mqtt": str(settings.mqtt)},
                     )
         except* ShutdownWithUncommittedBatchError as group:
             log.error(str(group.exceptions[0]))  # noqa: TRY400 - expected; no traceback needed

@@ -30,6 +30,14 @@ class MqttTarget:
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
 
+    def __str__(self) -> str:
+        """For logs: who and where, never the password."""
+        who = f"{self.username}@" if self.username else ""
+        return f"mqtt://{who}{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"MqttTarget({self})"
+
 
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")

@@ -19,9 +19,12 @@ import uvloop
 
 from edge_simulator.config import DEFAULT_MIX, Partition, SensorRate, SimulationConfig
 from edge_simulator.faults import MALFORMED_REASONS, FaultConfig
+from edge_simulator.identities import logins, provision
 from edge_simulator.registry import register_via_api, register_via_db
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
+from mqtt_auth.probe import wait_accepted
+from mqtt_auth.store import AuthFiles, IdentityStore
 from telemetry.errors import RejectReason
 from telemetry.sensors import SENSOR_TYPES
 
@@ -120,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883"),
         help="mqtt://[user:pass@]host:port (env MQTT_URL)",
     )
+    mqtt.add_argument(
+        "--mqtt-secret-file",
+        type=Path,
+        default=None,
+        help="each connection its own identity, its password derived from this secret "
+        "(docs/simulator.md, Credentials)",
+    )
+    mqtt.add_argument(
+        "--provision-mqtt",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="first add the fleet's identities to the broker's identity directory "
+        "(needs --mqtt-secret-file; the broker on this machine)",
+    )
+    mqtt.add_argument(
+        "--mosquitto-pid-file",
+        type=Path,
+        default=None,
+        help="with --provision-mqtt: signal this broker to reload",
+    )
     mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1)
     mqtt.add_argument("--client-prefix", default="edge-sim", help="MQTT client ids start so")
     mqtt.add_argument(
@@ -178,6 +202,9 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
     mqtt = urlsplit(args.mqtt_url)
     if mqtt.scheme != "mqtt" or not mqtt.hostname:
         raise ValueError(f"--mqtt-url must be mqtt://host:port, not {args.mqtt_url!r}")
+    if args.provision_mqtt and not args.mqtt_secret_file:
+        raise ValueError("--provision-mqtt needs --mqtt-secret-file")
+    secret = args.mqtt_secret_file.read_text().strip() if args.mqtt_secret_file else None
     start = args.start_ts
     if start is None and args.flat_out:
         start = now_ms - int(args.duration * 1000) - 60_000
@@ -210,12 +237,22 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         mqtt_port=mqtt.port or 1883,
         mqtt_username=unquote(mqtt.username) if mqtt.username else None,
         mqtt_password=unquote(mqtt.password) if mqtt.password else None,
+        mqtt_secret=secret,
         window=args.window,
     )
 
 
 async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
     robot_ids = config.fleet_ids()
+    if args.provision_mqtt:
+        store = IdentityStore(AuthFiles(args.provision_mqtt, pid_file=args.mosquitto_pid_file))
+        count = await asyncio.to_thread(provision, store=store, config=config)
+        username, password = logins(config)[0]
+        assert username is not None and password is not None
+        took = await asyncio.to_thread(
+            wait_accepted, config.mqtt_host, config.mqtt_port, username, password
+        )
+        log.info("provisioned %d MQTT identities; the broker took them in %.2f s", count, took)
     if args.api_url:
         async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as client:
             reg = await register_via_api(client=client, robot_ids=robot_ids)

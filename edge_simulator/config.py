@@ -73,8 +73,11 @@ class SimulationConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # One identity for every connection (mqtt://user:pass@...), or each connection its own,
+    # with passwords derived from this secret (edge_simulator/identities.py).
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_secret: str | None = None
     keepalive_s: int = 30
     # QoS 1 messages a connection may have unacknowledged. Our broker admits 1,000 in flight
     # per client (mosquitto.conf); beyond that it would only queue them.
@@ -92,6 +95,15 @@ class SimulationConfig:
             raise ValueError("qos must be 0 or 1")
         if self.robots_per_connection < 1:
             raise ValueError("robots per connection must be at least 1")
+        if self.mqtt_secret is not None and self.mqtt_username is not None:
+            raise ValueError("credentials in the MQTT URL or a secret for the fleet, not both")
+        if self.mqtt_username is not None and len(self.connection_groups()) > 1:
+            # The broker makes the username the client id: connections sharing one identity
+            # would keep replacing each other.
+            raise ValueError(
+                "one username serves one connection: raise --robots-per-connection to the fleet "
+                "size, or give each connection its own identity with --mqtt-secret-file"
+            )
         unknown = set(self.mix) - SENSOR_TYPES
         if unknown:
             raise ValueError(

@@ -95,6 +95,23 @@ def ghost_robot_id(robot_id: str) -> str:
     return f"ghost-{robot_id}"[:64]
 
 
+def bad_topic_robot_id(robot_id: str) -> str:
+    """Not a valid robot id (a `.`): the topic is refused as `bad_topic`."""
+    return f"{robot_id}.bad"
+
+
+def malformed_robot_ids(robot_id: str, faults: FaultConfig) -> list[str]:
+    """The other robot ids a robot's malformed messages are published under."""
+    if not faults.malformed:
+        return []
+    ids = []
+    if RejectReason.BAD_TOPIC in faults.malformed_reasons:
+        ids.append(bad_topic_robot_id(robot_id))
+    if RejectReason.UNKNOWN_ROBOT in faults.malformed_reasons:
+        ids.append(ghost_robot_id(robot_id))
+    return ids
+
+
 def build_malformed(
     reason: RejectReason, *, robot_id: str, sensor_type: str, ts_ms: int, rng: random.Random
 ) -> Malformed:
@@ -102,7 +119,9 @@ def build_malformed(
     data = _VALID_DATA[sensor_type]
     good = f'{{"ts":{ts_ms},"data":{data}}}'
     if reason is RejectReason.BAD_TOPIC:
-        return Malformed(sensor_topic(f"{robot_id}.bad", sensor_type), good.encode(), reason)
+        return Malformed(
+            sensor_topic(bad_topic_robot_id(robot_id), sensor_type), good.encode(), reason
+        )
     if reason is RejectReason.UNKNOWN_SENSOR_TYPE:
         other = sensor_type.upper() if rng.random() < 0.5 else "sonar"
         return Malformed(sensor_topic(robot_id, other), good.encode(), reason)

@@ -282,13 +282,12 @@ class Fleet:
         qos: int,
         keepalive_s: int,
         client_prefix: str,
-        username: str | None = None,
-        password: str | None = None,
+        logins: Sequence[tuple[str | None, str | None]] | None = None,
         close_timeout_s: float = 30.0,
     ) -> None:
         self._groups = groups
-        self._username = username
-        self._password = password
+        # (username, password) per group; the broker makes the username the client id.
+        self._logins = logins or [(None, None)] * len(groups)
         self._host = host
         self._port = port
         self._qos = qos
@@ -310,10 +309,10 @@ class Fleet:
                 robots=group,
                 qos=self._qos,
                 keepalive_s=self._keepalive,
-                username=self._username,
-                password=self._password,
+                username=login[0],
+                password=login[1],
             )
-            for group in self._groups
+            for group, login in zip(self._groups, self._logins, strict=True)
         ]
         try:
             # In chunks: the broker's accept backlog, not our patience, limits a connect storm.

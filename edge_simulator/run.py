@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from edge_simulator.config import SimulationConfig
 from edge_simulator.fleet import Fleet, Link
+from edge_simulator.identities import logins
 from edge_simulator.schedule import DropEvent, Schedule
 from edge_simulator.summary import Summary
 
@@ -37,8 +38,7 @@ async def simulate(
         qos=config.qos,
         keepalive_s=config.keepalive_s,
         client_prefix=client_prefix,
-        username=config.mqtt_username,
-        password=config.mqtt_password,
+        logins=logins(config),
     ) as fleet:
         if config.start_ts_ms is None:
             config = replace(config, start_ts_ms=int(time.time() * 1000))

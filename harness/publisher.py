@@ -13,10 +13,10 @@ from telemetry.topics import sensor_topic
 
 
 class Publisher:
-    def __init__(self, *, port: int, client_id: str = "") -> None:
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id
-        )
+    def __init__(self, *, port: int, username: str, password: str) -> None:
+        # The broker makes the username the client id (use_username_as_clientid).
+        self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port)

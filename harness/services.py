@@ -15,6 +15,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
+from mqtt_auth.passwords import hash_password, new_password
+from mqtt_auth.probe import wait_accepted
+from mqtt_auth.store import AuthFiles, IdentityStore, share_group
+
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -38,21 +43,39 @@ def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+TLS_MARK = "#TLS# "
+
+
 def render_mosquitto_conf(
-    *, port: int, data_dir: Path, source: Path = ROOT / "mosquitto.conf"
+    *,
+    port: int,
+    data_dir: Path,
+    auth: AuthFiles,
+    tls: tuple[int, Path] | None = None,
+    source: Path = ROOT / "mosquitto.conf",
 ) -> str:
-    """Our mosquitto.conf with only the listener and the persistence location replaced."""
+    """Our mosquitto.conf with only the listener, the persistence location and the identity
+    files replaced, and a pid file added (to signal the broker after an identity change).
+    `tls` (port, certificate directory) switches on the config's TLS listener."""
+    text = source.read_text().replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    if tls is not None:
+        tls_port, certs = tls
+        text = text.replace(f"{TLS_MARK}listener 8883", f"listener {tls_port} 127.0.0.1")
+        text = text.replace(TLS_MARK, "").replace("/mosquitto/config/certs", str(certs))
     replacements = {
-        "listener ": f"listener {port} 127.0.0.1",
         "persistence_location ": f"persistence_location {data_dir}/",
+        "password_file ": f"password_file {auth.password_file}",
+        "acl_file ": f"acl_file {auth.acl_file}",
     }
     lines = [
         next((new for old, new in replacements.items() if line.startswith(old)), line)
-        for line in source.read_text().splitlines()
+        for line in text.splitlines()
     ]
     if os.geteuid() == 0:
         # As root, Mosquitto drops to the `mosquitto` user, who cannot write our data dir.
         lines.append("user root")
+    if auth.pid_file is not None:
+        lines.append(f"pid_file {auth.pid_file}")
     return "\n".join(lines) + "\n"
 
 
@@ -104,20 +127,55 @@ class ServiceProcess:
         self.stop()
 
 
+# Identities every test broker has. The publisher is a gateway for every robot, because tests
+# also publish what the bridge must refuse (bad topics, unknown robots); the operator reads.
+TEST_PUBLISHER = "test-publisher"
+TEST_OPERATOR = "test-operator"
+
+
 class Mosquitto(ServiceProcess):
-    """A broker with our config."""
+    """A broker with our config, its identity files, and the passwords of the identities."""
 
     log_name = "mosquitto.log"
 
-    def __init__(self, *, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, *, workdir: Path, port: int | None = None, tls: tuple[int, Path] | None = None
+    ) -> None:
         super().__init__(workdir=workdir, port=port)
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.auth = AuthFiles(workdir / "auth", pid_file=workdir / "mosquitto.pid")
+        self.identities = IdentityStore(self.auth)
+        self.passwords: dict[str, str] = {}
+        self.share_group = share_group(self.auth)
+        self.add(Identity.gateway(TEST_PUBLISHER, None, [ALL_ROBOTS]))
+        self.add(Identity(TEST_OPERATOR, Role.OPERATOR, None))
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(render_mosquitto_conf(port=self.port, data_dir=self.data_dir))
+        self.conf.write_text(
+            render_mosquitto_conf(port=self.port, data_dir=self.data_dir, auth=self.auth, tls=tls)
+        )
+
+    def add(self, identity: Identity, *, timeout: float = 10.0) -> str:
+        """Gives `identity` a new password and returns it; once the broker runs, returns only
+        when the broker accepts it (it reloads its files on SIGHUP, asynchronously)."""
+        password = new_password()
+        self.identities.put(
+            Identity(identity.username, identity.role, hash_password(password), identity.robots)
+        )
+        self.passwords[identity.username] = password
+        if self.proc is not None:
+            wait_accepted("127.0.0.1", self.port, identity.username, password, timeout=timeout)
+        return password
+
+    def add_robot(self, robot_id: str) -> str:
+        return self.add(Identity.robot(robot_id, None))
+
+    def url_for(self, username: str) -> str:
+        return f"mqtt://{username}:{self.passwords[username]}@127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
+        """No credentials: what an outsider would try."""
         return f"mqtt://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:

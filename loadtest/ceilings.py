@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -43,12 +44,19 @@ class Ceiling:
         return self.received / self.seconds if self.seconds > 0 else 0.0
 
 
-async def _mosquitto_sub(*, port: int, qos: int, messages: int, idle_s: float) -> tuple[int, float]:
+# The do-nothing subscriber reads readings like a bridge does.
+CEILING_SUBSCRIBER = "bench-subscriber"
+
+
+async def _mosquitto_sub(
+    *, port: int, login: tuple[str, str], qos: int, messages: int, idle_s: float
+) -> tuple[int, float]:
     """Runs mosquitto_sub until it printed `messages` lines or went idle: (count, end time)."""
     binary = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
     proc = await asyncio.create_subprocess_exec(
         binary,
         *("-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-C", str(messages)),
+        *("-u", login[0], "-P", login[1]),
         *("-t", "$share/ceiling/robots/+/sensors/+", "-F", "%l"),  # one short line a message
         stdout=asyncio.subprocess.PIPE,
     )
@@ -77,26 +85,37 @@ async def mosquitto_ceiling(
     per_message: int,
     qos: int,
     subscriber: str,
+    logins: list[tuple[str, str]],
+    subscriber_login: tuple[str, str],
 ) -> Ceiling:
     """Publish flat out to a do-nothing subscriber; rate = readings it got / first send to last."""
     messages = readings // len(robots) // per_message * len(robots)
     idle_s = 3.0
     if subscriber == "c":
         sub = asyncio.create_task(
-            _mosquitto_sub(port=port, qos=qos, messages=messages, idle_s=idle_s)
+            _mosquitto_sub(
+                port=port, login=subscriber_login, qos=qos, messages=messages, idle_s=idle_s
+            )
         )
         await asyncio.sleep(0.5)  # mosquitto_sub has no "subscribed" signal
     else:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *("-m", "loadtest.null_subscriber", f"--port={port}", f"--qos={qos}"),
-            *(f"--count={messages}", f"--idle-s={idle_s}"),
+            *(f"--count={messages}", f"--idle-s={idle_s}", f"--username={subscriber_login[0]}"),
+            env={**os.environ, "MQTT_PASSWORD": subscriber_login[1]},
             stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
         await proc.stdout.readline()  # "ready"
     pubs = await run_publishers(
-        port=port, robots=robots, readings=readings, per_message=per_message, qos=qos, rate=0
+        port=port,
+        logins=logins,
+        robots=robots,
+        readings=readings,
+        per_message=per_message,
+        qos=qos,
+        rate=0,
     )
     started = min(p.started_at for p in pubs)
     if subscriber == "c":

@@ -41,6 +41,7 @@ from harness.services import Mosquitto
 from ingest.counters import Counters
 from loadtest import report
 from loadtest.ceilings import (
+    CEILING_SUBSCRIBER,
     Ceiling,
     count_rows,
     mosquitto_ceiling,
@@ -49,7 +50,8 @@ from loadtest.ceilings import (
 )
 from loadtest.commits import CommitPoller, commit_series
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
-from loadtest.wire_publisher import robot_ids, run_publishers
+from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
+from mqtt_auth.identities import Identity, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +97,18 @@ async def run_config(
     await empty_readings(conn)
     await counters.clear()
     broker = Mosquitto(workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mosquitto-")))
+    logins = [(i.username, broker.add(i)) for i in publisher_identities(robots)]
+    for k in range(config.bridges):
+        broker.add(Identity(f"bench-bridge-{k}", Role.BRIDGE, None))
     broker.start()
     bridges = [
         BridgeProcess(
             database_url=dsn,
             redis_prefix=counters.prefix,
-            mqtt_url=broker.url,
+            mqtt_url=broker.url_for(f"bench-bridge-{k}"),
             log_path=workdir / f"bridge-{k}.log",
             client_id=f"bench-bridge-{k}",
-            share_group="bench",
+            share_group=broker.share_group,
         )
         for k in range(config.bridges)
     ]
@@ -116,6 +121,7 @@ async def run_config(
         poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
             port=broker.port,
+            logins=logins,
             robots=robots,
             readings=readings,
             per_message=config.per_message,
@@ -232,9 +238,13 @@ async def measure_ceilings(
                     broker = Mosquitto(
                         workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mq-ceil-"))
                     )
+                    logins = [(i.username, broker.add(i)) for i in publisher_identities(robots)]
+                    sub_password = broker.add(Identity(CEILING_SUBSCRIBER, Role.BRIDGE, None))
                     with broker:
                         c: Ceiling = await mosquitto_ceiling(
                             port=broker.port,
+                            logins=logins,
+                            subscriber_login=(CEILING_SUBSCRIBER, sub_password),
                             robots=robots,
                             readings=readings,
                             per_message=per_message,

@@ -8,6 +8,7 @@ subscription), so the gap between it and the bridge is the bridge's own work.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ def main() -> None:
     p.add_argument("--count", type=int, required=True, help="messages to wait for")
     p.add_argument("--topic", default="$share/null/robots/+/sensors/+")
     p.add_argument("--idle-s", type=float, default=5.0, help="give up after this long idle")
+    p.add_argument("--username", default=None, help="the password is in env MQTT_PASSWORD")
     a = p.parse_args()
 
     received = 0
@@ -47,6 +49,8 @@ def main() -> None:
         protocol=paho.MQTTv311,
     )
     client.max_inflight_messages_set(20_000)
+    if a.username:
+        client.username_pw_set(a.username, os.environ.get("MQTT_PASSWORD"))
     client.on_message = on_message
     client.on_subscribe = lambda *_args: subscribed.set()
     client.connect("127.0.0.1", a.port)

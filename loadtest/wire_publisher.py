@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from datetime import UTC, datetime
 
 import orjson
 import uvloop
+
+from mqtt_auth.identities import Identity
 
 _CONNACK, _PUBACK, _PINGRESP = 0x20, 0x40, 0xD0
 # Constant sensor values: the benchmark measures transport and storage, not the signal.
@@ -45,9 +48,20 @@ def _string(s: bytes) -> bytes:
     return len(s).to_bytes(2, "big") + s
 
 
-def connect_packet(*, client_id: str, keepalive_s: int = 60) -> bytes:
-    body = _string(b"MQTT") + b"\x04\x02" + keepalive_s.to_bytes(2, "big")
+def connect_packet(
+    *,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    keepalive_s: int = 60,
+) -> bytes:
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = _string(b"MQTT") + bytes([4, flags]) + keepalive_s.to_bytes(2, "big")
     body += _string(client_id.encode())
+    if username is not None:
+        body += _string(username.encode())
+    if password is not None:
+        body += _string(password.encode())
     return b"\x10" + _varint(len(body)) + body
 
 
@@ -167,6 +181,8 @@ async def publish(  # noqa: PLR0915 - one hot loop, kept in one piece on purpose
     rate: float,
     window: int,
     start_at: float,
+    username: str | None = None,
+    password: str | None = None,
 ) -> PublisherResult:
     """Publishes `readings` IMU readings round-robin over `robots`, `per_message` to a message.
 
@@ -175,7 +191,11 @@ async def publish(  # noqa: PLR0915 - one hot loop, kept in one piece on purpose
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_connection(_Protocol, "127.0.0.1", port)
     transport.set_write_buffer_limits(high=4 << 20)
-    transport.write(connect_packet(client_id=f"bench-pub-{index}-{time.time_ns()}"))
+    transport.write(
+        connect_packet(
+            client_id=f"bench-pub-{index}-{time.time_ns()}", username=username, password=password
+        )
+    )
     await proto.connected.wait()
     if proto.lost:
         raise proto.lost
@@ -270,6 +290,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.0, help="readings/s; 0 = flat out")
     p.add_argument("--window", type=int, default=2000, help="QoS 1 messages in flight")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start at")
+    p.add_argument("--username", default=None, help="the password is in env MQTT_PASSWORD")
     a = p.parse_args()
     result = uvloop.run(
         publish(
@@ -282,6 +303,8 @@ def main() -> None:
             rate=a.rate,
             window=a.window,
             start_at=a.start_at,
+            username=a.username,
+            password=os.environ.get("MQTT_PASSWORD"),
         )
     )
     sys.stdout.buffer.write(orjson.dumps(asdict(result)) + b"\n")
@@ -295,6 +318,11 @@ def robot_ids(*, publishers: int, robots_per_publisher: int) -> list[list[str]]:
     return [[f"bench-{i}-{j}" for j in range(robots_per_publisher)] for i in range(publishers)]
 
 
+def publisher_identities(robots: list[list[str]]) -> list[Identity]:
+    """One gateway per publisher process, allowed exactly its robots (passwords set later)."""
+    return [Identity.gateway(f"bench-gw-{i}", None, group) for i, group in enumerate(robots)]
+
+
 async def run_publishers(
     *,
     port: int,
@@ -304,8 +332,11 @@ async def run_publishers(
     qos: int,
     rate: float,
     window: int = 2000,
+    logins: list[tuple[str, str]] | None = None,
 ) -> list[PublisherResult]:
-    """Runs one publisher process per robot group, all starting together; splits the work."""
+    """Runs one publisher process per robot group, all starting together; splits the work.
+
+    logins: (username, password) per group, an identity allowed to publish for its robots."""
     n = len(robots)
     share = readings // n // per_message * per_message  # whole messages per process
     start_at = time.time() + 0.5  # time for the interpreters to start and connect
@@ -323,6 +354,8 @@ async def run_publishers(
             f"--rate={rate / n}",
             f"--window={window}",
             f"--start-at={start_at}",
+            *([f"--username={logins[i][0]}"] if logins else []),
+            env={**os.environ, "MQTT_PASSWORD": logins[i][1]} if logins else None,
             stdout=asyncio.subprocess.PIPE,
         )
         for i, group in enumerate(robots)

@@ -14,6 +14,7 @@ from db.migrate import prepare_database
 from harness.bridge import BridgeProcess
 from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto
 from ingest.counters import Counters
+from mqtt_auth.identities import Identity, Role
 
 _TABLES = "robots, sensor_readings, dead_letters, counter_journal"
 
@@ -99,18 +100,20 @@ def start_bridge(
     tmp_path: Path,
 ) -> Iterator[StartBridge]:
     """Starts `python -m bridge` processes on the test's broker, database and Redis prefix
-    (emptied first); `name` sets the client id and log file, other keywords are settings.
-    Every bridge started is stopped at the end of the test."""
+    (emptied first); `name` is the bridge's MQTT identity (its client id) and names its log
+    file; other keywords are settings. Every bridge started is stopped at the end of the test."""
     started: list[BridgeProcess] = []
 
     def start(name: str = "bridge", **settings: str) -> BridgeProcess:
+        if name not in mosquitto.passwords:
+            mosquitto.add(Identity(name, Role.BRIDGE, None))
         process = BridgeProcess(
             database_url=database_url,
             redis_prefix=redis_prefix,
-            mqtt_url=mosquitto.url,
+            mqtt_url=mosquitto.url_for(name),
             log_path=tmp_path / f"{name}.log",
-            client_id=f"{name}-{tmp_path.name}",
-            **settings,
+            client_id=name,
+            **{"share_group": mosquitto.share_group, **settings},
         )
         started.append(process)
         process.start()

@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from harness.publisher import Publisher
-from harness.services import Mosquitto
+from harness.services import TEST_PUBLISHER, Mosquitto
 from ingest.counters import Counters
 
 
@@ -20,6 +20,8 @@ async def registered(clean_db: asyncpg.Pool[Any], counters: Counters) -> asyncpg
 
 @pytest.fixture
 def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
-    p = Publisher(port=mosquitto.port)
+    p = Publisher(
+        port=mosquitto.port, username=TEST_PUBLISHER, password=mosquitto.passwords[TEST_PUBLISHER]
+    )
     yield p
     p.close()

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
-from harness.services import POSTGRES_URL, Mosquitto, RedisServer
+from harness.services import POSTGRES_URL, TEST_PUBLISHER, Mosquitto, RedisServer
 from harness.waiting import eventually
 from ingest.counters import Counters
 from tests.conftest import StartBridge
@@ -154,7 +154,9 @@ async def test_backlog_survives_a_broker_restart_while_the_bridge_is_down(
 ) -> None:
     start = int(time.time() * 1000) - 20_000
     bridge.terminate()  # its persistent session stays at the broker and queues for it
-    publisher = Publisher(port=mosquitto.port)
+    publisher = Publisher(
+        port=mosquitto.port, username=TEST_PUBLISHER, password=mosquitto.passwords[TEST_PUBLISHER]
+    )
     publisher.publish_all(stream(start))
     publisher.close()
     mosquitto.stop()  # a clean broker restart writes the queue to disk

@@ -28,11 +28,12 @@ class Message:
 class Capture:
     """Subscribes to `robots/#` at QoS 1 (paho's thread: tests only read the lists)."""
 
-    def __init__(self, *, port: int, client_id: str = "capture") -> None:
+    def __init__(self, *, port: int, username: str, password: str) -> None:
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self._client.username_pw_set(username, password)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *a: self._subscribed.set()
         self._port = port

@@ -22,6 +22,7 @@ from harness.bridge import BridgeProcess
 from harness.services import REDIS_URL, Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
+from tests.edge_simulator.credentials import provisioned
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def base_config(mosquitto: Mosquitto, **overrides: Any) -> SimulationConfig:
         qos=1,
         mqtt_port=mosquitto.port,
     )
-    return replace(cfg, **overrides)
+    return provisioned(replace(cfg, **overrides), mosquitto)
 
 
 async def test_database_holds_exactly_the_summarys_readings_and_dead_letters(

@@ -20,6 +20,7 @@ from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
 from harness.services import ROOT, Mosquitto
 from tests.edge_simulator.capture import Capture, Message, classify
+from tests.edge_simulator.credentials import operator, provisioned
 
 MIX = {
     "imu": SensorRate(100.0, 10),
@@ -45,11 +46,11 @@ def config(broker: Mosquitto, **overrides: object) -> SimulationConfig:
         flat_out=True,
         mqtt_port=broker.port,
     )
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    return provisioned(replace(base, **overrides), broker)  # type: ignore[arg-type]
 
 
 async def run_captured(cfg: SimulationConfig, broker: Mosquitto) -> tuple[Summary, list[Message]]:
-    with Capture(port=broker.port) as capture:
+    with Capture(port=broker.port, **operator(broker)) as capture:
         summary = await simulate(config=cfg)
         sent = summary.totals()["messages"]
         messages = await asyncio.to_thread(capture.wait_for, sent)
@@ -89,7 +90,10 @@ async def test_partitions_split_the_fleet_into_the_same_streams(mosquitto: Mosqu
     robots: list[str] = []
     for i in range(2):
         summary, messages = await run_captured(
-            replace(whole, partition=Partition(i, 2), robots_per_connection=2), mosquitto
+            provisioned(
+                replace(whole, partition=Partition(i, 2), robots_per_connection=2), mosquitto
+            ),
+            mosquitto,
         )
         parts.extend(messages)
         robots.extend(summary.robots)
@@ -141,7 +145,7 @@ async def test_dropped_robot_is_marked_offline_by_its_last_will(mosquitto: Mosqu
         mix={"battery": SensorRate(10.0, 1)},
         faults=FaultConfig(drop=1.0, drop_down_s=1.0),
     )
-    with Capture(port=mosquitto.port) as capture:
+    with Capture(port=mosquitto.port, **operator(mosquitto)) as capture:
         summary = await simulate(config=cfg)
         await asyncio.to_thread(capture.wait_for, summary.totals()["messages"])
         # online, then the broker's Last Will while away, online again, then the clean offline.
@@ -157,14 +161,18 @@ async def test_dropped_robot_is_marked_offline_by_its_last_will(mosquitto: Mosqu
 async def test_status_is_retained_for_late_subscribers(mosquitto: Mosquitto) -> None:
     cfg = config(mosquitto, robots=1, duration_s=1.0, mix={"gps": SensorRate(5.0, 1)})
     summary = await simulate(config=cfg)
-    with Capture(port=mosquitto.port, client_id="late") as capture:
+    with Capture(port=mosquitto.port, **operator(mosquitto)) as capture:
         await asyncio.sleep(0.3)
         assert capture.statuses(summary.robots[0]) == [b"offline"]
         assert capture.messages[0].retain
 
 
-def test_cli_writes_the_summary(mosquitto: Mosquitto, tmp_path: Path) -> None:
+def test_cli_provisions_its_identities_and_writes_the_summary(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     path = tmp_path / "summary.json"
+    secret = tmp_path / "fleet-secret"
+    secret.write_text("a secret of this run\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -185,6 +193,12 @@ def test_cli_writes_the_summary(mosquitto: Mosquitto, tmp_path: Path) -> None:
             "0.2",
             "--mqtt-url",
             mosquitto.url,
+            "--mqtt-secret-file",
+            str(secret),
+            "--provision-mqtt",
+            str(mosquitto.auth.directory),
+            "--mosquitto-pid-file",
+            str(mosquitto.auth.pid_file),
             "--summary",
             str(path),
         ],
