@@ -18,6 +18,7 @@ from starlette.responses import Response
 from api.http_errors import (
     InvalidCursorError,
     InvalidQueryError,
+    NotConfiguredError,
     NotFoundError,
     PayloadTooLargeError,
     ReadingsRejectedError,
@@ -62,6 +63,8 @@ def robosense_error_response(exc: RoboSenseError) -> JSONBytes:
             return error_body(413, "payload_too_large", str(exc), limit=exc.limit)
         case StorageUnavailableError():
             return error_body(503, "unavailable", str(exc), service=exc.service)
+        case NotConfiguredError():
+            return error_body(409, "not_configured", str(exc), setting=exc.setting)
     log.error("unmapped error", exc_info=exc)
     return error_body(500, "internal", "internal error")
 

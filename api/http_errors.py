@@ -18,6 +18,16 @@ class InvalidCursorError(RoboSenseError):
         self.detail = detail
 
 
+class NotConfiguredError(RoboSenseError):
+    """A feature this server was not configured for (MQTT provisioning without
+    MQTT_AUTH_DIR)."""
+
+    def __init__(self, feature: str, setting: str) -> None:
+        super().__init__(f"{feature} is not configured on this server ({setting})")
+        self.feature = feature
+        self.setting = setting
+
+
 class StorageUnavailableError(RoboSenseError):
     """PostgreSQL or Redis could not be reached; the caller may retry later."""
 

@@ -21,6 +21,7 @@ from api.settings import ApiSettings
 from db.connect import open_pool
 from ingest.counters import CounterReads, Counters
 from ingest.write import IngestWriter
+from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Resources:
     committer: GroupCommitter
     decoder: PayloadDecoder
     cursors: CursorCodec
+    # None when MQTT_AUTH_DIR is unset: robots are registered without MQTT identities.
+    mqtt_identities: IdentityStore | None
 
 
 async def _replay_journal(writer: IngestWriter) -> None:
@@ -94,6 +97,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 committer=committer,
                 decoder=PayloadDecoder(window=settings.time_window),
                 cursors=CursorCodec(secret.encode()),
+                mqtt_identities=IdentityStore(files) if (files := settings.files) else None,
             )
         finally:
             replay.cancel()

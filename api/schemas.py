@@ -114,6 +114,17 @@ class RobotOut(BaseModel):
     last_seen: datetime | None = Field(description="When its newest reading was received.")
 
 
+class MqttCredentials(BaseModel):
+    username: str = Field(description="The robot id: the broker makes it the client id too.")
+    password: str = Field(description="Shown once; only its hash is kept.")
+
+
+class RobotCreated(RobotOut):
+    mqtt: MqttCredentials | None = Field(
+        default=None, description="With `?mqtt_credentials=true` only."
+    )
+
+
 class RobotPage(BaseModel):
     items: list[RobotOut]
     next_cursor: str | None

@@ -7,12 +7,16 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from mqtt_auth.settings import MqttAuthSettings
 from telemetry.payload import TimeWindow
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(MqttAuthSettings):
+    """MQTT_AUTH_DIR and MOSQUITTO_PID_FILE (inherited): where the API writes the MQTT
+    identities of the robots it registers, and the broker to reload (docs/security.md)."""
+
     model_config = SettingsConfigDict(extra="ignore")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"

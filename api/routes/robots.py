@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -12,12 +13,14 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from api.cursor import query_scope
-from api.http_errors import InvalidCursorError, NotFoundError
+from api.http_errors import InvalidCursorError, NotConfiguredError, NotFoundError
 from api.resources import Res
 from api.responses import JSONBytes
 from api.schemas import (
     ErrorOut,
     Model,
+    MqttCredentials,
+    RobotCreated,
     RobotDetail,
     RobotIn,
     RobotOut,
@@ -35,6 +38,10 @@ from db.robots import (
     register_robot,
     update_robot,
 )
+from mqtt_auth.identities import Identity, IdentityError, Role
+from mqtt_auth.passwords import hash_password, new_password
+from mqtt_auth.store import IdentityStore
+from telemetry.errors import ConflictError
 from telemetry.topics import ROBOT_ID_PATTERN
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
@@ -94,12 +101,57 @@ def _fields(body: RobotIn | RobotReplace) -> RobotFields:
     )
 
 
-@router.post("", status_code=201, response_model=RobotOut, responses=_ERRORS)
-async def create_robot(body: RobotIn, res: Res) -> Response:
-    """Registers a robot; its id is generated when absent. 409 when the id exists."""
+def _identities(res: Res) -> IdentityStore:
+    if res.mqtt_identities is None:
+        raise NotConfiguredError("MQTT provisioning", "MQTT_AUTH_DIR")
+    return res.mqtt_identities
+
+
+async def _new_mqtt_credentials(store: IdentityStore, robot_id: str) -> dict[str, str]:
+    """A new password for the robot's identity (replacing any), hashed into the broker's
+    files, which the broker reloads; the password itself is returned once, never stored."""
+    password = new_password()
+    identity = Identity.robot(robot_id, hash_password(password))
+    try:
+        await asyncio.to_thread(store.put, identity)
+    except IdentityError:
+        raise ConflictError("MQTT identity", robot_id) from None
+    return {"username": robot_id, "password": password}
+
+
+@router.post("", status_code=201, response_model=RobotCreated, responses=_ERRORS)
+async def create_robot(
+    body: RobotIn,
+    res: Res,
+    mqtt_credentials: Annotated[
+        bool, Query(description="also create its MQTT identity; the password is returned once")
+    ] = False,
+) -> Response:
+    """Registers a robot; its id is generated when absent. 409 when the id exists.
+
+    With `mqtt_credentials=true` the response has `mqtt: {username, password}`: the robot
+    connects with them and may publish only under `robots/{id}/` (docs/security.md)."""
+    store = _identities(res) if mqtt_credentials else None
     robot_id = body.id or f"robot-{uuid.uuid4().hex}"
+    if store is not None and (taken := store.get(robot_id)) and taken.role is not Role.ROBOT:
+        raise ConflictError("MQTT identity", robot_id)
     row = await register_robot(res.pool, robot_id, _fields(body))
-    return await _with_live(res, row, 201)
+    if store is None:
+        return await _with_live(res, row, 201)
+    statuses, seen = await res.reads.robot_live([robot_id])
+    doc = robot_doc(row, statuses[0], seen[0])
+    doc["mqtt"] = await _new_mqtt_credentials(store, robot_id)
+    return JSONBytes(doc, status_code=201)
+
+
+@router.post("/{robot_id}/mqtt-credentials", response_model=MqttCredentials, responses=_ERRORS)
+async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: Res) -> Response:
+    """A new MQTT password for a registered robot, returned once. The old one stops working
+    when the broker reloads (well under a second), and a session using it is closed."""
+    store = _identities(res)
+    if await find_robot(res.pool, robot_id) is None:
+        raise NotFoundError("robot", robot_id)
+    return JSONBytes(await _new_mqtt_credentials(store, robot_id))
 
 
 @router.get("", response_model=RobotPage, responses=_ERRORS)
@@ -176,7 +228,10 @@ async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: Res) -> Resp
 @router.delete("/{robot_id}", status_code=204, response_class=Response, responses=_ERRORS)
 async def remove_robot(robot_id: RobotIdPath, res: Res) -> Response:
     """Unregisters the robot. Its readings stay (until retention drops their partitions) and
-    stay readable by robot_id; new readings from it are refused as `unknown_robot`."""
+    stay readable by robot_id; new readings from it are refused as `unknown_robot`. Its MQTT
+    identity, if this API provisions them, is removed and its open session closed."""
     if not await delete_robot(res.pool, robot_id):
         raise NotFoundError("robot", robot_id)
+    if res.mqtt_identities is not None:
+        await asyncio.to_thread(res.mqtt_identities.remove, [robot_id])
     return Response(status_code=204)
