@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from mqtt_auth.passwords import derive_password, hash_password, verify_password
 
@@ -17,7 +14,6 @@ def test_a_hash_verifies_its_password_only() -> None:
     assert hash_password("s3cret") != encoded  # salted
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto-clients absent")
 def test_we_read_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
     path = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), "alice", "pa:ss"], check=True)
