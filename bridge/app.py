@@ -20,7 +20,7 @@ from bridge.batcher import BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import BridgeSettings, UnknownRobotPolicy
+from bridge.settings import DEFAULT_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
@@ -110,6 +110,11 @@ async def run(settings: BridgeSettings) -> None:
         stack.callback(metrics_thread.join, 5)
         stack.callback(metrics_server.shutdown)
 
+        if settings.share_group == DEFAULT_SHARE_GROUP:
+            log.warning(
+                "SHARE_GROUP is the public default: any client of the broker can join the group "
+                "and take readings from it; set the secret one (docs/security.md)"
+            )
         inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)
         subscriber = await stack.enter_async_context(
             MqttSubscriber(

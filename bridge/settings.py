@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from telemetry.payload import TimeWindow
 
 
+DEFAULT_SHARE_GROUP = "robosense"
+
+
 class UnknownRobotPolicy(StrEnum):
     REJECT = "reject"
     REGISTER = "register"
@@ -52,7 +55,9 @@ class BridgeSettings(BaseSettings):
     bridge_client_id: str = Field(
         default_factory=lambda: f"robosense-bridge-{socket.gethostname()}"
     )
-    share_group: str = "robosense"
+    # Mosquitto 2.0 lets any client join a share group and take its turn (docs/security.md):
+    # in production this is the secret name `python -m mqtt_auth share-group` prints.
+    share_group: str = DEFAULT_SHARE_GROUP
     # Messages the bridge holds before paho's thread stops reading the socket. At QoS 1 the
     # broker's in-flight window (max_inflight_messages, 20,000 in mosquitto.conf) binds first;
     # this bounds QoS 0 traffic, which has no flow control. Must exceed the batch size.
