@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetry.payload import TimeWindow
 
-
 DEFAULT_SHARE_GROUP = "robosense"
 
 
