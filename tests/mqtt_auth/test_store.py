@@ -16,15 +16,18 @@ def test_files_follow_the_store(tmp_path: Path) -> None:
         Identity.gateway("gw-1", hash_password("g"), ["r2", "r3"]),
         Identity("op", Role.OPERATOR, hash_password("o")),
         Identity.robot("cert-only", None),
+        Identity.gateway("r4", hash_password("g"), ["r4", "r4.bad"]),
     )
     passwd = dict(line.split(":", 1) for line in store.files.password_file.read_text().split())
-    assert sorted(passwd) == ["gw-1", "op", "r1"]  # certificate-only robots have no password
+    assert sorted(passwd) == ["gw-1", "op", "r1", "r4"]  # certificate-only robots have no password
     assert verify_password("p1", passwd["r1"])
     acl = store.files.acl_file.read_text()
     assert ROBOT_PATTERN in acl
     assert "user r1" not in acl  # the pattern covers robots
     assert "user gw-1\ntopic deny robots/gw-1/#\ntopic write robots/r2/#\n" in acl
     assert "user op\ntopic deny robots/op/#\ntopic read robots/#\n" in acl
+    # A gateway named after one of its robots may publish as that robot.
+    assert "user r4\ntopic write robots/r4/#\ntopic write robots/r4.bad/#\n" in acl
     assert store.remove(["r1", "nobody"]) == ["r1"]
     assert "r1:" not in store.files.password_file.read_text()
 
