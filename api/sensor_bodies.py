@@ -27,6 +27,7 @@ from telemetry.payload import (
     PayloadDecoder,
     Reading,
     Rejection,
+    check_nesting,
 )
 from telemetry.sensors import SENSOR_SCHEMAS, normalize_sensor_type
 from telemetry.topics import ROBOT_ID_PATTERN, sensor_topic
@@ -78,6 +79,7 @@ def parse_ingest_body(
     """Readings and per-reading refusals; ContractError when the body as a whole is unusable.
 
     `naive_tz`: the zone of an older body's `timestamp` without one (None: refuse it)."""
+    check_nesting(body)
     try:
         envelope = _BODY.decode(body)
     except msgspec.ValidationError as exc:

@@ -9,6 +9,11 @@ READINGS_INSERTED = Counter("bridge_readings_inserted_total", "Readings newly st
 READINGS_DUPLICATE = Counter(
     "bridge_readings_duplicate_total", "Valid readings already stored (redeliveries, resends)"
 )
+READINGS_CONFLICTING = Counter(
+    "bridge_readings_conflicting_total",
+    "Readings skipped because a different reading with the same identity is stored "
+    "(dead-lettered as conflicting_duplicate)",
+)
 REJECTED = Counter("bridge_rejected_total", "Refused messages or readings", ["reason"])
 BATCH_SIZE = Histogram(
     "bridge_batch_readings",
@@ -25,7 +30,15 @@ LAG_SECONDS = Histogram(
     "From receipt of a batch's oldest message to its commit",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-DB_ERRORS = Counter("bridge_db_errors_total", "Failed commit attempts (retried)", ["kind"])
+DB_ERRORS = Counter(
+    "bridge_db_errors_total",
+    "Failed commit attempts: transient and other are retried; data is isolated to its row",
+    ["kind"],
+)
+DEAD_LETTERS_DROPPED = Counter(
+    "bridge_dead_letters_dropped_total",
+    "Dead letters PostgreSQL refused even with ASCII-only text (logged, acknowledged)",
+)
 COUNTER_UPDATES_DEFERRED = Counter(
     "bridge_counter_updates_deferred_total", "Batches whose Redis update waits for journal replay"
 )

@@ -25,7 +25,7 @@ from bridge.mqtt import MqttSubscriber
 from ingest.counters import Counters
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
-from telemetry.payload import Reading, Rejection
+from telemetry.payload import Reading, Rejection, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,17 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-# Errors a single row causes: the batch is split until the row is found and dead-lettered.
-ROW_ERRORS: tuple[type[BaseException], ...] = (pg.DataError, pg.IntegrityConstraintViolationError)
+# Errors a row's content causes (class 22 data exceptions such as invalid text representation
+# or untranslatable character, class 23 such as a check violation, class 54 such as a value
+# too large to index; a string the driver cannot encode): the message's fault, never the
+# service's. The batch is split until the row (a reading or a dead letter) is found, and it is
+# dead-lettered or, failing that, dropped with an error: never retried.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    pg.DataError,
+    pg.IntegrityConstraintViolationError,
+    pg.ProgramLimitExceededError,
+    UnicodeEncodeError,
+)
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -160,6 +169,7 @@ class Pipeline:
             metrics.BATCH_SIZE.observe(batch.size)
             metrics.READINGS_INSERTED.inc(result.inserted)
             metrics.READINGS_DUPLICATE.inc(max(result.duplicates, 0))
+            metrics.READINGS_CONFLICTING.inc(result.conflicting)
             for reason, n in result.rejected.items():
                 metrics.REJECTED.labels(reason).inc(n)
             if not result.counters_applied:
@@ -197,27 +207,59 @@ class Pipeline:
     async def _write_isolating(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]
     ) -> WriteResult:
-        """Writes; when one row makes PostgreSQL refuse the batch, halves until it is found."""
+        """Writes; when one row (a reading or a dead letter) makes PostgreSQL refuse the
+        batch, halves until it is found, and dead-letters it or stores a plainer dead letter."""
         try:
             return await self.writer.write(readings, rejections)
         except ROW_ERRORS as exc:
-            if len(readings) <= 1:
-                refused = [
-                    reading_rejection(r, RejectReason.REJECTED_BY_DATABASE, str(exc)[:500])
-                    for r in readings
-                ]
-                return await self.writer.write([], [*rejections, *refused])
+            metrics.DB_ERRORS.labels("data").inc()
+            if len(readings) + len(rejections) <= 1:
+                return await self._refused_by_database(readings, rejections, exc)
             log.warning("batch refused by the database; splitting", extra={"error": repr(exc)})
-        half = len(readings) // 2
-        first = await self._write_isolating(readings[:half], rejections)
-        second = await self._write_isolating(readings[half:], [])
+        if len(readings) > 1:
+            half = len(readings) // 2
+            parts = [(readings[:half], rejections), (readings[half:], ())]
+        elif readings:
+            parts = [(readings, ()), ((), rejections)]
+        else:
+            half = len(rejections) // 2
+            parts = [((), rejections[:half]), ((), rejections[half:])]
+        first = await self._write_isolating(*parts[0])
+        second = await self._write_isolating(*parts[1])
         return WriteResult(
             received=first.received + second.received,
             inserted=first.inserted + second.inserted,
             unknown_robots=first.unknown_robots | second.unknown_robots,
             rejected=first.rejected + second.rejected,
+            conflicting=first.conflicting + second.conflicting,
             counters_applied=first.counters_applied and second.counters_applied,
         )
+
+    async def _refused_by_database(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection], exc: BaseException
+    ) -> WriteResult:
+        """One row alone was refused. A reading becomes a dead letter; a dead letter that was
+        itself refused is replaced by one holding only ASCII text; if even that is refused it
+        is dropped with an error, so that no content can stall the stream."""
+        error = storable_text(str(exc))[:500]
+        if readings:
+            refused = reading_rejection(readings[0], RejectReason.REJECTED_BY_DATABASE, error)
+            return await self._write_isolating([], [refused])
+        original = rejections[0]
+        plain = original._replace(
+            topic=ascii(original.topic)[:500],
+            detail=f"dead letter refused by the database ({error}); detail: "
+            f"{ascii(original.detail)[:500]}",
+        )
+        try:
+            return await self.writer.write([], [plain])
+        except ROW_ERRORS as again:
+            metrics.DEAD_LETTERS_DROPPED.inc()
+            log.error(  # noqa: TRY400 - the data's fault; the traceback says nothing more
+                "dead letter refused by the database; dropped",
+                extra={"topic": plain.topic, "reason": str(original.reason), "error": repr(again)},
+            )
+            return WriteResult(received=0, inserted=0, unknown_robots=frozenset())
 
     async def _set_statuses(self, batch: Batch) -> None:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -56,6 +56,31 @@ SELECT robot_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM unknown"""
 )
 
 
+# After the merge, staging rows whose identity is stored with different data: a second,
+# different reading for the same (robot, sensor type, ts), which the merge skipped. Only run when
+# the merge skipped rows. LATERAL ... LIMIT 1 keeps it one primary-key probe per staging row
+# (the temp table has no statistics; a plain join could be planned as a scan of every partition).
+_CONFLICTS = """
+SELECT s.robot_id, s.sensor_type, s.ts, s.received_at, s.seq, s.data::text AS data,
+       k.data::text AS stored
+FROM staging_readings s
+CROSS JOIN LATERAL (
+    SELECT r.data FROM sensor_readings r
+    WHERE r.robot_id = s.robot_id AND r.sensor_type = s.sensor_type AND r.ts = s.ts
+    LIMIT 1
+) k
+WHERE k.data <> s.data
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A reading skipped because a different one with its identity is stored."""
+
+    reading: Reading
+    stored_data: str
+
+
 @dataclass(frozen=True, slots=True)
 class InsertedGroup:
     """What one merge inserted for one robot, sensor type and minute of reading time."""
@@ -87,6 +112,7 @@ class InsertedGroup:
 class MergeResult:
     groups: list[InsertedGroup]
     unknown_robots: frozenset[str]
+    conflicts: list[Conflict] = field(default_factory=list)
 
     @property
     def inserted(self) -> int:
@@ -100,7 +126,8 @@ async def prepare_connection(conn: Connection) -> None:
 async def merge_readings(
     conn: Connection, readings: Sequence[Reading], *, register_unknown: bool
 ) -> MergeResult:
-    """Inserts readings not stored yet, from registered robots (or registering them).
+    """Inserts readings not stored yet, from registered robots (or registering them), and
+    finds the skipped ones that differ from the stored reading of the same identity.
 
     Must run inside a transaction: the staging rows live until its end.
     """
@@ -112,4 +139,18 @@ async def merge_readings(
     rows = await conn.fetch(_MERGE)
     groups = [InsertedGroup.from_record(r) for r in rows if r["sensor_type"] is not None]
     unknown = frozenset(r["robot_id"] for r in rows if r["sensor_type"] is None)
-    return MergeResult(groups, unknown)
+    skipped = len(readings) - sum(g.count for g in groups)
+    if unknown:
+        skipped -= sum(1 for r in readings if r.robot_id in unknown)
+    conflicts = []
+    if skipped > 0:
+        conflicts = [
+            Conflict(
+                Reading(
+                    r["robot_id"], r["sensor_type"], r["ts"], r["received_at"], r["seq"], r["data"]
+                ),
+                r["stored"],
+            )
+            for r in await conn.fetch(_CONFLICTS)
+        ]
+    return MergeResult(groups, unknown, conflicts)

@@ -26,7 +26,7 @@ from db.journal import (
     delete_journal_entries,
     pending_journal_entries,
 )
-from db.readings import MergeResult, merge_readings
+from db.readings import Conflict, MergeResult, merge_readings
 from ingest.counters import Counters
 from ingest.rebuild import counters_present, rebuild_counters
 from telemetry.errors import RejectReason
@@ -42,12 +42,15 @@ class WriteResult:
     inserted: int
     unknown_robots: frozenset[str]
     rejected: Counter[str] = field(default_factory=Counter)
+    # Skipped readings whose identity is stored with different data (also in `rejected`).
+    conflicting: int = 0
     counters_applied: bool = True
 
     @property
     def duplicates(self) -> int:
+        """True redeliveries: same identity, same data."""
         unknown = self.rejected.get(RejectReason.UNKNOWN_ROBOT, 0)
-        return self.received - self.inserted - unknown
+        return self.received - self.inserted - unknown - self.conflicting
 
 
 def _ms(dt: datetime) -> int:
@@ -120,6 +123,18 @@ def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejectio
         raw[:DEAD_LETTER_PAYLOAD_CAP],
         len(raw),
     )
+
+
+def conflict_rejections(conflicts: Sequence[Conflict]) -> list[Rejection]:
+    return [
+        reading_rejection(
+            c.reading,
+            RejectReason.CONFLICTING_DUPLICATE,
+            "a different reading with this robot, sensor type and ts is stored: "
+            + c.stored_data[:1000],
+        )
+        for c in conflicts
+    ]
 
 
 def unknown_robot_rejections(
@@ -197,6 +212,7 @@ class IngestWriter:
                 all_rejections = [
                     *rejections,
                     *unknown_robot_rejections(readings, merge.unknown_robots),
+                    *conflict_rejections(merge.conflicts),
                 ]
                 if self.store_rejections:
                     await store_dead_letters(conn, all_rejections)
@@ -211,6 +227,7 @@ class IngestWriter:
             inserted=merge.inserted,
             unknown_robots=merge.unknown_robots,
             rejected=Counter(str(x.reason) for x in all_rejections),
+            conflicting=len(merge.conflicts),
             counters_applied=counters_applied,
         )
 

@@ -12,6 +12,7 @@ class RejectReason(StrEnum):
     BAD_TOPIC = "bad_topic"
     UNKNOWN_SENSOR_TYPE = "unknown_sensor_type"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    NESTING_TOO_DEEP = "nesting_too_deep"
     INVALID_JSON = "invalid_json"
     INVALID_SCHEMA = "invalid_schema"
     OUT_OF_RANGE = "out_of_range"
@@ -20,6 +21,7 @@ class RejectReason(StrEnum):
     TS_TOO_OLD = "ts_too_old"
     UNKNOWN_ROBOT = "unknown_robot"
     REJECTED_BY_DATABASE = "rejected_by_database"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 class RoboSenseError(Exception):
