@@ -86,6 +86,9 @@ def parse_ingest_body(
         raise _shape_error(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise ContractError(RejectReason.INVALID_JSON, str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        # msgspec raises this, not DecodeError, when it quotes a key that is not UTF-8.
+        raise ContractError(RejectReason.INVALID_JSON, f"not UTF-8: {exc}") from exc
     out = IngestBody(older_robot_id(envelope.robot_id))
     if len(envelope.sensors):
         _older(envelope, out, decoder, received_at, naive_tz)

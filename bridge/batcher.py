@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bridge.inbox import InboundMessage
-from telemetry.errors import ContractError
+from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Decoded, PayloadDecoder, Rejection
 from telemetry.topics import SensorTopic, parse_sensor_topic, parse_status_topic
 
@@ -72,14 +72,30 @@ class BatchBuilder:
                 )
             )
             return
-        self._decoder.decode(
-            robot_id=parsed.robot_id,
-            sensor_type=parsed.sensor_type,
-            topic=topic,
-            payload=message.payload,
-            received_at=received_at,
-            into=batch.decoded,
-        )
+        try:
+            self._decoder.decode(
+                robot_id=parsed.robot_id,
+                sensor_type=parsed.sensor_type,
+                topic=topic,
+                payload=message.payload,
+                received_at=received_at,
+                into=batch.decoded,
+            )
+        except Exception as exc:
+            # The decoder refuses bad input with a reason; reaching here is a decoder bug
+            # that this message's content triggered. Dead-letter it, say so loudly, go on.
+            log.exception("decoder failed on a message; dead-lettered", extra={"topic": topic})
+            payload = message.payload
+            batch.decoded.rejections.append(
+                Rejection(
+                    received_at,
+                    topic,
+                    RejectReason.INVALID_JSON,
+                    f"the decoder failed on this message: {exc!r}"[:1000],
+                    payload[:DEAD_LETTER_PAYLOAD_CAP],
+                    len(payload),
+                )
+            )
 
     @staticmethod
     def _add_status(batch: Batch, robot_id: str, message: InboundMessage) -> None:

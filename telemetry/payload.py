@@ -56,9 +56,7 @@ def check_nesting(payload: bytes, limit: int = MAX_NESTING_DEPTH) -> None:
     structure = payload.translate(_BRACES_TO_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in structure or b"\\" in structure:
         # Strings that hold brackets or escapes: remove them exactly (slower, rare).
-        structure = _JSON_STRING.sub(b"", payload).translate(
-            _BRACES_TO_BRACKETS, _NOT_STRUCTURE
-        )
+        structure = _JSON_STRING.sub(b"", payload).translate(_BRACES_TO_BRACKETS, _NOT_STRUCTURE)
     levels = 0
     while structure and levels <= limit:
         reduced = structure.replace(b"[]", b"")
@@ -226,6 +224,10 @@ class PayloadDecoder:
         except msgspec.DecodeError as exc:
             reject(RejectReason.INVALID_JSON, str(exc))
             return
+        except UnicodeDecodeError as exc:
+            # msgspec raises this, not DecodeError, when it quotes a key that is not UTF-8.
+            reject(RejectReason.INVALID_JSON, f"not UTF-8: {exc}")
+            return
         self._accept_all(
             items,
             robot_id=robot_id,
@@ -244,7 +246,7 @@ class PayloadDecoder:
     ) -> list[Any]:
         try:
             raws = _ENVELOPE_DECODER.decode(payload).readings
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, UnicodeDecodeError):
             reject(_classify(batch_error), str(batch_error))
             return []
         if not raws:
@@ -263,6 +265,10 @@ class PayloadDecoder:
                 items.append(decoder.decode(raw))
             except msgspec.ValidationError as exc:
                 reject(_classify(exc), f"readings[{index}]: {exc}", bytes(raw))
+            except UnicodeDecodeError as exc:
+                reject(
+                    RejectReason.INVALID_JSON, f"readings[{index}]: not UTF-8: {exc}", bytes(raw)
+                )
         return items
 
     def _accept_all(
