@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.batcher import BatchBuilder
+from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
@@ -104,12 +104,6 @@ async def run(settings: BridgeSettings) -> None:
         await keep_partitions()
         await writer.keep_counters(replay_older_than_s=0)
 
-        metrics_server, metrics_thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host
-        )
-        stack.callback(metrics_thread.join, 5)
-        stack.callback(metrics_server.shutdown)
-
         if settings.share_group == DEFAULT_SHARE_GROUP:
             log.warning(
                 "SHARE_GROUP is the public default: any client of the broker can join the group "
@@ -135,11 +129,22 @@ async def run(settings: BridgeSettings) -> None:
             batch_min_delay_s=settings.batch_min_delay_ms / 1000,
             stop_grace_s=settings.stop_grace_s,
         )
+        probe = ReadinessProbe(
+            subscribed=lambda: subscriber.subscribed,
+            oldest_waiting=pipeline.oldest_waiting,
+            last_commit=lambda: pipeline.last_commit_at,
+            waiting=pipeline.waiting,
+            stall_after_s=settings.stall_after_s,
+        )
+        health = HealthServer(host=settings.metrics_host, port=settings.metrics_port, probe=probe)
+        stack.callback(health.close)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
         try:
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(health.serve(stopping=pipeline.stopping), name="health")
+                tg.create_task(watch_readiness(probe, stopping=pipeline.stopping), name="readiness")
                 tg.create_task(pipeline.collect(), name="collector")
                 tg.create_task(pipeline.flush(), name="flusher")
                 tg.create_task(

@@ -27,6 +27,7 @@ class Batch:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
     bad_statuses: int = 0
+    retained_readings: int = 0
     oldest_received_at: float = 0.0
 
     @property
@@ -55,6 +56,13 @@ class BatchBuilder:
         status_robot = parse_status_topic(topic)
         if status_robot is not None:
             self._add_status(batch, status_robot, message)
+            return
+        if message.retained:
+            # Robots must not retain readings (docs/protocol.md). A retained message on a
+            # reading topic was processed when it was published live (delivered to us with
+            # the retain flag clear); the copy the broker replays at each subscription is
+            # acknowledged and counted, not stored or dead-lettered again.
+            batch.retained_readings += 1
             return
         received_at = datetime.fromtimestamp(message.received_at, UTC)
         try:

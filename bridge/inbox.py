@@ -28,6 +28,8 @@ class InboundMessage:
     topic: str
     payload: bytes
     received_at: float  # time.time() when paho handed it over
+    # The broker's retained copy, sent because we (re)subscribed; a live publish has it False.
+    retained: bool = False
 
 
 class Inbox:
@@ -69,6 +71,13 @@ class Inbox:
             pass
         finally:
             self._consumer_waiting = False
+
+    def oldest_received_at(self) -> float | None:
+        """Any thread: when the oldest waiting message arrived, or None."""
+        try:
+            return self._items[0].received_at
+        except IndexError:
+            return None
 
     def take(self, limit: int) -> list[InboundMessage]:
         items = self._items

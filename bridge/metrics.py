@@ -14,6 +14,10 @@ READINGS_CONFLICTING = Counter(
     "Readings skipped because a different reading with the same identity is stored "
     "(dead-lettered as conflicting_duplicate)",
 )
+RETAINED_IGNORED = Counter(
+    "bridge_retained_readings_ignored_total",
+    "Retained copies on reading topics replayed by the broker at subscription (acked, ignored)",
+)
 REJECTED = Counter("bridge_rejected_total", "Refused messages or readings", ["reason"])
 BATCH_SIZE = Histogram(
     "bridge_batch_readings",
@@ -44,3 +48,7 @@ COUNTER_UPDATES_DEFERRED = Counter(
 )
 INBOX_DEPTH = Gauge("bridge_inbox_depth", "Messages received but not yet batched")
 SUBSCRIBED = Gauge("bridge_subscribed", "1 while the MQTT subscription is active")
+READY = Gauge("bridge_ready", "1 while /readyz says ready (subscribed, not stalled)")
+STALLED_SECONDS = Gauge(
+    "bridge_stalled_seconds", "Seconds without a commit while messages wait (0 when none wait)"
+)

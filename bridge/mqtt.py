@@ -171,5 +171,6 @@ class MqttSubscriber:
                 message.topic,
                 bytes(message.payload),
                 time.time(),
+                bool(message.retain),
             )
         )

@@ -10,8 +10,10 @@ and the backlog waits, persisted, in the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
 import asyncpg
@@ -93,6 +95,10 @@ class Pipeline:
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=queue_batches)
         self.stopping = asyncio.Event()
         self.stop_grace_s = stop_grace_s
+        # For the readiness probe, read from the health thread: when the last commit ended,
+        # and (oldest receipt, messages) of each batch handed to the flusher but not acked.
+        self.last_commit_at = time.time()
+        self._handed_over: deque[tuple[float, int]] = deque()
 
     def stop(self) -> None:
         """Begins a clean stop: flush, commit, ack; give up on commits after the grace time."""
@@ -117,7 +123,7 @@ class Pipeline:
                     or age >= self.batch_max_delay_s
                     or (self._flusher_idle and age >= self.batch_min_delay_s)
                 ):
-                    await self.queue.put(builder.take())
+                    await self._hand_over(builder.take())
                     continue
                 # Look again soon: the flusher may have become idle meanwhile.
                 await self.inbox.wait(
@@ -133,8 +139,25 @@ class Pipeline:
         for message in self.inbox.take(len(self.inbox)):
             builder.add(message)
         if builder.batch:
-            await self.queue.put(builder.take())
+            await self._hand_over(builder.take())
         await self.queue.put(None)
+
+    async def _hand_over(self, batch: Batch) -> None:
+        self._handed_over.append((batch.oldest_received_at, len(batch.messages)))
+        await self.queue.put(batch)
+
+    def oldest_waiting(self) -> float | None:
+        """When the oldest message not yet committed arrived (time.time()), or None."""
+        with contextlib.suppress(IndexError):  # popped by the loop meanwhile
+            return self._handed_over[0][0]
+        if self.builder.batch:
+            return self.builder.batch.oldest_received_at
+        return self.inbox.oldest_received_at()
+
+    def waiting(self) -> int:
+        """Messages received and not yet committed (approximate from another thread)."""
+        handed_over = sum(n for _, n in list(self._handed_over))
+        return handed_over + len(self.builder.batch.messages) + len(self.inbox)
 
     def _fill(self, builder: BatchBuilder) -> None:
         """Adds waiting messages until the batch is full or the inbox is empty.
@@ -163,6 +186,8 @@ class Pipeline:
                 await self._set_statuses(batch)
             self.subscriber.ack(batch.messages)
             now = time.time()
+            self.last_commit_at = now
+            self._handed_over.popleft()
             metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
             metrics.LAG_SECONDS.observe(now - batch.oldest_received_at)
             metrics.MESSAGES_RECEIVED.inc(len(batch.messages))
@@ -170,6 +195,7 @@ class Pipeline:
             metrics.READINGS_INSERTED.inc(result.inserted)
             metrics.READINGS_DUPLICATE.inc(max(result.duplicates, 0))
             metrics.READINGS_CONFLICTING.inc(result.conflicting)
+            metrics.RETAINED_IGNORED.inc(batch.retained_readings)
             for reason, n in result.rejected.items():
                 metrics.REJECTED.labels(reason).inc(n)
             if not result.counters_applied:

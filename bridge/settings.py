@@ -86,6 +86,9 @@ class BridgeSettings(BaseSettings):
     # How often to replay missed counter updates and check that Redis still has the counters.
     journal_replay_interval_s: float = 15.0
 
+    # /readyz turns false when messages have waited this long without a commit.
+    stall_after_s: float = Field(default=30.0, gt=0)
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     log_level: str = "INFO"

@@ -202,3 +202,36 @@ async def test_refused_reading_and_refused_dead_letter_in_one_batch(
     ]
     assert await registered.fetchval("SELECT count(*) FROM sensor_readings WHERE seq = 666") == 0
     assert bridge.running
+
+
+async def test_retained_junk_is_dead_lettered_once_not_at_each_restart(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any]
+) -> None:
+    now = int(time.time() * 1000)
+    for topic, payload in [
+        ("robots/r1/sensors/battery", b"junk"),
+        good("r2", now - 5000),
+    ]:
+        info = publisher.client.publish(topic, payload, qos=1, retain=True)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    async def counts() -> tuple[int, int]:
+        row = await registered.fetchrow(
+            "SELECT (SELECT count(*) FROM sensor_readings) AS readings, "
+            "(SELECT count(*) FROM dead_letters) AS dead"
+        )
+        assert row is not None
+        return row["readings"], row["dead"]
+
+    assert await eventually(counts, (1, 1)) == (1, 1)
+    for restart in range(2):
+        bridge.terminate()
+        bridge.start()
+        # A live reading after the restart: once it is stored, the retained copies the broker
+        # sent at subscription were handled too (one session, in order).
+        publisher.publish_all([good("r3", now - 1000 + restart)])
+        assert await eventually(counts, (2 + restart, 1)) == (2 + restart, 1)
+        assert bridge.metric("bridge_retained_readings_ignored_total") == 2.0
+    reasons = await registered.fetch("SELECT reason FROM dead_letters")
+    assert [r["reason"] for r in reasons] == ["invalid_json"]
