@@ -115,3 +115,19 @@ async def test_bad_window_is_422(client: httpx.AsyncClient, window: str) -> None
     assert response.status_code == 422
     assert response.json()["error"] in ("invalid_query", "invalid_request")
     assert (await client.get("/api/stats", params={"top": 101})).status_code == 422
+
+
+async def test_conflicting_duplicates_are_counted_apart_in_stats(
+    client: httpx.AsyncClient, clean_db: asyncpg.Pool[Any]
+) -> None:
+    """Same (robot, type, ts) with different data: the first stays, the others are counted
+    as conflicting_duplicate; a true resend is not counted at all."""
+    ts = now_ms() - 1000
+    for level in (10, 10, 20, 30):
+        body = {"robot_id": "r1", "sensor_type": "battery", "ts": ts, "data": {"level": level}}
+        assert (await client.post("/api/sensors", json=body)).status_code == 201
+    doc = (await client.get("/api/stats?window=15m")).json()
+    assert doc["total_readings"] == 1
+    assert doc["rejected"] == {"conflicting_duplicate": 2}
+    stored = await clean_db.fetchval("SELECT (data->>'level')::float FROM sensor_readings")
+    assert stored == 10.0

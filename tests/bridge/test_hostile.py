@@ -235,3 +235,50 @@ async def test_retained_junk_is_dead_lettered_once_not_at_each_restart(
         assert bridge.metric("bridge_retained_readings_ignored_total") == 2.0
     reasons = await registered.fetch("SELECT reason FROM dead_letters")
     assert [r["reason"] for r in reasons] == ["invalid_json"]
+
+
+async def test_conflicting_duplicates_counted_apart_from_redeliveries(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any]
+) -> None:
+    now = int(time.time() * 1000)
+    publisher.publish_all([good("r1", now - 100, level=10)])
+
+    async def rows() -> int:
+        n: int = await registered.fetchval("SELECT count(*) FROM sensor_readings")
+        return n
+
+    assert await eventually(rows, 1) == 1
+    # A resend (same data), two conflicting readings, and one in a batch with a new reading.
+    publisher.publish_all(
+        [
+            good("r1", now - 100, level=10),
+            good("r1", now - 100, level=11),
+            (
+                "robots/r1/sensors/battery",
+                orjson.dumps(
+                    {
+                        "readings": [
+                            {"ts": now - 100, "data": {"level": 12}},
+                            {"ts": now - 99, "data": {"level": 13}},
+                        ]
+                    }
+                ),
+            ),
+        ]
+    )
+    assert await eventually(rows, 2) == 2
+
+    async def conflicts() -> int:
+        n: int = await registered.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE reason = 'conflicting_duplicate'"
+        )
+        return n
+
+    assert await eventually(conflicts, 2) == 2
+
+    async def conflicting_metric() -> float:
+        return bridge.metric("bridge_readings_conflicting_total")
+
+    assert await eventually(conflicting_metric, 2.0) == 2.0
+    assert bridge.metric("bridge_readings_duplicate_total") == 1.0
+    assert bridge.metric('bridge_rejected_total{reason="conflicting_duplicate"}') == 2.0

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from db.stats import count_readings
-from ingest.counters import Counters
+from ingest.counters import CounterReads, Counters
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.payload import Decoded, PayloadDecoder, TimeWindow
@@ -55,6 +56,58 @@ async def test_duplicates_are_stored_and_counted_once(
         assert await count_readings(conn) == 500
     [totals] = await counters.minute_totals([minute_of(start)])
     assert totals == {"*": 500, "battery": 500}
+
+
+def decode_levels(robot_id: str, levels: list[tuple[int, int]]) -> Decoded:
+    """One batch of (ts, level) readings of one robot's battery."""
+    out = Decoded()
+    readings = ",".join(f'{{"ts":{ts},"data":{{"level":{level}}}}}' for ts, level in levels)
+    PayloadDecoder(window=TimeWindow()).decode(
+        robot_id=robot_id,
+        sensor_type="battery",
+        topic=f"robots/{robot_id}/sensors/battery",
+        payload=f'{{"readings":[{readings}]}}'.encode(),
+        received_at=datetime.now(UTC),
+        into=out,
+    )
+    return out
+
+
+async def test_conflicting_duplicates_are_told_apart_from_redeliveries(
+    writer: IngestWriter, counters: Counters, clean_db: asyncpg.Pool[Any]
+) -> None:
+    """Same identity, different data: dead-lettered as conflicting_duplicate and counted apart
+    from true redeliveries, across batches and inside one batch."""
+    t = int(time.time() * 1000) // 60000 * 60000
+    first = await writer.write(decode_levels("r1", [(t, 1), (t + 1, 1), (t + 2, 1)]).readings)
+    assert (first.inserted, first.duplicates, first.conflicting) == (3, 0, 0)
+    # t: redelivered as is; t + 1: different data; t + 3: new, then again in the same batch
+    # with different data; t + 4: twice in the batch, the same.
+    again = decode_levels(
+        "r1", [(t, 1), (t + 1, 2), (t + 3, 5), (t + 3, 6), (t + 4, 7), (t + 4, 7)]
+    )
+    second = await writer.write(again.readings)
+    assert (second.inserted, second.duplicates, second.conflicting) == (2, 2, 2)
+    assert second.rejected == {"conflicting_duplicate": 2}
+    dead = await clean_db.fetch(
+        "SELECT reason, detail, convert_from(payload, 'UTF8') AS payload FROM dead_letters "
+        "ORDER BY payload"
+    )
+    assert [r["reason"] for r in dead] == ["conflicting_duplicate"] * 2
+    refused = sorted(
+        (r["ts"], r["data"]["level"]) for r in map(orjson.loads, (d["payload"] for d in dead))
+    )
+    assert [level for _, level in refused] == [2, 6]
+    assert all(r["detail"].startswith("a different reading with this robot") for r in dead)
+    stored = await clean_db.fetch(
+        "SELECT (data->>'level')::float::int AS level FROM sensor_readings ORDER BY ts"
+    )
+    assert [r["level"] for r in stored] == [1, 1, 1, 5, 7]
+    window = await CounterReads(counters).window([minute_of(int(time.time() * 1000))], top=0)
+    assert window.rejected == [{"conflicting_duplicate": 2}]
+    # A redelivery of only matching readings costs nothing more and finds no conflict.
+    third = await writer.write(again.readings[:1])
+    assert (third.inserted, third.duplicates, third.conflicting) == (0, 1, 0)
 
 
 async def test_unknown_robot_is_dead_lettered_not_stored(
