@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tests.bridge.conftest import eventually
+from harness.bridge import BridgeProcess
+from harness.publisher import Publisher, battery_messages
+from harness.services import POSTGRES_URL
+from harness.waiting import eventually
 from tests.bridge.test_faults import cut_off_bridges
 from tests.conftest import StartBridge
-from tests.support.bridge import BridgeProcess
-from tests.support.publisher import Publisher, battery_messages
-from tests.support.services import POSTGRES_URL
 
 
 def readyz(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:

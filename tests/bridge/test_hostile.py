@@ -11,9 +11,9 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.bridge.conftest import eventually
-from tests.support.bridge import BridgeProcess
-from tests.support.publisher import Publisher
+from harness.bridge import BridgeProcess
+from harness.publisher import Publisher
+from harness.waiting import eventually
 
 DEEP = 1000
 
