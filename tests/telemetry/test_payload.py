@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from telemetry.errors import ContractError, RejectReason
-from telemetry.payload import MAX_PAYLOAD_BYTES, Decoded, PayloadDecoder, TimeWindow
+from telemetry.payload import (
+    MAX_NESTING_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    Decoded,
+    PayloadDecoder,
+    TimeWindow,
+    check_nesting,
+    storable_text,
+)
 from telemetry.topics import parse_sensor_topic
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -154,3 +162,54 @@ def test_time_window_edges_to_the_millisecond(offset_ms: int, reason: str | None
 
 def to_iso(ms: int) -> str:
     return (NOW + timedelta(milliseconds=ms - NOW_MS)).isoformat()
+
+
+def _depth_ok(payload: bytes, limit: int = MAX_NESTING_DEPTH) -> bool:
+    try:
+        check_nesting(payload, limit)
+    except ContractError as exc:
+        assert exc.reason is RejectReason.NESTING_TOO_DEEP
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("payload", "ok"),
+    [
+        (b'{"a":' * MAX_NESTING_DEPTH + b"1" + b"}" * MAX_NESTING_DEPTH, True),
+        (b'{"a":' * (MAX_NESTING_DEPTH + 1) + b"1" + b"}" * (MAX_NESTING_DEPTH + 1), False),
+        (b"[" * MAX_NESTING_DEPTH + b"]" * MAX_NESTING_DEPTH, True),
+        (b"[" * (MAX_NESTING_DEPTH + 1) + b"]" * (MAX_NESTING_DEPTH + 1), False),
+        (b"[" * 100_000, False),  # unclosed
+        (b"[[" * 20 + b"]]" * 19, False),  # one left open, 39 deep
+        (b"[[1]," * 10 + b"1" + b"]" * 10, True),  # many brackets, shallow
+        # Brackets inside strings are not structure, escaped quotes included.
+        (b'{"a":"' + b"[" * 100 + b'"}', True),
+        (b'{"a":"\\"' + b"{" * 100 + b'\\""}', True),
+        # Strings that would hide real depth if brackets in strings were counted.
+        (b'["]",' * 20 + b"1" + b',"["]' * 20, False),
+        # Truncated but shallow: left for the decoder to call invalid JSON.
+        (b'{"readings":[' + b'{"ts":1,"data":{"level":1}},' * 10 + b'{"ts"', True),
+    ],
+)
+def test_nesting_depth_is_checked_on_the_bytes(payload: bytes, ok: bool) -> None:
+    assert _depth_ok(payload) is ok
+
+
+def test_deep_nesting_is_refused_before_decoding() -> None:
+    out = decode(b'{"readings":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert [r.reason for r in out.rejections] == [RejectReason.NESTING_TOO_DEEP]
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("plain", "plain"),
+        ("a\x00b", "a\\u0000b"),
+        ("é\x00", "é\\u0000"),
+        ("x\ud800y", "x\\ud800y"),
+    ],
+)
+def test_storable_text_escapes_nul_and_lone_surrogates(text: str, stored: str) -> None:
+    assert storable_text(text) == stored
+    storable_text(text).encode()
