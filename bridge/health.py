@@ -74,17 +74,19 @@ class ReadinessProbe:
 async def watch_readiness(
     probe: ReadinessProbe, *, stopping: asyncio.Event, interval_s: float = 1.0
 ) -> None:
-    """Publishes readiness as metrics and logs each change, with its reasons."""
-    was_ready = True
+    """Publishes readiness as metrics and logs each change, with its reasons, from the first
+    time the bridge is ready on (until then it is starting: app.py logs that)."""
+    was_ready: bool | None = None
     while not stopping.is_set():
         state = probe.check()
         metrics.READY.set(1 if state.ready else 0)
         metrics.STALLED_SECONDS.set(state.stalled_s)
-        if state.ready != was_ready:
+        if was_ready is not None and state.ready != was_ready:
             if state.ready:
                 log.info("bridge ready again")
             else:
                 log.warning("bridge not ready", extra={"reasons": list(state.reasons)})
+        if state.ready or was_ready is not None:
             was_ready = state.ready
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval_s)

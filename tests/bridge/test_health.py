@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bridge.health import Readiness, ReadinessProbe
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
 from harness.services import POSTGRES_URL
@@ -115,3 +116,29 @@ async def test_metrics_port_in_use_does_not_stop_ingest(
     log = bridge.log_path.read_text()
     assert log.count("metrics port in use") == 1
     assert '"metrics port bound"' in log
+
+
+def test_readiness_probe_counts_only_time_without_commit_while_messages_wait() -> None:
+    state: dict[str, Any] = {"oldest": None, "last_commit": 0.0, "subscribed": True}
+    probe = ReadinessProbe(
+        subscribed=lambda: state["subscribed"],
+        oldest_waiting=lambda: state["oldest"],
+        last_commit=lambda: state["last_commit"],
+        waiting=lambda: 7,
+        stall_after_s=30,
+    )
+    # Idle for long: nothing waits, ready.
+    assert probe.check(now=1000.0).ready
+    # A message arrived after a long idle time: its own age counts, not the idle time.
+    state["oldest"] = 995.0
+    assert probe.check(now=1000.0) == Readiness(True, (), 5.0)
+    # Waiting 40 s without a commit: stalled, with the reason.
+    state["oldest"] = 960.0
+    assert probe.check(now=1000.0) == Readiness(
+        False, ("stalled: no commit for 40 s while 7 messages wait",), 40.0
+    )
+    # A backlog older than the stall time, but commits keep coming: ready.
+    state["last_commit"] = 990.0
+    assert probe.check(now=1000.0).ready
+    state["subscribed"] = False
+    assert probe.check(now=1000.0).reasons == ("not subscribed to the broker",)
