@@ -71,6 +71,33 @@ def hostile_cases(now: int) -> list[tuple[str, bytes, str]]:
     ]
 
 
+async def test_hostile_messages_at_volume(
+    bridge: BridgeProcess, publisher: Publisher, registered: asyncpg.Pool[Any]
+) -> None:
+    """The issue's run: 3,000 good readings with a hostile message after every tenth."""
+    now = int(time.time() * 1000)
+    cases = hostile_cases(now)
+    messages: list[tuple[str, bytes]] = []
+    for i in range(3000):
+        messages.append(good(f"r{i % 5 + 1}", now - 60_000 + i))
+        if i % 10 == 9:
+            topic, payload, _ = cases[(i // 10) % len(cases)]
+            messages.append((topic, payload))
+    publisher.publish_all(messages)
+
+    async def counts() -> tuple[int, int]:
+        row = await registered.fetchrow(
+            "SELECT (SELECT count(*) FROM sensor_readings) AS readings, "
+            "(SELECT count(*) FROM dead_letters) AS dead"
+        )
+        assert row is not None
+        return row["readings"], row["dead"]
+
+    assert await eventually(counts, (3000, 300)) == (3000, 300)
+    assert bridge.running
+    assert "commit failed" not in bridge.log_path.read_text()
+
+
 @pytest.fixture
 async def check_dead_letters_topic(registered: asyncpg.Pool[Any]) -> AsyncIterator[None]:
     """A real refusal of a dead letter by PostgreSQL: no non-ASCII topics (removed after)."""
