@@ -64,7 +64,9 @@ async def test_readyz_turns_false_while_commits_stall_and_back(
         assert "stalled: no commit for" in log
         await admin.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
         assert await eventually(lambda: ready_state(bridge), (200, True)) == (200, True)
-        stored = await registered.fetchval("SELECT count(*) FROM sensor_readings")
+        stored = await eventually(
+            lambda: registered.fetchval("SELECT count(*) FROM sensor_readings"), 100
+        )
         assert stored == 100
         assert await eventually(lambda: asyncio.to_thread(bridge.metric, "bridge_ready"), 1.0) == 1
         assert '"bridge ready again"' in bridge.log_path.read_text()
