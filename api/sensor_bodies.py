@@ -81,19 +81,21 @@ def parse_ingest_body(
     `naive_tz`: the zone of an older body's `timestamp` without one (None: refuse it)."""
     check_nesting(body)
     try:
-        envelope = _BODY.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _shape_error(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise ContractError(RejectReason.INVALID_JSON, str(exc)) from exc
+        try:
+            envelope = _BODY.decode(body)
+        except msgspec.ValidationError as exc:
+            raise _shape_error(str(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise ContractError(RejectReason.INVALID_JSON, str(exc)) from exc
+        out = IngestBody(older_robot_id(envelope.robot_id))
+        if len(envelope.sensors):
+            _older(envelope, out, decoder, received_at, naive_tz)
+        else:
+            _contract(envelope, out, decoder, received_at)
     except UnicodeDecodeError as exc:
-        # msgspec raises this, not DecodeError, when it quotes a key that is not UTF-8.
+        # msgspec raises this, not DecodeError, when a key or a string it decodes (here or in
+        # api/compat.py) is not UTF-8: such a body is not JSON at all.
         raise ContractError(RejectReason.INVALID_JSON, f"not UTF-8: {exc}") from exc
-    out = IngestBody(older_robot_id(envelope.robot_id))
-    if len(envelope.sensors):
-        _older(envelope, out, decoder, received_at, naive_tz)
-    else:
-        _contract(envelope, out, decoder, received_at)
     return out
 
 

@@ -59,6 +59,22 @@ def sensor_cases(ts: int) -> list[tuple[bytes, int, str]]:
         (b'{"robot_id":"r1","\xff":1}', 422, "invalid_json"),
         (b'\xff\xfe{"robot_id":"r1"}', 422, "invalid_json"),
         (b'{%s,"ts":%d,"data":{"\xff\xfe":1}}' % (one, ts), 422, "readings_rejected"),
+        (
+            b'{"robot_id":"r1","timestamp":%d,"sensors":[{"sensor_type":"GPS","data":{"\xff":1}}]}'
+            % ts,
+            422,
+            "invalid_json",
+        ),
+        (
+            b'{"robot_id":"r1","timestamp":%d,"sensors":[{"sensor_type":"GPS","\xff":1}]}' % ts,
+            422,
+            "invalid_json",
+        ),
+        (
+            b'{"robot_id":"r1","timestamp":%d,"sensors":[{"sensor_type":"\xff","data":{}}]}' % ts,
+            422,
+            "invalid_json",
+        ),
         # Huge (the test app's limit is 64 KiB).
         (b'{"robot_id":"r1","x":"%s"}' % (b"a" * 70_000), 413, "payload_too_large"),
         # Wrong types.
