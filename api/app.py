@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.body_limit import BodyLimitMiddleware
+from api.content_type import RequireJsonMiddleware
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware
 from api.resources import open_resources
@@ -45,6 +46,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequireJsonMiddleware)
     app.add_middleware(MetricsMiddleware)
 
     def openapi() -> dict[str, Any]:

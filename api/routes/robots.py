@@ -48,7 +48,7 @@ router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 

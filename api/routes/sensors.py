@@ -44,7 +44,7 @@ MAX_BUCKETS = 10_000
 # of its range, so the range is bounded too.
 MAX_AGGREGATE_RANGE = timedelta(days=31)
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
 }
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

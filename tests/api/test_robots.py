@@ -76,6 +76,18 @@ async def test_not_json_is_422(client: httpx.AsyncClient) -> None:
     assert response.json()["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_a_body_not_declared_json_is_415(client: httpx.AsyncClient, method: str) -> None:
+    path = "/api/robots" if method == "POST" else "/api/robots/r1"
+    body = b'{"id": "r9", "name": "x", "model": "m", "status": "active"}'
+    for headers in ({"content-type": "text/plain"}, {}):
+        response = await client.request(method, path, content=body, headers=headers)
+        assert response.status_code == 415, response.text
+        assert response.json()["error"] == "unsupported_media_type"
+    assert (await client.get("/api/robots/r9")).status_code == 404
+    assert (await client.get("/api/robots/r1")).json()["name"] == ""
+
+
 async def test_unknown_robot_is_404(client: httpx.AsyncClient) -> None:
     for method in ("GET", "DELETE"):
         response = await client.request(method, "/api/robots/ghost")

@@ -14,6 +14,8 @@ import pytest
 from db.partitions import partition_name
 from tests.api.conftest import GPS, IMU, LIDAR, now_ms
 
+JSON = {"content-type": "application/json"}
+
 
 async def count(pool: asyncpg.Pool[Any], robot_id: str | None = None) -> int:
     n: int = await pool.fetchval(
@@ -214,7 +216,7 @@ async def test_every_reading_refused_is_422_with_reasons(
     ],
 )
 async def test_unusable_body_is_422(client: httpx.AsyncClient, content: bytes, error: str) -> None:
-    response = await client.post("/api/sensors", content=content)
+    response = await client.post("/api/sensors", content=content, headers=JSON)
     assert response.status_code == 422, response.text
     assert response.json()["error"] == error
     assert response.json()["detail"]
@@ -237,7 +239,7 @@ async def test_body_over_the_limit_is_413(
         for _ in range(100):
             yield b" " * 1024
 
-    chunked = await client.post("/api/sensors", content=chunks())
+    chunked = await client.post("/api/sensors", content=chunks(), headers=JSON)
     assert chunked.status_code == 413
     assert await count(clean_db) == 0
 
@@ -249,7 +251,7 @@ async def test_chunked_body_under_the_limit_is_read(client: httpx.AsyncClient) -
         yield body[:10].encode()
         yield body[10:].encode()
 
-    response = await client.post("/api/sensors", content=chunks())
+    response = await client.post("/api/sensors", content=chunks(), headers=JSON)
     assert response.status_code == 201, response.text
 
 
@@ -307,3 +309,47 @@ async def test_database_down_is_503_for_the_whole_batch(
         "detail": "postgresql is unavailable",
         "service": "postgresql",
     }
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [
+        ({"content-type": "text/plain"}, None),
+        ({"content-type": "application/x-www-form-urlencoded"}, None),
+        ({"content-type": "multipart/form-data; boundary=x"}, None),
+        ({}, None),
+        ({"content-type": "text/plain"}, "form"),
+    ],
+    ids=["text-plain", "form-urlencoded", "multipart", "untyped", "form-fields"],
+)
+async def test_a_body_that_is_not_declared_json_is_415_and_stores_nothing(
+    client: httpx.AsyncClient,
+    clean_db: asyncpg.Pool[Any],
+    headers: dict[str, str],
+    content: str | None,
+) -> None:
+    """What a cross-site page can make a browser send without a preflight is refused."""
+    body = f'{{"robot_id":"r1","sensor_type":"gps","ts":{now_ms()},"data":{{"lat":1,"lon":2}}}}'
+    if content == "form":
+        # A browser form posting the JSON as a field's name: `name=value` pairs.
+        response = await client.post("/api/sensors", data={body: ""})
+    else:
+        response = await client.post("/api/sensors", content=body.encode(), headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+    assert await count(clean_db) == 0
+    # The same body declared as JSON is stored: the 415 was about the type alone.
+    stored = await client.post("/api/sensors", content=body.encode(), headers=JSON)
+    assert stored.status_code == 201, stored.text
+    assert await count(clean_db) == 1
+
+
+async def test_json_with_charset_and_json_suffix_types_are_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/vnd.robosense+json"):
+        body = f'{{"robot_id":"r1","sensor_type":"gps","ts":{now_ms()},"data":{{"lat":1,"lon":2}}}}'
+        response = await client.post(
+            "/api/sensors", content=body.encode(), headers={"content-type": content_type}
+        )
+        assert response.status_code == 201, (content_type, response.text)

@@ -98,7 +98,9 @@ async def test_unknown_robot_and_bad_requests_are_counted(client: httpx.AsyncCli
         "/api/sensors",
         json={"robot_id": "ghost", "sensor_type": "gps", "ts": now_ms(), "data": GPS},
     )
-    await client.post("/api/sensors", content=b"{broken")
+    await client.post(
+        "/api/sensors", content=b"{broken", headers={"content-type": "application/json"}
+    )
     stats = (await client.get("/api/stats", params={"window": "5m"})).json()
     assert stats["rejected"].get("unknown_robot") == 1
     # Refusals without readings ride on the next commit: one more request flushes them.
