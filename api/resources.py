@@ -19,6 +19,7 @@ from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
 from api.settings import ApiSettings
 from db.connect import open_pool
+from db.read_pool import ReadPool
 from ingest.counters import CounterReads, Counters
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
@@ -36,6 +37,8 @@ _REPLAY_OLDER_THAN_S = 10.0
 class Resources:
     settings: ApiSettings
     pool: asyncpg.Pool[Any]
+    # The same pool for routes that only read: a read is retried once on a dead connection.
+    read_pool: ReadPool
     redis: Redis
     counters: Counters
     reads: CounterReads
@@ -90,6 +93,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
             yield Resources(
                 settings=settings,
                 pool=pool,
+                read_pool=ReadPool(pool),
                 redis=redis,
                 counters=counters,
                 reads=CounterReads(counters),

@@ -109,9 +109,15 @@ class RobotOut(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-    connection: Liveness = Field(description="From the robot's retained status topic.")
+    connection: Liveness | None = Field(
+        description="From the robot's retained status topic; null when live_unavailable."
+    )
     connection_changed_at: datetime | None
     last_seen: datetime | None = Field(description="When its newest reading was received.")
+    live_unavailable: bool = Field(
+        description="Redis could not be reached: the live fields (connection, "
+        "connection_changed_at, last_seen, latest) are null, the rest is from PostgreSQL."
+    )
 
 
 class MqttCredentials(BaseModel):
@@ -138,7 +144,9 @@ class LatestReading(BaseModel):
 
 
 class RobotDetail(RobotOut):
-    latest: dict[str, LatestReading] = Field(description="Newest reading per sensor type.")
+    latest: dict[str, LatestReading] | None = Field(
+        description="Newest reading per sensor type; null when live_unavailable."
+    )
 
 
 class SensorReadingOut(BaseModel):

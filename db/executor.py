@@ -8,5 +8,9 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from db import Connection
+from db.read_pool import ReadPool
 
 Executor: TypeAlias = "asyncpg.Pool[Any] | Connection"
+
+# What a function that only reads runs on: also a ReadPool (retried on a dead connection).
+Reader: TypeAlias = "Executor | ReadPool"

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from db.executor import Executor
+from db.executor import Executor, Reader
 from telemetry.errors import ConflictError
 
 _COLUMNS = (
@@ -91,13 +91,13 @@ async def register_robot(db: Executor, robot_id: str, fields: RobotFields) -> as
     return row
 
 
-async def find_robot(db: Executor, robot_id: str) -> asyncpg.Record | None:
+async def find_robot(db: Reader, robot_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(_GET, robot_id)
     return row
 
 
 async def list_robots(
-    db: Executor,
+    db: Reader,
     *,
     status: str | None,
     model: str | None,

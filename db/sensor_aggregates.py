@@ -11,7 +11,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from db.executor import Executor
+from db.executor import Reader
 from db.sensor_reads import EARLIEST
 
 
@@ -53,7 +53,7 @@ ORDER BY ts, robot_id
 
 
 async def bucket_aggregate(
-    db: Executor,
+    db: Reader,
     *,
     sensor_type: str,
     path: list[str],
@@ -74,7 +74,7 @@ async def bucket_aggregate(
 
 
 async def moving_average(
-    db: Executor,
+    db: Reader,
     *,
     sensor_type: str,
     path: list[str],

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from db.executor import Executor
+from db.executor import Reader
 from telemetry.sensors import SENSOR_TYPES
 
 # Stand-ins for "no bound": one statement shape whether or not since/until are given, and still
@@ -133,7 +133,7 @@ def build_page_query(
 
 
 async def read_page(
-    db: Executor, filt: ReadingFilter, *, after: ReadingKey | None, limit: int
+    db: Reader, filt: ReadingFilter, *, after: ReadingKey | None, limit: int
 ) -> list[asyncpg.Record]:
     """Up to `limit` readings after `after` (exclusive) in the filter's order."""
     sql, args = build_page_query(filt, after=after, limit=limit)

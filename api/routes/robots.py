@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import APIRouter, Path, Query
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.cursor import query_scope
@@ -44,6 +46,8 @@ from mqtt_auth.store import IdentityStore
 from telemetry.errors import ConflictError
 from telemetry.topics import ROBOT_ID_PATTERN
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
@@ -56,9 +60,13 @@ def _ms_to_dt(ms: float | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def robot_doc(row: asyncpg.Record, status: bytes | None, seen_ms: float | None) -> dict[str, Any]:
-    live = orjson.loads(status) if status else {}
-    connection = live.get("status")
+def robot_doc(
+    row: asyncpg.Record, live: tuple[bytes | None, float | None] | None
+) -> dict[str, Any]:
+    """The robot's registry row with its live fields; `live` None: Redis was unavailable."""
+    status, seen_ms = live or (None, None)
+    state = orjson.loads(status) if status else {}
+    connection = state.get("status")
     battery = row["battery_level"]
     return {
         "id": row["id"],
@@ -70,9 +78,16 @@ def robot_doc(row: asyncpg.Record, status: bytes | None, seen_ms: float | None) 
         "metadata": orjson.Fragment(row["metadata"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
-        "connection": connection if connection in ("online", "offline") else "unknown",
-        "connection_changed_at": _ms_to_dt(live.get("at")) if connection else None,
+        "connection": (
+            None
+            if live is None
+            else connection
+            if connection in ("online", "offline")
+            else "unknown"
+        ),
+        "connection_changed_at": _ms_to_dt(state.get("at")) if connection else None,
         "last_seen": _ms_to_dt(seen_ms),
+        "live_unavailable": live is None,
     }
 
 
@@ -86,9 +101,22 @@ def latest_docs(
     }
 
 
+async def _robot_live(
+    res: Res, robot_ids: list[str]
+) -> list[tuple[bytes | None, float | None]] | None:
+    """Each robot's live fields from Redis, or None when Redis is unavailable: the registry
+    is in PostgreSQL, so robots are still served, marked `live_unavailable`."""
+    try:
+        statuses, seen = await res.reads.robot_live(robot_ids)
+    except RedisError as exc:
+        log.warning("redis unavailable, robots served without live fields: %s", exc)
+        return None
+    return list(zip(statuses, seen, strict=True))
+
+
 async def _with_live(res: Res, row: asyncpg.Record, status: int) -> Response:
-    statuses, seen = await res.reads.robot_live([row["id"]])
-    return JSONBytes(robot_doc(row, statuses[0], seen[0]), status_code=status)
+    live = await _robot_live(res, [row["id"]])
+    return JSONBytes(robot_doc(row, live[0] if live else None), status_code=status)
 
 
 def _fields(body: RobotIn | RobotReplace) -> RobotFields:
@@ -138,8 +166,8 @@ async def create_robot(
     row = await register_robot(res.pool, robot_id, _fields(body))
     if store is None:
         return await _with_live(res, row, 201)
-    statuses, seen = await res.reads.robot_live([robot_id])
-    doc = robot_doc(row, statuses[0], seen[0])
+    live = await _robot_live(res, [robot_id])
+    doc = robot_doc(row, live[0] if live else None)
     doc["mqtt"] = await _new_mqtt_credentials(store, robot_id)
     return JSONBytes(doc, status_code=201)
 
@@ -171,15 +199,15 @@ async def get_robots(
             raise InvalidCursorError("malformed")
         after = position[0]
     rows = await list_robots(
-        res.pool,
+        res.read_pool,
         status=status.value if status else None,
         model=model,
         after_id=after,
         limit=limit + 1,
     )
     page = rows[:limit]
-    statuses, seen = await res.reads.robot_live([r["id"] for r in page])
-    items = [robot_doc(r, s, t) for r, s, t in zip(page, statuses, seen, strict=True)]
+    live = await _robot_live(res, [r["id"] for r in page])
+    items = [robot_doc(r, live[i] if live else None) for i, r in enumerate(page)]
     next_cursor = res.cursors.encode(scope, [page[-1]["id"]]) if len(rows) > limit else None
     return JSONBytes({"items": items, "next_cursor": next_cursor})
 
@@ -187,11 +215,15 @@ async def get_robots(
 @router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
 async def get_robot(robot_id: RobotIdPath, res: Res) -> Response:
     """A robot with its newest reading per sensor type (from Redis, no table scan)."""
-    row = await find_robot(res.pool, robot_id)
+    row = await find_robot(res.read_pool, robot_id)
     if row is None:
         raise NotFoundError("robot", robot_id)
-    status, seen, latest = await res.reads.robot_detail(robot_id)
-    doc = robot_doc(row, status, seen)
+    try:
+        status, seen, latest = await res.reads.robot_detail(robot_id)
+    except RedisError as exc:
+        log.warning("redis unavailable, robot served without live fields: %s", exc)
+        return JSONBytes({**robot_doc(row, None), "latest": None})
+    doc = robot_doc(row, (status, seen))
     doc["latest"] = latest_docs(latest)
     return JSONBytes(doc)
 

@@ -351,7 +351,7 @@ async def list_readings(
         order,
     )
     after = _key(res.cursors.decode(cursor, scope)) if cursor else None
-    rows = await read_page(res.pool, filt, after=after, limit=limit + 1)
+    rows = await read_page(res.read_pool, filt, after=after, limit=limit + 1)
     shown = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -417,7 +417,7 @@ async def moving_average_points(
     (also the older clients' /api/sensors/filtered)."""
     since, until = _window(since, until)
     rows = await moving_average(
-        res.pool,
+        res.read_pool,
         sensor_type=sensor_type,
         path=path,
         window=window,
@@ -474,7 +474,7 @@ async def aggregate(
             "bucket", f"more than {MAX_BUCKETS} buckets: widen it or narrow since/until"
         )
     rows = await bucket_aggregate(
-        res.pool,
+        res.read_pool,
         sensor_type=stype,
         path=path,
         fn=fn,

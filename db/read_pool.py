@@ -1,0 +1,62 @@
+"""A pool for reads that survive the connections PostgreSQL dropped (a restart, a failover,
+`pg_terminate_backend`).
+
+asyncpg's pool replaces a connection it knows to be closed on acquire, but it learns that a
+connection died only when the event loop reads its socket: a statement sent before then
+fails (`ConnectionDoesNotExistError`, or `InternalClientError` when the server's farewell
+arrives mid-statement), and the pool's other idle connections died with it. A read is
+idempotent, so it is run again once, after expiring every connection of the pool so that the
+second attempt gets a fresh one. Writes are never retried here: whether a statement that lost
+its connection committed is unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from db import Connection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What asyncpg raises when the connection under a statement is gone (or cannot be had).
+DEAD_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+
+class ReadPool:
+    """`fetch`, `fetchrow`, `fetchval` of a pool, each retried once on a dead connection."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+        self.retries = 0
+
+    async def _read(self, run: Callable[[Connection], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as conn:
+                return await run(conn)
+        except DEAD_CONNECTION_ERRORS as exc:
+            self.retries += 1
+            log.warning("read lost its PostgreSQL connection, retrying once: %r", exc)
+            await self._pool.expire_connections()
+        async with self._pool.acquire() as conn:
+            return await run(conn)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._read(lambda conn: conn.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._read(lambda conn: conn.fetchrow(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._read(lambda conn: conn.fetchval(query, *args))
