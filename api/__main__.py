@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import tempfile
+from functools import partial
+from typing import cast
 
 import uvicorn
 
+from api.http_server import HttpLimits, LimitedHttpToolsProtocol
 from api.settings import ApiSettings
 from telemetry.logs import configure_logging
 
@@ -32,7 +36,22 @@ def main() -> None:
             port=settings.api_port,
             workers=settings.api_workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with the header size and time limits and the connection cap it lacks.
+            # uvicorn only calls it with its keywords: a partial (picklable for the workers'
+            # processes, unlike a class made here) carries ours.
+            http=cast(
+                "type[asyncio.Protocol]",
+                partial(
+                    LimitedHttpToolsProtocol,
+                    limits=HttpLimits(
+                        max_header_bytes=settings.max_header_bytes,
+                        header_timeout_s=settings.header_timeout_s,
+                        max_connections=settings.max_connections,
+                        retry_after_s=settings.retry_after_s,
+                    ),
+                ),
+            ),
+            timeout_keep_alive=settings.keepalive_timeout_s,
             access_log=False,
             # Our JSON logging, set up in each worker by the app factory, not uvicorn's own.
             log_config=None,

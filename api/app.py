@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from api.body_limit import BodyLimitMiddleware
 from api.content_type import RequireJsonMiddleware
 from api.errors import install_error_handlers
+from api.load_shed import LoadShedMiddleware
 from api.metrics import MetricsMiddleware
 from api.resources import open_resources
 from api.responses import JSONBytes
@@ -47,6 +48,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequireJsonMiddleware)
+    app.add_middleware(
+        LoadShedMiddleware,
+        limit=settings.max_concurrent_requests,
+        retry_after_s=settings.retry_after_s,
+    )
     app.add_middleware(MetricsMiddleware)
 
     def openapi() -> dict[str, Any]:

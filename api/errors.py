@@ -43,6 +43,15 @@ def error_body(status: int, error: str, detail: Any, **extra: Any) -> JSONBytes:
     return JSONBytes({"error": error, "detail": detail, **extra}, status_code=status)
 
 
+def overloaded_response(retry_after_s: int, detail: str, *, close: bool = False) -> JSONBytes:
+    """503 telling the client when to retry; `close` also ends its connection."""
+    response = error_body(503, "overloaded", detail)
+    response.headers["Retry-After"] = str(retry_after_s)
+    if close:
+        response.headers["Connection"] = "close"
+    return response
+
+
 def robosense_error_response(exc: RoboSenseError) -> JSONBytes:
     match exc:
         case ReadingsRejectedError():

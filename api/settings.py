@@ -43,6 +43,14 @@ class ApiSettings(MqttAuthSettings):
     ingest_batch_wait_ms: float = Field(default=2.0, ge=0.0)
     ingest_max_inflight: int = Field(default=4, ge=1)
 
+    # The HTTP edge, per worker (docs/api.md, "Limits and load shedding"; BENCHMARKS.md).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_timeout_s: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
+    max_concurrent_requests: int = Field(default=32, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
+
     # The same time limits as the bridge (docs/protocol.md, "Time limits").
     max_future_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
