@@ -27,6 +27,9 @@ def api_settings(database_url: str, redis_prefix: str) -> ApiSettings:
         redis_prefix=redis_prefix,
         cursor_secret="test-secret",
         max_body_bytes=64 * 1024,
+        # Tests fire hundreds of requests at once to exercise group commit; shedding has its
+        # own tests (test_http_edge.py) against a real server.
+        max_concurrent_requests=10_000,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import orjson
 import pytest
 
-from tests.support.services import REDIS_URL, ROOT, free_port, wait_for_port
+from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
