@@ -48,12 +48,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequireJsonMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    # Outermost (added last): a shed request costs as little as possible.
     app.add_middleware(
         LoadShedMiddleware,
         limit=settings.max_concurrent_requests,
         retry_after_s=settings.retry_after_s,
     )
-    app.add_middleware(MetricsMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

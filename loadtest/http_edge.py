@@ -1,0 +1,325 @@
+"""HTTP edge benchmark: what header floods and a 64-connection overload do to the API, with its
+limits (this tree) and, in the same run, without them (`--baseline REF`, e.g. a commit before
+them).
+
+    python -m loadtest.http_edge --baseline 8340d47                 # both, 3 x 20 s mix each
+    python -m loadtest.http_edge --duration 10 --repeat 1           # this tree only, shorter
+
+For each tree it starts `python -m api` (one worker) on a free port against a scratch database
+and Redis prefix, and measures, on loopback only:
+1. memory: the API's RSS before, at the peak of, and after 20 connections each sending
+   `--flood-mb` MiB of one unfinished header (64 KiB writes);
+2. stall: the slowest `GET /healthz` (one every 10 ms on another connection) while one
+   connection sends a `--stall-mb` MiB header;
+3. overload: the REST mix of `loadtest/rest.py` on 64 keep-alive connections, closed loop, zero
+   wait, for `--duration` s after a warm-up, `--repeat` times: served and shed requests per
+   second and the latency of each (a shed request is answered 503 at once; its client waits
+   the Retry-After second before its next request, or retries at once with
+   `--ignore-retry-after`, the most shedding can cost).
+Every loop is bounded by a byte count or a duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from harness.services import ROOT, free_port, wait_for_port
+from loadtest import report
+from loadtest.rest import HttpConnection, _Clock, mix, percentiles, register
+from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
+
+CHUNK = b"a" * 65536
+# The API's default RETRY_AFTER_S: a shed client waits this long before its next request.
+RETRY_AFTER_S = 1.0
+
+
+@contextlib.contextmanager
+def source_tree(ref: str | None) -> Iterator[Path]:
+    """This tree, or `ref` exported (git archive) into a temporary directory."""
+    if ref is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="rs-edge-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def api_process(tree: Path, dsn: str, prefix: str, log: Path) -> Iterator[tuple[int, int]]:
+    """`python -m api` from `tree` (its own packages first on the path): (port, pid)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "DATABASE_URL": dsn,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "API_PORT": str(port),
+        "API_WORKERS": "1",
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api"], cwd=tree, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for_port(port, timeout=30)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def send_header(port: int, size: int, *, finish: bool) -> str:
+    """One request whose single header is `size` bytes: what the server did with it."""
+    writer = None
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Flood: ")
+        for _ in range(size // len(CHUNK)):
+            writer.write(CHUNK)
+            await writer.drain()
+        if not finish:
+            return "sent"
+        writer.write(b"\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        return head.split(b" ", 2)[1].decode()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return "closed"
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def memory_flood(port: int, pid: int, *, connections: int, mib: int) -> dict[str, Any]:
+    await asyncio.sleep(1)
+    before = rss_mib(pid)
+    peak = before
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, rss_mib(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    # Unfinished headers: the connections stay open (until the server cuts them) while
+    # the peak is sampled.
+    writers = await asyncio.gather(
+        *(send_header(port, mib << 20, finish=False) for _ in range(connections))
+    )
+    await asyncio.sleep(1)
+    done = True
+    await sampler
+    outcomes = {o: writers.count(o) for o in set(writers)}
+    await asyncio.sleep(2)
+    return {
+        "rss_before_mib": before,
+        "rss_peak_mib": peak,
+        "rss_after_mib": rss_mib(pid),
+        "outcomes": outcomes,
+    }
+
+
+async def header_stall(port: int, *, mib: int) -> dict[str, Any]:
+    conn = await HttpConnection.open(port)
+    worst = 0.0
+    probes = 0
+    flood = asyncio.create_task(send_header(port, mib << 20, finish=True))
+    t_start = time.perf_counter()
+    while not flood.done():
+        t0 = time.perf_counter()
+        status, _ = await conn.request("GET /healthz", None)
+        if status != 200:
+            raise RuntimeError(f"/healthz answered {status}")
+        worst = max(worst, time.perf_counter() - t0)
+        probes += 1
+        await asyncio.sleep(0.01)
+    conn.close()
+    return {
+        "outcome": await flood,
+        "flood_seconds": time.perf_counter() - t_start,
+        "probes": probes,
+        "worst_probe_ms": worst * 1000,
+    }
+
+
+async def overload(
+    port: int,
+    *,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    seed: int,
+    honour_retry_after: bool,
+) -> dict[str, Any]:
+    makers = [m for _, m in mix()]
+    weights = [w for w, _ in mix()]
+    clock = _Clock()
+    served: list[float] = []
+    shed: list[float] = []
+    other: dict[int, int] = {}
+    conns = [await HttpConnection.open(port) for _ in range(connections)]
+    measure_from = time.monotonic() + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def worker(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        while (now := time.monotonic()) < stop_at:
+            _, line, body = rng.choices(makers, weights)[0](rng, clock)
+            t0 = time.perf_counter()
+            status, _ = await conns[k].request(line, body)
+            elapsed = time.perf_counter() - t0
+            if now < measure_from:
+                continue
+            if status < 300:
+                served.append(elapsed)
+            elif status == 503:
+                shed.append(elapsed)
+                if honour_retry_after:
+                    await asyncio.sleep(RETRY_AFTER_S)
+            else:
+                other[status] = other.get(status, 0) + 1
+
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    for c in conns:
+        c.close()
+    return {
+        "served_per_s": len(served) / duration_s,
+        "shed_per_s": len(shed) / duration_s,
+        "served": percentiles(served),
+        "shed": percentiles(shed),
+        "other_statuses": other,
+    }
+
+
+async def measure(
+    tree: Path, label: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"tree": label}
+    async with (
+        scratch_database(label="edge") as dsn,
+        scratch_counters(label="edge") as counters,
+    ):
+        with api_process(tree, dsn, counters.prefix, workdir / f"api-{label}.log") as (port, pid):
+            await register(port)
+            out["memory"] = await memory_flood(
+                port, pid, connections=args.flood_connections, mib=args.flood_mb
+            )
+            print(f"{label}: memory {out['memory']}", flush=True)
+            out["stall"] = await header_stall(port, mib=args.stall_mb)
+            print(f"{label}: stall {out['stall']}", flush=True)
+            runs = []
+            for i in range(args.repeat):
+                run = await overload(
+                    port,
+                    connections=args.connections,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    seed=i,
+                    honour_retry_after=not args.ignore_retry_after,
+                )
+                print(
+                    f"{label}: overload run {i + 1}: served {run['served_per_s']:,.0f}/s "
+                    f"p50/p99 {run['served']['p50_ms']:.1f}/{run['served']['p99_ms']:.1f} ms, "
+                    f"shed {run['shed_per_s']:,.0f}/s p99 {run['shed']['p99_ms']:.1f} ms, "
+                    f"other {run['other_statuses']}",
+                    flush=True,
+                )
+                runs.append(run)
+            runs.sort(key=lambda r: r["served"]["p99_ms"])
+            out["overload_median"] = runs[(len(runs) - 1) // 2]
+            out["overload_runs"] = runs
+    return out
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data["trees"]:
+        m, s, o = r["memory"], r["stall"], r["overload_median"]
+        rows.append(
+            {
+                "tree": r["tree"],
+                "RSS before/peak/after MiB": f"{m['rss_before_mib']:.0f} / "
+                f"{m['rss_peak_mib']:.0f} / {m['rss_after_mib']:.0f}",
+                "worst /healthz during big header ms": f"{s['worst_probe_ms']:.0f}",
+                "served/s": f"{o['served_per_s']:,.0f}",
+                "served p50/p99 ms": f"{o['served']['p50_ms']:.1f} / {o['served']['p99_ms']:.1f}",
+                "shed/s": f"{o['shed_per_s']:,.0f}",
+                "shed p99 ms": f"{o['shed']['p99_ms']:.1f}",
+                "p99 of runs ms": ", ".join(
+                    f"{x['served']['p99_ms']:.0f}" for x in r["overload_runs"]
+                ),
+            }
+        )
+    head = f"## HTTP edge, {data['started_at']}\n\n"
+    return head + report.markdown_table(rows, list(rows[0]))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    data: dict[str, Any] = {
+        "benchmark": "http_edge",
+        "machine": report.machine(),
+        "started_at": report.stamp(),
+        "args": vars(args),
+        "trees": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))
+    refs: list[str | None] = [args.baseline, None] if args.baseline else [None]
+    for ref in refs:
+        with source_tree(ref) as tree:
+            label = f"baseline {ref}" if ref else "this tree"
+            data["trees"].append(await measure(tree, label, args, workdir))
+    base = report.write(name="http-edge", data=data, markdown=_markdown(data))
+    print(_markdown(data))
+    print(f"results: {base}.json .md; API logs in {workdir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", help="a git ref to measure first, e.g. a commit before")
+    parser.add_argument("--flood-connections", type=int, default=20)
+    parser.add_argument("--flood-mb", type=int, default=10)
+    parser.add_argument("--stall-mb", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="shed clients retry at once (the worst case for shedding's own cost)",
+    )
+    uvloop.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
