@@ -50,9 +50,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._served_app = self.app
-        self._shed_app = overloaded_response(
-            limits.retry_after_s, "too many connections to this worker; retry later", close=True
-        )
         self._in_headers = True
         # Exact: the request line and the complete headers. Streamed: what arrived while the
         # headers were incomplete, which bounds a header that never completes.
@@ -113,11 +110,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._exact_bytes > self.limits.max_header_bytes:
             self._refuse(431, "request line and headers over the size limit")
             return
-        self.app = (
-            self._shed_app
-            if len(self.connections) > self.limits.max_connections
-            else self._served_app
-        )
+        if len(self.connections) > self.limits.max_connections:
+            self.app = overloaded_response(
+                self.limits.retry_after_s,
+                "too many connections to this worker; retry later",
+                close=True,
+            )
+        else:
+            self.app = self._served_app
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

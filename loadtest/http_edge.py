@@ -2,8 +2,8 @@
 limits (this tree) and, in the same run, without them (`--baseline REF`, e.g. a commit before
 them).
 
-    python -m loadtest.http_edge --baseline 8340d47                 # both, 3 x 20 s mix each
-    python -m loadtest.http_edge --duration 10 --repeat 1           # this tree only, shorter
+    python -m loadtest.http_edge --baseline 8340d47 --variant MAX_CONCURRENT_REQUESTS=64
+    python -m loadtest.http_edge --duration 10 --repeat 1 --connections 64   # this tree, short
 
 For each tree it starts `python -m api` (one worker) on a free port against a scratch database
 and Redis prefix, and measures, on loopback only:
@@ -11,11 +11,11 @@ and Redis prefix, and measures, on loopback only:
    `--flood-mb` MiB of one unfinished header (64 KiB writes);
 2. stall: the slowest `GET /healthz` (one every 10 ms on another connection) while one
    connection sends a `--stall-mb` MiB header;
-3. overload: the REST mix of `loadtest/rest.py` on 64 keep-alive connections, closed loop, zero
-   wait, for `--duration` s after a warm-up, `--repeat` times: served and shed requests per
-   second and the latency of each (a shed request is answered 503 at once; its client waits
-   the Retry-After second before its next request, or retries at once with
-   `--ignore-retry-after`, the most shedding can cost).
+3. overload: the REST mix of `loadtest/rest.py` on 64 and 256 keep-alive connections
+   (`--connections`), closed loop, zero wait, for `--duration` s after a warm-up, `--repeat`
+   times: served and shed requests per second and the latency of each (a shed request is
+   answered 503 at once; its client waits the Retry-After second before its next request, or
+   retries at once with `--ignore-retry-after`, the most shedding can cost).
 Every loop is bounded by a byte count or a duration.
 """
 
@@ -61,7 +61,9 @@ def source_tree(ref: str | None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def api_process(tree: Path, dsn: str, prefix: str, log: Path) -> Iterator[tuple[int, int]]:
+def api_process(
+    tree: Path, dsn: str, prefix: str, log: Path, extra_env: dict[str, str]
+) -> Iterator[tuple[int, int]]:
     """`python -m api` from `tree` (its own packages first on the path): (port, pid)."""
     port = free_port()
     env = {
@@ -72,6 +74,7 @@ def api_process(tree: Path, dsn: str, prefix: str, log: Path) -> Iterator[tuple[
         "REDIS_PREFIX": prefix,
         "API_PORT": str(port),
         "API_WORKERS": "1",
+        **extra_env,
     }
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -150,16 +153,25 @@ async def memory_flood(port: int, pid: int, *, connections: int, mib: int) -> di
 
 
 async def header_stall(port: int, *, mib: int) -> dict[str, Any]:
+    """The slowest /healthz while one client sends a `mib` MiB header. A probe whose
+    connection the server dropped (its keep-alive timer fired during a stall longer than the
+    timeout) counts as failed, lasting until the failure; the next probe reconnects."""
     conn = await HttpConnection.open(port)
     worst = 0.0
-    probes = 0
+    probes = failures = 0
     flood = asyncio.create_task(send_header(port, mib << 20, finish=True))
     t_start = time.perf_counter()
     while not flood.done():
         t0 = time.perf_counter()
-        status, _ = await conn.request("GET /healthz", None)
-        if status != 200:
-            raise RuntimeError(f"/healthz answered {status}")
+        try:
+            status, _ = await conn.request("GET /healthz", None)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            failures += 1
+            conn.close()
+            conn = await HttpConnection.open(port)
+        else:
+            if status != 200:
+                raise RuntimeError(f"/healthz answered {status}")
         worst = max(worst, time.perf_counter() - t0)
         probes += 1
         await asyncio.sleep(0.01)
@@ -168,6 +180,7 @@ async def header_stall(port: int, *, mib: int) -> dict[str, Any]:
         "outcome": await flood,
         "flood_seconds": time.perf_counter() - t_start,
         "probes": probes,
+        "probe_failures": failures,
         "worst_probe_ms": worst * 1000,
     }
 
@@ -222,66 +235,92 @@ async def overload(
 
 
 async def measure(
-    tree: Path, label: str, args: argparse.Namespace, workdir: Path
+    tree: Path,
+    label: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    extra_env: dict[str, str],
+    floods: bool,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"tree": label}
+    out: dict[str, Any] = {"tree": label, "overload": {}}
+    log = workdir / f"api-{label.replace(' ', '_')}.log"
     async with (
         scratch_database(label="edge") as dsn,
         scratch_counters(label="edge") as counters,
     ):
-        with api_process(tree, dsn, counters.prefix, workdir / f"api-{label}.log") as (port, pid):
+        with api_process(tree, dsn, counters.prefix, log, extra_env) as (port, pid):
             await register(port)
-            out["memory"] = await memory_flood(
-                port, pid, connections=args.flood_connections, mib=args.flood_mb
-            )
-            print(f"{label}: memory {out['memory']}", flush=True)
-            out["stall"] = await header_stall(port, mib=args.stall_mb)
-            print(f"{label}: stall {out['stall']}", flush=True)
-            runs = []
-            for i in range(args.repeat):
-                run = await overload(
-                    port,
-                    connections=args.connections,
-                    duration_s=args.duration,
-                    warmup_s=args.warmup,
-                    seed=i,
-                    honour_retry_after=not args.ignore_retry_after,
+            if floods:
+                out["memory"] = await memory_flood(
+                    port, pid, connections=args.flood_connections, mib=args.flood_mb
                 )
-                print(
-                    f"{label}: overload run {i + 1}: served {run['served_per_s']:,.0f}/s "
-                    f"p50/p99 {run['served']['p50_ms']:.1f}/{run['served']['p99_ms']:.1f} ms, "
-                    f"shed {run['shed_per_s']:,.0f}/s p99 {run['shed']['p99_ms']:.1f} ms, "
-                    f"other {run['other_statuses']}",
-                    flush=True,
-                )
-                runs.append(run)
-            runs.sort(key=lambda r: r["served"]["p99_ms"])
-            out["overload_median"] = runs[(len(runs) - 1) // 2]
-            out["overload_runs"] = runs
+                print(f"{label}: memory {out['memory']}", flush=True)
+                out["stall"] = await header_stall(port, mib=args.stall_mb)
+                print(f"{label}: stall {out['stall']}", flush=True)
+            for connections in args.connections:
+                runs = []
+                for i in range(args.repeat):
+                    run = await overload(
+                        port,
+                        connections=connections,
+                        duration_s=args.duration,
+                        warmup_s=args.warmup,
+                        seed=i,
+                        honour_retry_after=not args.ignore_retry_after,
+                    )
+                    print(
+                        f"{label}, {connections} connections, run {i + 1}: served "
+                        f"{run['served_per_s']:,.0f}/s p50/p99 {run['served']['p50_ms']:.1f}/"
+                        f"{run['served']['p99_ms']:.1f} ms, shed {run['shed_per_s']:,.0f}/s "
+                        f"p99 {run['shed']['p99_ms']:.1f} ms, other {run['other_statuses']}",
+                        flush=True,
+                    )
+                    runs.append(run)
+                runs.sort(key=lambda r: r["served"]["p99_ms"])
+                out["overload"][str(connections)] = {
+                    "median": runs[(len(runs) - 1) // 2],
+                    "runs": runs,
+                }
     return out
 
 
 def _markdown(data: dict[str, Any]) -> str:
+    out = [f"## HTTP edge, {data['started_at']}\n"]
+    floods = [
+        {
+            "tree": r["tree"],
+            "RSS before/peak/after MiB": f"{r['memory']['rss_before_mib']:.0f} / "
+            f"{r['memory']['rss_peak_mib']:.0f} / {r['memory']['rss_after_mib']:.0f}",
+            "flood outcomes": r["memory"]["outcomes"],
+            "big header: worst /healthz ms": f"{r['stall']['worst_probe_ms']:,.0f}",
+            "probes failed": r["stall"]["probe_failures"],
+        }
+        for r in data["trees"]
+        if "memory" in r
+    ]
+    if floods:
+        out.append(report.markdown_table(floods, list(floods[0])))
     rows = []
     for r in data["trees"]:
-        m, s, o = r["memory"], r["stall"], r["overload_median"]
-        rows.append(
-            {
-                "tree": r["tree"],
-                "RSS before/peak/after MiB": f"{m['rss_before_mib']:.0f} / "
-                f"{m['rss_peak_mib']:.0f} / {m['rss_after_mib']:.0f}",
-                "worst /healthz during big header ms": f"{s['worst_probe_ms']:.0f}",
-                "served/s": f"{o['served_per_s']:,.0f}",
-                "served p50/p99 ms": f"{o['served']['p50_ms']:.1f} / {o['served']['p99_ms']:.1f}",
-                "shed/s": f"{o['shed_per_s']:,.0f}",
-                "shed p99 ms": f"{o['shed']['p99_ms']:.1f}",
-                "p99 of runs ms": ", ".join(
-                    f"{x['served']['p99_ms']:.0f}" for x in r["overload_runs"]
-                ),
-            }
-        )
-    head = f"## HTTP edge, {data['started_at']}\n\n"
-    return head + report.markdown_table(rows, list(rows[0]))
+        for connections, o in r["overload"].items():
+            m = o["median"]
+            rows.append(
+                {
+                    "tree": r["tree"],
+                    "connections": connections,
+                    "served/s": f"{m['served_per_s']:,.0f}",
+                    "served p50/p99 ms": f"{m['served']['p50_ms']:.1f} / "
+                    f"{m['served']['p99_ms']:.1f}",
+                    "shed/s": f"{m['shed_per_s']:,.0f}",
+                    "shed p99 ms": f"{m['shed']['p99_ms']:.1f}",
+                    "served p99 of each run ms": ", ".join(
+                        f"{x['served']['p99_ms']:.0f}" for x in o["runs"]
+                    ),
+                }
+            )
+    out.append(report.markdown_table(rows, list(rows[0])))
+    return "\n".join(out)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -293,11 +332,20 @@ async def main_async(args: argparse.Namespace) -> None:
         "trees": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))
-    refs: list[str | None] = [args.baseline, None] if args.baseline else [None]
-    for ref in refs:
-        with source_tree(ref) as tree:
-            label = f"baseline {ref}" if ref else "this tree"
-            data["trees"].append(await measure(tree, label, args, workdir))
+    if args.baseline:
+        with source_tree(args.baseline) as tree:
+            label = f"baseline {args.baseline}"
+            data["trees"].append(
+                await measure(tree, label, args, workdir, extra_env={}, floods=True)
+            )
+    data["trees"].append(await measure(ROOT, "this tree", args, workdir, extra_env={}, floods=True))
+    for variant in args.variant:
+        name, value = variant.split("=", 1)
+        data["trees"].append(
+            await measure(
+                ROOT, f"this tree, {variant}", args, workdir, extra_env={name: value}, floods=False
+            )
+        )
     base = report.write(name="http-edge", data=data, markdown=_markdown(data))
     print(_markdown(data))
     print(f"results: {base}.json .md; API logs in {workdir}")
@@ -309,7 +357,14 @@ def main() -> None:
     parser.add_argument("--flood-connections", type=int, default=20)
     parser.add_argument("--flood-mb", type=int, default=10)
     parser.add_argument("--stall-mb", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, nargs="+", default=[64, 256])
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="also this tree with one setting changed (overload only), e.g. "
+        "MAX_CONCURRENT_REQUESTS=64; repeatable",
+    )
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3)
