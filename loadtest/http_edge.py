@@ -47,14 +47,14 @@ RETRY_AFTER_S = 1.0
 
 
 @contextlib.contextmanager
-def source_tree(ref: str | None) -> Iterator[Path]:
-    """This tree, or `ref` exported (git archive) into a temporary directory."""
+def source_tree(ref: str | None, repo: Path) -> Iterator[Path]:
+    """This tree, or `ref` of `repo` exported (git archive) into a temporary directory."""
     if ref is None:
         yield ROOT
         return
     with tempfile.TemporaryDirectory(prefix="rs-edge-baseline-") as tmp:
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+            ["git", "-C", str(repo), "archive", ref], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         yield Path(tmp)
@@ -333,7 +333,7 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))
     if args.baseline:
-        with source_tree(args.baseline) as tree:
+        with source_tree(args.baseline, args.repo) as tree:
             label = f"baseline {args.baseline}"
             data["trees"].append(
                 await measure(tree, label, args, workdir, extra_env={}, floods=True)
@@ -354,6 +354,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="a git ref to measure first, e.g. a commit before")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="where --baseline is taken from")
     parser.add_argument("--flood-connections", type=int, default=20)
     parser.add_argument("--flood-mb", type=int, default=10)
     parser.add_argument("--stall-mb", type=int, default=200)
