@@ -48,7 +48,7 @@ class ApiSettings(MqttAuthSettings):
     header_timeout_s: float = Field(default=10.0, gt=0)
     keepalive_timeout_s: int = Field(default=5, ge=1)
     max_connections: int = Field(default=1000, ge=1)
-    max_concurrent_requests: int = Field(default=32, ge=1)
+    max_concurrent_requests: int = Field(default=64, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
 
     # The same time limits as the bridge (docs/protocol.md, "Time limits").

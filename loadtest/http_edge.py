@@ -328,7 +328,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "benchmark": "http_edge",
         "machine": report.machine(),
         "started_at": report.stamp(),
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "trees": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))
