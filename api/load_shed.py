@@ -15,7 +15,7 @@ from api.errors import overloaded_response
 
 SHED = Counter("robosense_api_shed_total", "Requests answered 503 because the worker was full")
 
-_NEVER_SHED = frozenset(("/healthz", "/readyz", "/metrics"))
+_NEVER_SHED = frozenset(("/healthz", "/readyz", "/health_check", "/metrics"))
 
 
 class LoadShedMiddleware:
