@@ -6,8 +6,6 @@ needs a preflight, which this API never grants) keeps such pages from sending re
 
 from __future__ import annotations
 
-import email.message
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body
@@ -17,12 +15,10 @@ _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 def is_json_media_type(value: str) -> bool:
     """`application/json` or `application/<anything>+json`, with any parameters."""
-    message = email.message.Message()
-    message["content-type"] = value
-    if message.get_content_maintype() != "application":
-        return False
-    subtype = message.get_content_subtype()
-    return subtype == "json" or subtype.endswith("+json")
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class RequireJsonMiddleware:
