@@ -20,7 +20,7 @@ from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import DEFAULT_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
+from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
@@ -104,9 +104,9 @@ async def run(settings: BridgeSettings) -> None:
         await keep_partitions()
         await writer.keep_counters(replay_older_than_s=0)
 
-        if settings.share_group == DEFAULT_SHARE_GROUP:
+        if settings.share_group == PUBLIC_SHARE_GROUP:
             log.warning(
-                "SHARE_GROUP is the public default: any client of the broker can join the group "
+                "SHARE_GROUP is the public name robosense: any client of the broker can join the group "
                 "and take readings from it; set the secret one (docs/security.md)"
             )
         inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)

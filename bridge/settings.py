@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetry.payload import TimeWindow
 
-DEFAULT_SHARE_GROUP = "robosense"
+# The group name every bridge used before the secret one (docs/security.md): public.
+PUBLIC_SHARE_GROUP = "robosense"
 
 
 class UnknownRobotPolicy(StrEnum):
@@ -54,9 +55,14 @@ class BridgeSettings(BaseSettings):
     bridge_client_id: str = Field(
         default_factory=lambda: f"robosense-bridge-{socket.gethostname()}"
     )
-    # Mosquitto 2.0 lets any client join a share group and take its turn (docs/security.md):
-    # in production this is the secret name `python -m mqtt_auth share-group` prints.
-    share_group: str = DEFAULT_SHARE_GROUP
+    # Empty (the default): a plain subscription, for one bridge. Mosquitto 2.0 keeps a plain
+    # subscription of a persistent session across its own restarts but not a `$share` one (see
+    # README, "What a broker restart loses"), so only a plain one queues what robots publish
+    # while the bridge is reconnecting to a restarted broker. Several bridges need a group name
+    # to split the stream between them; since Mosquitto 2.0 lets any client join a share group
+    # and take its turn (docs/security.md), in production it is the secret name
+    # `python -m mqtt_auth share-group` prints. A plain subscription has no such exposure.
+    share_group: str = Field(default="", pattern=r"^[^/+#]*$")
     # Messages the bridge holds before paho's thread stops reading the socket. At QoS 1 the
     # broker's in-flight window (max_inflight_messages, 20,000 in mosquitto.conf) binds first;
     # this bounds QoS 0 traffic, which has no flow control. Must exceed the batch size.
