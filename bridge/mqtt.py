@@ -29,13 +29,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.inbox import InboundMessage, Inbox
 from bridge.settings import MqttTarget
-from telemetry.topics import READINGS_FILTER, STATUS_FILTER, readings_filter
+from telemetry.topics import STATUS_FILTER, readings_filter
 
 log = logging.getLogger(__name__)
-
-# The group every bridge used before plain subscriptions became the default: a session that
-# still holds it would get each message twice (once per subscription) until the broker restarts.
-FORMER_SHARE_GROUP = "robosense"
 
 
 class MqttSubscriber:
@@ -151,11 +147,6 @@ class MqttSubscriber:
         # shared subscription after a broker restart; any after a hard kill within its
         # autosave interval). It also has the broker resend the retained statuses.
         client.subscribe([(readings_filter(self._share_group), 1), (STATUS_FILTER, 1)])
-        # The other form of the readings subscription, left in the session by an earlier
-        # setting, would deliver every message a second time. After the subscribe, so that no
-        # message falls between the two.
-        other = readings_filter(FORMER_SHARE_GROUP) if not self._share_group else READINGS_FILTER
-        client.unsubscribe(other)
 
     def _on_subscribe(
         self,

@@ -138,13 +138,13 @@ async def test_rebuild_counters_command_restores_lost_counters(
 
 
 async def test_two_bridges_split_the_stream_and_store_it_once(
-    bridge: BridgeProcess,
     start_bridge: StartBridge,
     publisher: Publisher,
     registered: asyncpg.Pool[Any],
     counters: Counters,
 ) -> None:
-    second = start_bridge("second")
+    bridge = start_bridge(share_group="robosense")
+    second = start_bridge("second", share_group="robosense")
     start = int(time.time() * 1000) - 10_000
     messages = [m for r in ("r1", "r2", "r3") for m in battery_messages(r, 1000, start_ms=start)]
     publisher.publish_all(messages)
