@@ -8,22 +8,26 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge import metrics
 from bridge.batcher import BatchBuilder
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
+from bridge.counter_care import CounterCare
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
 from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
+from db.dead_letters import delete_dead_letters_before
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
+from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.payload import PayloadDecoder
@@ -87,6 +91,10 @@ async def run(settings: BridgeSettings) -> None:
             pool=pool,
             counters=counters,
             register_unknown_robots=settings.unknown_robot_policy is UnknownRobotPolicy.REGISTER,
+            dead_letter_limit=DeadLetterLimit(
+                per_source=settings.dead_letters_per_source_per_minute,
+                total=settings.dead_letters_per_minute,
+            ),
         )
 
         async def keep_partitions() -> None:
@@ -138,6 +146,28 @@ async def run(settings: BridgeSettings) -> None:
         )
         health = HealthServer(host=settings.metrics_host, port=settings.metrics_port, probe=probe)
         stack.callback(health.close)
+        care = CounterCare(
+            pool=pool,
+            counters=counters,
+            writer=writer,
+            subscriber=subscriber,
+            replay_older_than_s=settings.journal_replay_interval_s,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_minutes=settings.reconcile_minutes,
+            full_window_minutes=counters.ttl_s // 60,
+        )
+
+        async def housekeeping() -> None:
+            cutoff = datetime.now(UTC) - timedelta(days=settings.dead_letter_retention_days)
+            async with pool.acquire() as conn:
+                expired = await delete_dead_letters_before(conn, cutoff=cutoff)
+            metrics.DEAD_LETTERS_EXPIRED.inc(expired)
+            if expired:
+                log.info("dead letters expired", extra={"deleted": expired})
+            await care.prune_statuses()
+            # Robots registered since their last status change get it now.
+            subscriber.refresh_statuses()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
@@ -158,11 +188,18 @@ async def run(settings: BridgeSettings) -> None:
                 )
                 tg.create_task(
                     _every(
+                        interval_s=settings.partition_interval_s,
+                        stopping=pipeline.stopping,
+                        job=housekeeping,
+                        name="housekeeping",
+                    ),
+                    name="housekeeping",
+                )
+                tg.create_task(
+                    _every(
                         interval_s=settings.journal_replay_interval_s,
                         stopping=pipeline.stopping,
-                        job=lambda: writer.keep_counters(
-                            replay_older_than_s=settings.journal_replay_interval_s
-                        ),
+                        job=care.round,
                         name="counters",
                     ),
                     name="counters",

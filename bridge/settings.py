@@ -84,13 +84,24 @@ class BridgeSettings(BaseSettings):
     max_age_s: int = 7 * 86_400
 
     retention_days: int = 30
+    # Dead letters are for finding out what went wrong: kept a week, deleted by the hourly
+    # maintenance. A source (a robot id, or the topic) that floods keeps this many rows a
+    # minute, and all sources together this many; the rest are counted, not stored.
+    dead_letter_retention_days: float = Field(default=7, gt=0)
+    dead_letters_per_source_per_minute: int = Field(default=100, ge=0)
+    dead_letters_per_minute: int = Field(default=10_000, ge=0)
     partition_days_ahead: int = 3
     partition_interval_s: int = 3_600
     # On SIGTERM with PostgreSQL unavailable, how long to keep retrying before exiting with the
     # batch unacknowledged (the broker redelivers it). Keep below the supervisor's kill timeout.
     stop_grace_s: float = 10.0
-    # How often to replay missed counter updates and check that Redis still has the counters.
+    # How often to replay missed counter updates and check that Redis still has the counters
+    # (and has not restarted: then every counted minute is reconciled).
     journal_replay_interval_s: float = 15.0
+    # How often to compare the last `reconcile_minutes` minute buckets with PostgreSQL and
+    # repair drift (ingest/reconcile.py); each round is one GROUP BY over those minutes.
+    reconcile_interval_s: float = Field(default=300.0, gt=0)
+    reconcile_minutes: int = Field(default=15, ge=1)
 
     # /readyz turns false when messages have waited this long without a commit.
     stall_after_s: float = Field(default=30.0, gt=0)

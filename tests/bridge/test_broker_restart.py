@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.bridge.conftest import eventually
+from harness.publisher import Publisher, SteadyRobot, battery_messages
+from harness.services import Mosquitto
+from harness.waiting import eventually
 from tests.conftest import StartBridge
-from tests.support.publisher import Publisher, SteadyRobot, battery_messages
-from tests.support.services import Mosquitto
 
 ROBOTS = ("r1", "r2", "r3", "r4")
 
@@ -61,6 +61,20 @@ async def stored_indexes(pool: asyncpg.Pool[Any], start_ms: int) -> dict[str, se
 async def row_count(pool: asyncpg.Pool[Any]) -> int:
     n: int = await pool.fetchval("SELECT count(*) FROM sensor_readings")
     return n
+
+
+async def settled(probe: Callable[[], Awaitable[int]], *, quiet_s: float, timeout: float) -> int:
+    """Waits until probe() has not changed for `quiet_s`; raises if it keeps changing."""
+    deadline = time.monotonic() + timeout
+    value, since = await probe(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still changing after {timeout}s: {value}")
+        await asyncio.sleep(0.2)
+        now = await probe()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 async def all_acked(fleet: list[SteadyRobot]) -> None:
@@ -150,7 +164,7 @@ async def test_kill_9_of_the_broker_loses_at_most_what_arrived_since_its_last_sa
     # Let the bridge drain what it can; then every reading acknowledged before the last save
     # (1 s margin for the save itself) or after the restart is stored.
     total = len(acked)
-    await eventually(lambda: row_count(registered), total, timeout=60)
+    await settled(lambda: row_count(registered), quiet_s=3.0, timeout=60)
     missing = lost(await stored_now())
     outside_window = [k for k in missing if not (last_save - 1 <= acked[k] <= killed_at + 0.5)]
     assert outside_window == []
