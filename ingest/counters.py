@@ -106,6 +106,18 @@ return 1
 """
 
 
+_SET_STATUSES_LUA = """
+local key = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local cur = redis.call('HGET', key, ARGV[i])
+  if (not cur) or cjson.decode(cur).status ~= ARGV[i + 1] then
+    redis.call('HSET', key, ARGV[i], ARGV[i + 2])
+  end
+end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class MinuteBucket:
     """One minute's reading counts as Redis holds them."""
@@ -134,6 +146,7 @@ class Counters:
         self.ttl_s = ttl_s
         self._apply = redis.register_script(_APPLY_LUA)
         self._replace_minute = redis.register_script(_REPLACE_MINUTE_LUA)
+        self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
 
     async def apply(self, entry_id: int | str, entry: str) -> bool:
         """Applies a journal entry once; False when it had been applied already."""
@@ -141,12 +154,13 @@ class Counters:
         return bool(applied)
 
     async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
-        mapping: dict[str | bytes, bytes] = {
-            robot: orjson.dumps({"status": status, "at": at_ms})
-            for robot, status, at_ms in statuses
-        }
-        if mapping:
-            await self.redis.hset(f"{self.prefix}status", mapping=mapping)  # type: ignore[arg-type]
+        """Records each robot's status, keeping `at` (when it changed) if it is unchanged: the
+        broker resends retained statuses on every re-subscription."""
+        args: list[str | bytes] = [f"{self.prefix}status"]
+        for robot, status, at_ms in statuses:
+            args += [robot, status, orjson.dumps({"status": status, "at": at_ms})]
+        if len(args) > 1:
+            await self._set_statuses(args=args)
 
     async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not robot_ids:

@@ -71,6 +71,13 @@ async def test_stale_statuses_are_pruned_and_late_registrations_get_theirs(
     await registered.execute("INSERT INTO robots (id) VALUES ('late')")
     # The hourly (here: every second) refresh brings the retained status of `late` again.
     assert await eventually(tracked, ["late", "r2"]) == ["late", "r2"]
+    # Later refreshes resend it; when it changed stays when it changed.
+    first = await counters.statuses(["late"])
+    received = await metric(bridge, "bridge_messages_received_total")
+    await asyncio.sleep(2.5)
+    assert await metric(bridge, "bridge_messages_received_total") > received  # resent
+    assert await counters.statuses(["late"]) == first
+    assert first["late"]["status"] == "online"
 
 
 async def test_old_dead_letters_are_deleted(
