@@ -9,7 +9,8 @@ in the reading's own time (so a window's count equals COUNT(*) over `ts` in that
   latest:{robot} hash   `{sensor_type}` -> JSON of the newest reading, `{sensor_type}:ts` -> its ms
   seq:{robot}/{sensor_type} hash  n, min, max of inserted seqs: gaps = max - min + 1 - n
   last_seen      zset   robot_id -> ms of the last reading received
-  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms}
+  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
+                        registered robots only (the bridge filters and prunes)
   journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
 
 Every update of one batch runs in one Lua script, so a batch is applied whole or not at all.
