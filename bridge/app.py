@@ -157,7 +157,10 @@ async def run(settings: BridgeSettings) -> None:
             full_window_minutes=counters.ttl_s // 60,
         )
 
+        refresh_statuses = False  # not on the first run: the subscription just brought them
+
         async def housekeeping() -> None:
+            nonlocal refresh_statuses
             cutoff = datetime.now(UTC) - timedelta(days=settings.dead_letter_retention_days)
             async with pool.acquire() as conn:
                 expired = await delete_dead_letters_before(conn, cutoff=cutoff)
@@ -166,7 +169,9 @@ async def run(settings: BridgeSettings) -> None:
                 log.info("dead letters expired", extra={"deleted": expired})
             await care.prune_statuses()
             # Robots registered since their last status change get it now.
-            subscriber.refresh_statuses()
+            if refresh_statuses:
+                subscriber.refresh_statuses()
+            refresh_statuses = True
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)

@@ -42,25 +42,30 @@ class CounterCare:
         self.reconcile_interval_s = reconcile_interval_s
         self.reconcile_minutes = reconcile_minutes
         self.full_window_minutes = full_window_minutes
-        self._run_id: str | None = None
+        self._full_reconcile_due = False
+        self._first_round = True
         self._next_reconcile = time.monotonic() + reconcile_interval_s
 
     async def round(self) -> None:
-        """One round: replay or rebuild; after a Redis restart, the statuses again (from the
-        broker's retained messages) and every counted minute compared; else, when due, the
+        """One round: replay or rebuild; after a Redis restart (noticed by this bridge or, for a
+        restart while it was down, recorded in Redis), the statuses again (from the broker's
+        retained messages) and every counted minute compared until done; else, when due, the
         recent minutes compared."""
         rebuilt = await self.writer.keep_counters(replay_older_than_s=self.replay_older_than_s)
-        run_id = await self.counters.server_run_id()
-        restarted = self._run_id is not None and run_id != self._run_id
-        self._run_id = run_id
-        if rebuilt or restarted:
+        restarted = await self.counters.restarted_since_last_look()
+        if (rebuilt or restarted) and not self._first_round:
+            # (On the first round the bridge has just subscribed: the statuses are on their way.)
             log.warning(
                 "Redis lost or restarted; asking the broker for every retained status",
                 extra={"rebuilt": rebuilt},
             )
             self.subscriber.refresh_statuses()
+        self._first_round = False
         if restarted and not rebuilt:
-            await self.reconcile(minutes=self.full_window_minutes)
+            self._full_reconcile_due = True
+        if self._full_reconcile_due:
+            result = await self.reconcile(minutes=self.full_window_minutes)
+            self._full_reconcile_due = result.deferred
         elif time.monotonic() >= self._next_reconcile:
             await self.reconcile(minutes=self.reconcile_minutes)
 

@@ -12,6 +12,8 @@ in the reading's own time (so a window's count equals COUNT(*) over `ts` in that
   status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
                         registered robots only (the bridge filters and prunes)
   journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
+  meta:built     string when the counters were last rebuilt (absent: Redis lost them)
+  meta:run_id    string the Redis server's run_id when last looked at (a restart changes it)
 
 Every update of one batch runs in one Lua script, so a batch is applied whole or not at all.
 """
@@ -209,10 +211,14 @@ class Counters:
             found = await pipe.execute()
         return {i for i, f in zip(entry_ids, found, strict=True) if f}
 
-    async def server_run_id(self) -> str:
-        """Changes whenever the Redis server restarts (it may come back stale or empty)."""
-        info = await self.redis.info("server")
-        return str(info["run_id"])
+    async def restarted_since_last_look(self) -> bool:
+        """True when the Redis server restarted since any process last asked, which it may do
+        stale (from an older snapshot) or empty. The server's run_id changes at each start;
+        the one last seen is kept in Redis itself, so a snapshot brings back an older one, and
+        GETSET tells one asker only."""
+        run_id = str((await self.redis.info("server"))["run_id"])
+        previous = cast(bytes | None, await self.redis.getset(f"{self.prefix}meta:run_id", run_id))
+        return previous is not None and previous.decode() != run_id
 
     async def status_robot_ids(self) -> list[str]:
         ids = await self.redis.hkeys(f"{self.prefix}status")

@@ -47,6 +47,7 @@ class Reconciled:
     skipped: int  # minutes left for the next round (changing, or updates pending)
     repaired: int  # minutes rewritten
     drift: int  # readings by which the repaired minutes were off, summed over robot and type
+    deferred: bool = False  # Redis is behind on the journal: nothing was compared
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -74,7 +75,7 @@ async def reconcile_minutes(
         pending = await journal_entries_up_to(conn, limit=_MAX_PENDING)
     if pending is None:
         log.info("counter reconciliation deferred: Redis is behind on the journal")
-        return Reconciled(0, len(minutes), 0, 0)
+        return Reconciled(0, len(minutes), 0, 0, deferred=True)
     applied = await counters.applied_entries([entry_id for entry_id, _ in pending])
     unsettled: set[int] = set()
     for entry_id, entry in pending:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from harness.bridge import BridgeProcess
@@ -142,7 +143,9 @@ async def test_a_flooding_source_keeps_its_quota_of_dead_letters(
     assert bridge.metric('bridge_rejected_total{reason="unknown_robot"}') == 620
 
 
+@pytest.mark.parametrize("bridge_running", [True, False], ids=["bridge-running", "bridge-down"])
 async def test_counters_and_statuses_recover_when_redis_comes_back_stale(
+    bridge_running: bool,
     registered: asyncpg.Pool[Any],
     start_bridge: StartBridge,
     redis_prefix: str,
@@ -179,18 +182,25 @@ async def test_counters_and_statuses_recover_when_redis_comes_back_stale(
             publisher.publish_all(battery_messages("r3", 1, start_ms=start + 5000))
             assert await eventually(counted, 5001) == 5001
 
+            if not bridge_running:
+                bridge.terminate()
             redis_server.kill()
             redis_server.start()  # loads the snapshot: stale, not empty
             await client.aclose()
             client = Redis.from_url(redis_server.url)
             counters = Counters(redis=client, prefix=redis_prefix)
-            # The bridge sees the restart, reconciles every counted minute and asks the broker
-            # for the retained statuses again.
+            assert await counted() < 5001  # the fault: stale
+            if not bridge_running:
+                bridge.start()
+            # The bridge sees the restart (the snapshot holds the run_id it saw before),
+            # reconciles every counted minute and has the broker resend the retained statuses
+            # (a bridge that starts subscribes, which does the same).
             assert await eventually(counted, 5001) == 5001
             assert await eventually(lambda: status("r2"), "online") == "online"
             assert await metric(bridge, "bridge_counter_repairs_total") >= 1
             assert await metric(bridge, "bridge_counter_drift_readings_total") == 3000
-            assert '"Redis lost or restarted' in bridge.log_path.read_text()
+            if bridge_running:
+                assert '"Redis lost or restarted' in bridge.log_path.read_text()
             assert (await counters.latest("r1"))["battery"]["seq"] == 1999
         finally:
             bridge.stop()
