@@ -15,16 +15,14 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bridge import metrics
 from bridge.batcher import BatchBuilder
-from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.counter_care import CounterCare
+from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
 from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
-from db.dead_letters import delete_dead_letters_before
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
 from ingest.dead_letter_limit import DeadLetterLimit
@@ -114,8 +112,8 @@ async def run(settings: BridgeSettings) -> None:
 
         if settings.share_group == PUBLIC_SHARE_GROUP:
             log.warning(
-                "SHARE_GROUP is the public name robosense: any client of the broker can join the group "
-                "and take readings from it; set the secret one (docs/security.md)"
+                "SHARE_GROUP is the public name robosense: any client of the broker can join the "
+                "group and take readings from it; set the secret one (docs/security.md)"
             )
         inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)
         subscriber = await stack.enter_async_context(
@@ -157,22 +155,6 @@ async def run(settings: BridgeSettings) -> None:
             full_window_minutes=counters.ttl_s // 60,
         )
 
-        refresh_statuses = False  # not on the first run: the subscription just brought them
-
-        async def housekeeping() -> None:
-            nonlocal refresh_statuses
-            cutoff = datetime.now(UTC) - timedelta(days=settings.dead_letter_retention_days)
-            async with pool.acquire() as conn:
-                expired = await delete_dead_letters_before(conn, cutoff=cutoff)
-            metrics.DEAD_LETTERS_EXPIRED.inc(expired)
-            if expired:
-                log.info("dead letters expired", extra={"deleted": expired})
-            await care.prune_statuses()
-            # Robots registered since their last status change get it now.
-            if refresh_statuses:
-                subscriber.refresh_statuses()
-            refresh_statuses = True
-
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
@@ -195,7 +177,11 @@ async def run(settings: BridgeSettings) -> None:
                     _every(
                         interval_s=settings.partition_interval_s,
                         stopping=pipeline.stopping,
-                        job=housekeeping,
+                        job=lambda: care.housekeeping(
+                            dead_letter_retention=timedelta(
+                                days=settings.dead_letter_retention_days
+                            )
+                        ),
                         name="housekeeping",
                     ),
                     name="housekeeping",

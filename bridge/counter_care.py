@@ -1,18 +1,22 @@
-"""The bridge's care of the Redis side: journal replay, rebuild, drift repair, statuses.
+"""The bridge's care of what is not the stream: the Redis side (journal replay, rebuild, drift
+repair, statuses) every few seconds, and hourly housekeeping (dead letters, stale statuses).
 
-Runs as one periodic job, so a rebuild and a reconciliation never interleave in this process.
+The Redis side runs as one periodic job, so a rebuild and a reconciliation never interleave in
+this process.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from bridge import metrics
 from bridge.mqtt import MqttSubscriber
+from db.dead_letters import delete_dead_letters_before
 from db.robot_registry import registered_among
 from ingest.counters import Counters
 from ingest.reconcile import Reconciled, reconcile_minutes
@@ -44,6 +48,7 @@ class CounterCare:
         self.full_window_minutes = full_window_minutes
         self._full_reconcile_due = False
         self._first_round = True
+        self._first_housekeeping = True
         self._next_reconcile = time.monotonic() + reconcile_interval_s
 
     async def round(self) -> None:
@@ -86,6 +91,21 @@ class CounterCare:
                 extra={"repaired_minutes": result.repaired, "drift_readings": result.drift},
             )
         return result
+
+    async def housekeeping(self, *, dead_letter_retention: timedelta) -> None:
+        """Hourly: expires dead letters, drops statuses of robots no longer registered, and has
+        the broker resend the retained statuses, so robots registered since their last status
+        change get theirs (not on the first run: the subscription has just brought them)."""
+        cutoff = datetime.now(UTC) - dead_letter_retention
+        async with self.pool.acquire() as conn:
+            expired = await delete_dead_letters_before(conn, cutoff=cutoff)
+        metrics.DEAD_LETTERS_EXPIRED.inc(expired)
+        if expired:
+            log.info("dead letters expired", extra={"deleted": expired})
+        await self.prune_statuses()
+        if not self._first_housekeeping:
+            self.subscriber.refresh_statuses()
+        self._first_housekeeping = False
 
     async def prune_statuses(self) -> int:
         """Drops the statuses of robots no longer registered (deleted, or tracked before

@@ -19,9 +19,9 @@ RETAINED_IGNORED = Counter(
     "Retained copies on reading topics replayed by the broker at subscription (acked, ignored)",
 )
 REJECTED = Counter("bridge_rejected_total", "Refused messages or readings", ["reason"])
-DEAD_LETTERS_DROPPED = Counter(
-    "bridge_dead_letters_dropped_total",
-    "Refusals counted but not written to dead_letters: a source past its per-minute limit",
+DEAD_LETTERS_OVER_QUOTA = Counter(
+    "bridge_dead_letters_over_quota_total",
+    "Refusals counted but not written to dead_letters: a source past its per-minute quota",
     ["reason"],
 )
 DEAD_LETTERS_EXPIRED = Counter(

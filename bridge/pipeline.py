@@ -201,8 +201,8 @@ class Pipeline:
             metrics.RETAINED_IGNORED.inc(batch.retained_readings)
             for reason, n in result.rejected.items():
                 metrics.REJECTED.labels(reason).inc(n)
-            for reason, n in result.dead_letters_dropped.items():
-                metrics.DEAD_LETTERS_DROPPED.labels(reason).inc(n)
+            for reason, n in result.dead_letters_over_quota.items():
+                metrics.DEAD_LETTERS_OVER_QUOTA.labels(reason).inc(n)
             if not result.counters_applied:
                 metrics.COUNTER_UPDATES_DEFERRED.inc()
 
@@ -264,7 +264,7 @@ class Pipeline:
             rejected=first.rejected + second.rejected,
             conflicting=first.conflicting + second.conflicting,
             counters_applied=first.counters_applied and second.counters_applied,
-            dead_letters_dropped=first.dead_letters_dropped + second.dead_letters_dropped,
+            dead_letters_over_quota=first.dead_letters_over_quota + second.dead_letters_over_quota,
         )
 
     async def _refused_by_database(

@@ -48,7 +48,7 @@ class WriteResult:
     conflicting: int = 0
     counters_applied: bool = True
     # Refusals counted but not written to dead_letters (a flood past the DeadLetterLimit).
-    dead_letters_dropped: Counter[str] = field(default_factory=Counter)
+    dead_letters_over_quota: Counter[str] = field(default_factory=Counter)
 
     @property
     def duplicates(self) -> int:
@@ -242,7 +242,7 @@ class IngestWriter:
             rejected=Counter(str(x.reason) for x in all_rejections),
             conflicting=len(merge.conflicts),
             counters_applied=counters_applied,
-            dead_letters_dropped=admission.dropped if admission is not None else Counter(),
+            dead_letters_over_quota=admission.dropped if admission is not None else Counter(),
         )
 
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:

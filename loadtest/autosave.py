@@ -19,7 +19,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.publisher import Publisher, battery_messages
-from harness.services import Mosquitto
+from harness.services import TEST_PUBLISHER, Mosquitto
+from mqtt_auth.identities import Identity, Role
 
 SETTINGS = {
     "shipped (autosave_interval 10 s)": [],
@@ -38,11 +39,13 @@ def measure(extra: list[str], messages: int, workdir: Path) -> float:
         line for line in broker.conf.read_text().splitlines() if not line.startswith("autosave")
     ]
     broker.conf.write_text("\n".join([*lines, "autosave_interval 10", *extra]) + "\n")
+    away_password = broker.add(Identity("away", Role.BRIDGE, None))
     broker.start()
     try:
         away = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="away", clean_session=False
         )
+        away.username_pw_set("away", away_password)
         away.connect("127.0.0.1", broker.port)
         away.loop_start()
         away.subscribe("robots/+/sensors/+", 1)
@@ -50,7 +53,9 @@ def measure(extra: list[str], messages: int, workdir: Path) -> float:
         away.disconnect()
         away.loop_stop()
         batch = battery_messages("r1", messages)
-        publisher = Publisher(port=broker.port)
+        publisher = Publisher(
+            port=broker.port, username=TEST_PUBLISHER, password=broker.passwords[TEST_PUBLISHER]
+        )
         began = time.perf_counter()
         publisher.publish_all(batch)
         seconds = time.perf_counter() - began

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from harness.publisher import Publisher, SteadyRobot, battery_messages
-from harness.services import Mosquitto
+from harness.services import TEST_PUBLISHER, Mosquitto
 from harness.waiting import eventually
 from tests.conftest import StartBridge
 
@@ -34,7 +34,14 @@ def make_fleet(
     mosquitto: Mosquitto, start_ms: int, *, rate: float, count: int
 ) -> list[SteadyRobot]:
     return [
-        SteadyRobot(port=mosquitto.port, robot_id=r, start_ms=start_ms, rate=rate, count=count)
+        SteadyRobot(
+            port=mosquitto.port,
+            robot_id=r,
+            password=mosquitto.add_robot(r),
+            start_ms=start_ms,
+            rate=rate,
+            count=count,
+        )
         for r in ROBOTS
     ]
 
@@ -180,7 +187,9 @@ async def test_bridge_down_while_the_broker_restarts_loses_nothing(
     mosquitto.start()
     # Published while the bridge is still away from the restarted broker.
     start = int(time.time() * 1000) - 10_000
-    publisher = Publisher(port=mosquitto.port)
+    publisher = Publisher(
+        port=mosquitto.port, username=TEST_PUBLISHER, password=mosquitto.passwords[TEST_PUBLISHER]
+    )
     try:
         publisher.publish_all(battery_messages("r1", 5000, start_ms=start))
     finally:
@@ -195,12 +204,14 @@ async def test_restarted_mosquitto_forgets_shared_subscriptions(
     """Why several bridges (SHARE_GROUP set) can lose readings through a broker restart: what
     robots publish before a bridge of the group has subscribed again has no subscriber. If
     this fails, the broker now persists shared subscriptions: revisit the README."""
-    bridge = start_bridge(share_group="robosense")
+    bridge = start_bridge(share_group=mosquitto.share_group)
     bridge.terminate()
     mosquitto.stop()
     mosquitto.start()
     start = int(time.time() * 1000) - 10_000
-    publisher = Publisher(port=mosquitto.port)
+    publisher = Publisher(
+        port=mosquitto.port, username=TEST_PUBLISHER, password=mosquitto.passwords[TEST_PUBLISHER]
+    )
     try:
         publisher.publish_all(battery_messages("r1", 500, start_ms=start))
         bridge.start()

@@ -130,7 +130,7 @@ async def test_a_flooding_source_keeps_its_quota_of_dead_letters(
     assert await eventually(stored, 100) == 100
 
     async def dropped() -> float:
-        return await metric(bridge, "bridge_dead_letters_dropped_total")
+        return await metric(bridge, "bridge_dead_letters_over_quota_total")
 
     assert await eventually(dropped, 550.0) == 550.0
     rows = dict(

@@ -81,7 +81,7 @@ async def test_database_holds_exactly_the_summarys_readings_and_dead_letters(
 
     def dropped(reason: str) -> int:
         try:
-            return int(bridge.metric(f'bridge_dead_letters_dropped_total{{reason="{reason}"}}'))
+            return int(bridge.metric(f'bridge_dead_letters_over_quota_total{{reason="{reason}"}}'))
         except KeyError:
             return 0
 
