@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,14 +16,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.batcher import BatchBuilder
+from bridge.counter_care import CounterCare
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import DEFAULT_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
+from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
 from db.connect import open_pool
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
+from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.payload import PayloadDecoder
@@ -87,6 +89,10 @@ async def run(settings: BridgeSettings) -> None:
             pool=pool,
             counters=counters,
             register_unknown_robots=settings.unknown_robot_policy is UnknownRobotPolicy.REGISTER,
+            dead_letter_limit=DeadLetterLimit(
+                per_source=settings.dead_letters_per_source_per_minute,
+                total=settings.dead_letters_per_minute,
+            ),
         )
 
         async def keep_partitions() -> None:
@@ -104,10 +110,10 @@ async def run(settings: BridgeSettings) -> None:
         await keep_partitions()
         await writer.keep_counters(replay_older_than_s=0)
 
-        if settings.share_group == DEFAULT_SHARE_GROUP:
+        if settings.share_group == PUBLIC_SHARE_GROUP:
             log.warning(
-                "SHARE_GROUP is the public default: any client of the broker can join the group "
-                "and take readings from it; set the secret one (docs/security.md)"
+                "SHARE_GROUP is the public name robosense: any client of the broker can join the "
+                "group and take readings from it; set the secret one (docs/security.md)"
             )
         inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)
         subscriber = await stack.enter_async_context(
@@ -138,6 +144,17 @@ async def run(settings: BridgeSettings) -> None:
         )
         health = HealthServer(host=settings.metrics_host, port=settings.metrics_port, probe=probe)
         stack.callback(health.close)
+        care = CounterCare(
+            pool=pool,
+            counters=counters,
+            writer=writer,
+            subscriber=subscriber,
+            replay_older_than_s=settings.journal_replay_interval_s,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_minutes=settings.reconcile_minutes,
+            full_window_minutes=counters.ttl_s // 60,
+        )
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
@@ -158,11 +175,22 @@ async def run(settings: BridgeSettings) -> None:
                 )
                 tg.create_task(
                     _every(
+                        interval_s=settings.partition_interval_s,
+                        stopping=pipeline.stopping,
+                        job=lambda: care.housekeeping(
+                            dead_letter_retention=timedelta(
+                                days=settings.dead_letter_retention_days
+                            )
+                        ),
+                        name="housekeeping",
+                    ),
+                    name="housekeeping",
+                )
+                tg.create_task(
+                    _every(
                         interval_s=settings.journal_replay_interval_s,
                         stopping=pipeline.stopping,
-                        job=lambda: writer.keep_counters(
-                            replay_older_than_s=settings.journal_replay_interval_s
-                        ),
+                        job=care.round,
                         name="counters",
                     ),
                     name="counters",

@@ -19,6 +19,14 @@ RETAINED_IGNORED = Counter(
     "Retained copies on reading topics replayed by the broker at subscription (acked, ignored)",
 )
 REJECTED = Counter("bridge_rejected_total", "Refused messages or readings", ["reason"])
+DEAD_LETTERS_OVER_QUOTA = Counter(
+    "bridge_dead_letters_over_quota_total",
+    "Refusals counted but not written to dead_letters: a source past its per-minute quota",
+    ["reason"],
+)
+DEAD_LETTERS_EXPIRED = Counter(
+    "bridge_dead_letters_expired_total", "Dead letters deleted past DEAD_LETTER_RETENTION_DAYS"
+)
 BATCH_SIZE = Histogram(
     "bridge_batch_readings",
     "Readings and refusals per committed batch",
@@ -45,6 +53,20 @@ DEAD_LETTERS_DROPPED = Counter(
 )
 COUNTER_UPDATES_DEFERRED = Counter(
     "bridge_counter_updates_deferred_total", "Batches whose Redis update waits for journal replay"
+)
+STATUSES_IGNORED = Counter(
+    "bridge_statuses_ignored_total", "Status messages of unregistered robots (not tracked)"
+)
+STATUSES_PRUNED = Counter(
+    "bridge_statuses_pruned_total", "Statuses dropped from Redis: robot no longer registered"
+)
+COUNTER_REPAIRS = Counter(
+    "bridge_counter_repairs_total",
+    "Minute buckets whose Redis counts differed from PostgreSQL and were rewritten",
+)
+COUNTER_DRIFT = Counter(
+    "bridge_counter_drift_readings_total",
+    "Readings by which repaired minute buckets were off (absolute, summed)",
 )
 INBOX_DEPTH = Gauge("bridge_inbox_depth", "Messages received but not yet batched")
 SUBSCRIBED = Gauge("bridge_subscribed", "1 while the MQTT subscription is active")

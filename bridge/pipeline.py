@@ -24,6 +24,7 @@ from bridge import metrics
 from bridge.batcher import Batch, BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
+from db.robot_registry import registered_among
 from ingest.counters import Counters
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
@@ -56,6 +57,8 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
     pg.ProgramLimitExceededError,
     UnicodeEncodeError,
 )
+
+_STATUS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -198,6 +201,8 @@ class Pipeline:
             metrics.RETAINED_IGNORED.inc(batch.retained_readings)
             for reason, n in result.rejected.items():
                 metrics.REJECTED.labels(reason).inc(n)
+            for reason, n in result.dead_letters_over_quota.items():
+                metrics.DEAD_LETTERS_OVER_QUOTA.labels(reason).inc(n)
             if not result.counters_applied:
                 metrics.COUNTER_UPDATES_DEFERRED.inc()
 
@@ -259,6 +264,7 @@ class Pipeline:
             rejected=first.rejected + second.rejected,
             conflicting=first.conflicting + second.conflicting,
             counters_applied=first.counters_applied and second.counters_applied,
+            dead_letters_over_quota=first.dead_letters_over_quota + second.dead_letters_over_quota,
         )
 
     async def _refused_by_database(
@@ -288,10 +294,20 @@ class Pipeline:
             return WriteResult(received=0, inserted=0, unknown_robots=frozenset())
 
     async def _set_statuses(self, batch: Batch) -> None:
+        """Tracks the statuses of registered robots only: anyone may publish a retained status
+        for any id, and Redis must not keep one per made-up robot."""
         try:
+            async with self.writer.pool.acquire() as conn:
+                known = await registered_among(conn, list(batch.statuses))
             await self.counters.set_statuses(
-                (robot, status, at) for robot, (status, at) in batch.statuses.items()
+                (robot, status, at)
+                for robot, (status, at) in batch.statuses.items()
+                if robot in known
             )
-        except (RedisError, OSError) as exc:
-            # A status is retained by the broker and comes again with our next subscription.
+        except _STATUS_ERRORS as exc:
+            # A status is retained by the broker and comes again with our next subscription
+            # (and the hourly refresh).
             log.warning("status update lost", extra={"error": repr(exc)})
+            return
+        if ignored := len(batch.statuses) - len(known):
+            metrics.STATUSES_IGNORED.inc(ignored)

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetry.payload import TimeWindow
 
-DEFAULT_SHARE_GROUP = "robosense"
+# The group name every bridge used before the secret one (docs/security.md): public.
+PUBLIC_SHARE_GROUP = "robosense"
 
 
 class UnknownRobotPolicy(StrEnum):
@@ -54,9 +55,14 @@ class BridgeSettings(BaseSettings):
     bridge_client_id: str = Field(
         default_factory=lambda: f"robosense-bridge-{socket.gethostname()}"
     )
-    # Mosquitto 2.0 lets any client join a share group and take its turn (docs/security.md):
-    # in production this is the secret name `python -m mqtt_auth share-group` prints.
-    share_group: str = DEFAULT_SHARE_GROUP
+    # Empty (the default): a plain subscription, for one bridge. Mosquitto 2.0 keeps a plain
+    # subscription of a persistent session across its own restarts but not a `$share` one (see
+    # README, "What a broker restart loses"), so only a plain one queues what robots publish
+    # while the bridge is reconnecting to a restarted broker. Several bridges need a group name
+    # to split the stream between them; since Mosquitto 2.0 lets any client join a share group
+    # and take its turn (docs/security.md), in production it is the secret name
+    # `python -m mqtt_auth share-group` prints. A plain subscription has no such exposure.
+    share_group: str = Field(default="", pattern=r"^[^/+#]*$")
     # Messages the bridge holds before paho's thread stops reading the socket. At QoS 1 the
     # broker's in-flight window (max_inflight_messages, 20,000 in mosquitto.conf) binds first;
     # this bounds QoS 0 traffic, which has no flow control. Must exceed the batch size.
@@ -78,13 +84,24 @@ class BridgeSettings(BaseSettings):
     max_age_s: int = 7 * 86_400
 
     retention_days: int = 30
+    # Dead letters are for finding out what went wrong: kept a week, deleted by the hourly
+    # maintenance. A source (a robot id, or the topic) that floods keeps this many rows a
+    # minute, and all sources together this many; the rest are counted, not stored.
+    dead_letter_retention_days: float = Field(default=7, gt=0)
+    dead_letters_per_source_per_minute: int = Field(default=100, ge=0)
+    dead_letters_per_minute: int = Field(default=10_000, ge=0)
     partition_days_ahead: int = 3
     partition_interval_s: int = 3_600
     # On SIGTERM with PostgreSQL unavailable, how long to keep retrying before exiting with the
     # batch unacknowledged (the broker redelivers it). Keep below the supervisor's kill timeout.
     stop_grace_s: float = 10.0
-    # How often to replay missed counter updates and check that Redis still has the counters.
+    # How often to replay missed counter updates and check that Redis still has the counters
+    # (and has not restarted: then every counted minute is reconciled).
     journal_replay_interval_s: float = 15.0
+    # How often to compare the last `reconcile_minutes` minute buckets with PostgreSQL and
+    # repair drift (ingest/reconcile.py); each round is one GROUP BY over those minutes.
+    reconcile_interval_s: float = Field(default=300.0, gt=0)
+    reconcile_minutes: int = Field(default=15, ge=1)
 
     # /readyz turns false when messages have waited this long without a commit.
     stall_after_s: float = Field(default=30.0, gt=0)

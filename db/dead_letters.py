@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from db import Connection
 from telemetry.payload import Rejection, storable_text
@@ -30,3 +31,22 @@ async def store_dead_letters(conn: Connection, rejections: Sequence[Rejection]) 
             ],
             columns=_COLUMNS,
         )
+
+
+async def delete_dead_letters_before(
+    conn: Connection, *, cutoff: datetime, chunk: int = 10_000
+) -> int:
+    """Deletes dead letters received before `cutoff`, a chunk per statement (short locks, no
+    long transaction); returns how many."""
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            """DELETE FROM dead_letters WHERE id IN (
+                   SELECT id FROM dead_letters WHERE received_at < $1 LIMIT $2)""",
+            cutoff,
+            chunk,
+        )
+        n = int(status.rsplit(" ", 1)[1])
+        deleted += n
+        if n < chunk:
+            return deleted

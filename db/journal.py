@@ -40,3 +40,13 @@ async def take_all_journal_entries(conn: Connection) -> list[int]:
     """Deletes every pending entry (a rebuild from the tables supersedes them)."""
     rows = await conn.fetch("DELETE FROM counter_journal RETURNING id")
     return [r["id"] for r in rows]
+
+
+async def journal_entries_up_to(conn: Connection, *, limit: int) -> list[tuple[int, str]] | None:
+    """Every pending entry, or None when there are more than `limit` (Redis is behind)."""
+    rows = await conn.fetch(
+        "SELECT id, entry::text AS entry FROM counter_journal ORDER BY id LIMIT $1", limit + 1
+    )
+    if len(rows) > limit:
+        return None
+    return [(r["id"], r["entry"]) for r in rows]

@@ -1,4 +1,5 @@
-"""Registering robots in bulk, for tools that stand in for the REST API (the simulator)."""
+"""The registry in bulk: registering for tools that stand in for the REST API (the simulator),
+membership checks for the bridge."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+
+from db import Connection
 
 
 async def register_robots(
@@ -19,3 +22,9 @@ async def register_robots(
         model,
     )
     return len(rows)
+
+
+async def registered_among(conn: Connection, robot_ids: Sequence[str]) -> set[str]:
+    """Which of these ids are registered."""
+    rows = await conn.fetch("SELECT id FROM robots WHERE id = ANY($1::text[])", list(robot_ids))
+    return {r["id"] for r in rows}

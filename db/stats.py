@@ -10,10 +10,14 @@ from db import Connection
 from db.readings import GROUP_BY_MINUTE, InsertedGroup
 
 
-async def count_readings_by_minute(conn: Connection, *, since: datetime) -> list[InsertedGroup]:
+async def count_readings_by_minute(
+    conn: Connection, *, since: datetime, until: datetime | None = None
+) -> list[InsertedGroup]:
     rows = await conn.fetch(
-        GROUP_BY_MINUTE + "FROM sensor_readings WHERE ts >= $1 GROUP BY 1, 2, 3",
+        GROUP_BY_MINUTE + "FROM sensor_readings WHERE ts >= $1 "
+        "AND ($2::timestamptz IS NULL OR ts < $2) GROUP BY 1, 2, 3",
         since,
+        until,
     )
     return [InsertedGroup.from_record(r) for r in rows]
 

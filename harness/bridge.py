@@ -85,6 +85,17 @@ class BridgeProcess:
                     return float(line.rsplit(" ", 1)[1])
         raise KeyError(name)
 
+    def metric_total(self, name: str) -> float:
+        """The sum of every series of a metric (all label values); 0 when it has none yet."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in r.read().decode().splitlines()
+                if line.startswith(name + " ") or line.startswith(name + "{")
+            )
+
     def stop(self) -> None:
         if self.running:
             self.terminate()

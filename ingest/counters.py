@@ -9,8 +9,11 @@ in the reading's own time (so a window's count equals COUNT(*) over `ts` in that
   latest:{robot} hash   `{sensor_type}` -> JSON of the newest reading, `{sensor_type}:ts` -> its ms
   seq:{robot}/{sensor_type} hash  n, min, max of inserted seqs: gaps = max - min + 1 - n
   last_seen      zset   robot_id -> ms of the last reading received
-  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms}
+  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
+                        registered robots only (the bridge filters and prunes)
   journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
+  meta:built     string when the counters were last rebuilt (absent: Redis lost them)
+  meta:run_id    string the Redis server's run_id when last looked at (a restart changes it)
 
 Every update of one batch runs in one Lua script, so a batch is applied whole or not at all.
 """
@@ -80,6 +83,52 @@ return 1
 """
 
 
+# Rewrites one minute's reading counts, if its total is still what the caller saw (a batch
+# applied meanwhile changes it, and the caller's figures would be stale).
+_REPLACE_MINUTE_LUA = """
+local mk = ARGV[1] .. 'm:' .. ARGV[2]
+local cur = redis.call('HGET', mk .. ':t', '*')
+if (cur or '') ~= ARGV[3] then
+  return 0
+end
+redis.call('DEL', mk .. ':t', mk .. ':r', mk .. ':rs')
+local groups = cjson.decode(ARGV[5])
+for _, g in ipairs(groups) do
+  local robot, sensor, n = g[1], g[2], g[3]
+  redis.call('HINCRBY', mk .. ':t', '*', n)
+  redis.call('HINCRBY', mk .. ':t', sensor, n)
+  redis.call('ZINCRBY', mk .. ':r', n, robot)
+  redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
+end
+if #groups > 0 then
+  redis.call('EXPIRE', mk .. ':t', ARGV[4])
+  redis.call('EXPIRE', mk .. ':r', ARGV[4])
+  redis.call('EXPIRE', mk .. ':rs', ARGV[4])
+end
+return 1
+"""
+
+
+_SET_STATUSES_LUA = """
+local key = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local cur = redis.call('HGET', key, ARGV[i])
+  if (not cur) or cjson.decode(cur).status ~= ARGV[i + 1] then
+    redis.call('HSET', key, ARGV[i], ARGV[i + 2])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBucket:
+    """One minute's reading counts as Redis holds them."""
+
+    total: int | None  # `*` of m:{minute}:t; None when the bucket is absent
+    by_robot_sensor: dict[str, int]  # `{robot_id}/{sensor_type}` -> readings
+
+
 @dataclass(frozen=True, slots=True)
 class SeqStats:
     count: int
@@ -99,6 +148,8 @@ class Counters:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._apply = redis.register_script(_APPLY_LUA)
+        self._replace_minute = redis.register_script(_REPLACE_MINUTE_LUA)
+        self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
 
     async def apply(self, entry_id: int | str, entry: str) -> bool:
         """Applies a journal entry once; False when it had been applied already."""
@@ -106,18 +157,78 @@ class Counters:
         return bool(applied)
 
     async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
-        mapping: dict[str | bytes, bytes] = {
-            robot: orjson.dumps({"status": status, "at": at_ms})
-            for robot, status, at_ms in statuses
-        }
-        if mapping:
-            await self.redis.hset(f"{self.prefix}status", mapping=mapping)  # type: ignore[arg-type]
+        """Records each robot's status, keeping `at` (when it changed) if it is unchanged: the
+        broker resends retained statuses on every re-subscription."""
+        args: list[str | bytes] = [f"{self.prefix}status"]
+        for robot, status, at_ms in statuses:
+            args += [robot, status, orjson.dumps({"status": status, "at": at_ms})]
+        if len(args) > 1:
+            await self._set_statuses(args=args)
 
     async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not robot_ids:
             return {}
         values = await self.redis.hmget(f"{self.prefix}status", list(robot_ids))
         return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
+
+    async def minute_buckets(self, minutes: Sequence[int]) -> list[MinuteBucket]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hget(f"{self.prefix}m:{minute}:t", "*")
+                pipe.hgetall(f"{self.prefix}m:{minute}:rs")
+            results = await pipe.execute()
+        return [
+            MinuteBucket(
+                None if total is None else int(total),
+                {k.decode(): int(v) for k, v in rs.items()},
+            )
+            for total, rs in zip(results[::2], results[1::2], strict=True)
+        ]
+
+    async def replace_minute(
+        self, minute: int, *, total_before: int | None, groups: Sequence[tuple[str, str, int]]
+    ) -> bool:
+        """Sets a minute's counts to `groups` (robot, sensor type, readings) unless its total
+        changed from `total_before`; True when it did."""
+        done = await self._replace_minute(
+            args=[
+                self.prefix,
+                minute,
+                "" if total_before is None else str(total_before),
+                self.ttl_s,
+                orjson.dumps([list(g) for g in groups]).decode() if groups else "[]",
+            ]
+        )
+        return bool(done)
+
+    async def applied_entries(self, entry_ids: Sequence[int]) -> set[int]:
+        """Which of these journal entries Redis has applied (their marker is there)."""
+        if not entry_ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.exists(f"{self.prefix}journal:{entry_id}")
+            found = await pipe.execute()
+        return {i for i, f in zip(entry_ids, found, strict=True) if f}
+
+    async def restarted_since_last_look(self) -> bool:
+        """True when the Redis server restarted since any process last asked, which it may do
+        stale (from an older snapshot) or empty. The server's run_id changes at each start;
+        the one last seen is kept in Redis itself, so a snapshot brings back an older one, and
+        GETSET tells one asker only."""
+        run_id = str((await self.redis.info("server"))["run_id"])
+        previous = cast(bytes | None, await self.redis.getset(f"{self.prefix}meta:run_id", run_id))
+        return previous is not None and previous.decode() != run_id
+
+    async def status_robot_ids(self) -> list[str]:
+        ids = await self.redis.hkeys(f"{self.prefix}status")
+        return [i.decode() for i in cast(list[bytes], ids)]
+
+    async def drop_statuses(self, robot_ids: Sequence[str]) -> int:
+        if not robot_ids:
+            return 0
+        dropped: int = await self.redis.hdel(f"{self.prefix}status", *robot_ids)
+        return dropped
 
     async def clear(self) -> int:
         """Deletes every key under the prefix (before a rebuild)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from db.journal import (
 )
 from db.readings import Conflict, MergeResult, merge_readings
 from ingest.counters import Counters
+from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import counters_present, rebuild_counters
 from telemetry.errors import RejectReason
 from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
@@ -45,6 +47,8 @@ class WriteResult:
     # Skipped readings whose identity is stored with different data (also in `rejected`).
     conflicting: int = 0
     counters_applied: bool = True
+    # Refusals counted but not written to dead_letters (a flood past the DeadLetterLimit).
+    dead_letters_over_quota: Counter[str] = field(default_factory=Counter)
 
     @property
     def duplicates(self) -> int:
@@ -157,11 +161,13 @@ class IngestWriter:
         counters: Counters,
         register_unknown_robots: bool = False,
         store_rejections: bool = True,
+        dead_letter_limit: DeadLetterLimit | None = None,
     ) -> None:
         self.pool = pool
         self.counters = counters
         self.register_unknown_robots = register_unknown_robots
         self.store_rejections = store_rejections
+        self.dead_letter_limit = dead_letter_limit
         self._applied: list[int] = []
         # Writes run concurrently; a rebuild of the counters runs alone (see `paused`).
         self._writes_in_progress = 0
@@ -214,13 +220,20 @@ class IngestWriter:
                     *unknown_robot_rejections(readings, merge.unknown_robots),
                     *conflict_rejections(merge.conflicts),
                 ]
+                admission = None
                 if self.store_rejections:
-                    await store_dead_letters(conn, all_rejections)
+                    to_store: Sequence[Rejection] = all_rejections
+                    if self.dead_letter_limit is not None:
+                        admission = self.dead_letter_limit.admit(all_rejections, now_s=time.time())
+                        to_store = admission.kept
+                    await store_dead_letters(conn, to_store)
                 entry = build_journal_entry(merge, readings, all_rejections)
                 entry_id = await add_journal_entry(conn, entry, retire=applied_before)
         except BaseException:
             self._applied = applied_before + self._applied
             raise
+        if admission is not None and self.dead_letter_limit is not None:
+            self.dead_letter_limit.record(admission)
         counters_applied = await self._apply_counters(entry_id, entry)
         return WriteResult(
             received=len(readings),
@@ -229,6 +242,7 @@ class IngestWriter:
             rejected=Counter(str(x.reason) for x in all_rejections),
             conflicting=len(merge.conflicts),
             counters_applied=counters_applied,
+            dead_letters_over_quota=admission.dropped if admission is not None else Counter(),
         )
 
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:
@@ -241,16 +255,18 @@ class IngestWriter:
         self._applied.append(entry_id)
         return True
 
-    async def keep_counters(self, *, replay_older_than_s: float) -> None:
+    async def keep_counters(self, *, replay_older_than_s: float) -> bool:
         """Periodic care: rebuilds the counters if Redis lost them (a restart without
-        persistence), else applies journal entries whose update was missed."""
+        persistence), else applies journal entries whose update was missed. True when it
+        rebuilt."""
         if not await counters_present(self.counters):
             async with self.paused():
                 if not await counters_present(self.counters):
                     log.warning("counters missing from Redis; rebuilding from PostgreSQL")
                     await rebuild_counters(pool=self.pool, counters=self.counters)
-                    return
+                    return True
         await self.replay_journal(older_than_s=replay_older_than_s)
+        return False
 
     async def replay_journal(self, *, older_than_s: float = 0.0) -> int:
         """Applies journal entries that were committed but not applied; returns how many."""

@@ -33,8 +33,9 @@ def status_topic(robot_id: str) -> str:
     return f"robots/{robot_id}/status"
 
 
-def shared_readings_filter(group: str) -> str:
-    return f"$share/{group}/{READINGS_FILTER}"
+def readings_filter(share_group: str) -> str:
+    """The bridges' subscription: shared by a group, or plain when the group is empty."""
+    return f"$share/{share_group}/{READINGS_FILTER}" if share_group else READINGS_FILTER
 
 
 def parse_sensor_topic(topic: str) -> SensorTopic:

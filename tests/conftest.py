@@ -113,7 +113,7 @@ def start_bridge(
             mqtt_url=mosquitto.url_for(name),
             log_path=tmp_path / f"{name}.log",
             client_id=name,
-            **{"share_group": mosquitto.share_group, **settings},
+            **settings,
         )
         started.append(process)
         process.start()

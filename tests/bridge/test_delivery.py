@@ -10,6 +10,7 @@ import orjson
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
+from harness.services import Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
 from tests.conftest import StartBridge
@@ -138,13 +139,14 @@ async def test_rebuild_counters_command_restores_lost_counters(
 
 
 async def test_two_bridges_split_the_stream_and_store_it_once(
-    bridge: BridgeProcess,
     start_bridge: StartBridge,
     publisher: Publisher,
     registered: asyncpg.Pool[Any],
     counters: Counters,
+    mosquitto: Mosquitto,
 ) -> None:
-    second = start_bridge("second")
+    bridge = start_bridge(share_group=mosquitto.share_group)
+    second = start_bridge("second", share_group=mosquitto.share_group)
     start = int(time.time() * 1000) - 10_000
     messages = [m for r in ("r1", "r2", "r3") for m in battery_messages(r, 1000, start_ms=start)]
     publisher.publish_all(messages)
