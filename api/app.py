@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.body_limit import BodyLimitMiddleware
@@ -19,6 +19,7 @@ from api.resources import open_resources
 from api.responses import JSONBytes
 from api.routes import compat, health, robots, sensors, stats
 from api.settings import ApiSettings
+from api.strict_query import reject_unknown_query
 from telemetry.logs import configure_logging
 
 
@@ -38,6 +39,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Robot registry, sensor readings and live stats of a robot fleet.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
         default_response_class=JSONBytes,
         # FastAPI's built-in OpenTelemetry would wrap every request, dependency and endpoint
         # in (no-op, without an SDK) spans; we export Prometheus metrics and JSON logs instead.
