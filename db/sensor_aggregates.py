@@ -25,8 +25,10 @@ class AggregateFn(StrEnum):
 
 def _bucket_sql(fn: AggregateFn, by_robot: bool) -> str:
     robot = "AND robot_id = $6 " if by_robot else ""
+    # Origin at the epoch: boundaries are multiples of the bucket size, as time_bucket does,
+    # so requests over overlapping ranges agree on every bucket they share.
     return f"""
-SELECT date_bin($1::interval, ts, $2::timestamptz) AS bucket,
+SELECT date_bin($1::interval, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
        {fn.value}(v)::float8 AS value, count(v)::bigint AS samples
 FROM (SELECT ts, (data #>> $3::text[])::float8 AS v FROM sensor_readings
       WHERE sensor_type = $4 {robot}AND ts >= $2 AND ts < $5) AS s
@@ -65,7 +67,9 @@ async def bucket_aggregate(
 ) -> list[asyncpg.Record]:
     """One row per non-empty bucket: bucket start, fn over the field, samples with the field.
 
-    Buckets are aligned on `since`. Cost grows with the rows in [since, until).
+    Buckets are aligned to the clock (multiples of `bucket` from the epoch), so the first one
+    may start before `since`; it holds only readings from `since` on. Cost grows with the rows
+    in [since, until).
     """
     args: list[object] = [bucket, since, path, sensor_type, until]
     if robot_id is not None:

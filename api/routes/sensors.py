@@ -445,8 +445,9 @@ async def aggregate(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Points, with window")] = 100,
 ) -> Response:
-    """Time buckets of one numeric field (fn over each bucket, buckets aligned on `since`;
-    default the last hour), or with `window=N` a moving average over the newest samples."""
+    """Time buckets of one numeric field (fn over each bucket; boundaries at multiples of the
+    bucket size from the epoch; default the last hour), or with `window=N` a moving average
+    over the newest samples."""
     stype = one_sensor_type(sensor_type)
     path = numeric_path(stype, field)
     if window is not None:

@@ -261,6 +261,43 @@ async def test_bucket_aggregates(client: httpx.AsyncClient) -> None:
     assert sum(b["samples"] for b in default["buckets"]) == 4
 
 
+async def test_buckets_are_aligned_to_the_clock(client: httpx.AsyncClient) -> None:
+    """Bucket boundaries are multiples of the bucket size from the epoch, whatever `since` is,
+    so two requests over overlapping ranges report the same buckets."""
+    minute = now_ms() // 60_000 * 60_000 - 180_000
+    for i, offset_s in enumerate((20, 40, 70)):
+        body = {
+            "robot_id": "r1",
+            "sensor_type": "battery",
+            "ts": minute + offset_s * 1000,
+            "data": {"level": 10 * (i + 1)},
+        }
+        assert (await client.post("/api/sensors", json=body)).status_code == 201
+    until = datetime.fromtimestamp((minute + 150_000) / 1000, UTC).isoformat()
+    answers = []
+    for since_s in (5, 13):
+        since = datetime.fromtimestamp((minute + since_s * 1000) / 1000, UTC).isoformat()
+        response = await client.get(
+            "/api/sensors/aggregate",
+            params={
+                "sensor_type": "battery",
+                "field": "level",
+                "bucket": "1m",
+                "since": since,
+                "until": until,
+                "robot_id": "r1",
+            },
+        )
+        assert response.status_code == 200, response.text
+        answers.append(
+            [(b["start"], b["value"], b["samples"]) for b in response.json()["buckets"]]
+        )
+    assert answers[0] == answers[1]
+    starts = [datetime.fromisoformat(start) for start, _, _ in answers[0]]
+    assert [int(s.timestamp() * 1000) for s in starts] == [minute, minute + 60_000]
+    assert [(v, n) for _, v, n in answers[0]] == [(15, 2), (30, 1)]
+
+
 async def test_moving_average(client: httpx.AsyncClient) -> None:
     ts = now_ms() - 60_000
     body = {
