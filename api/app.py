@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from api.body_limit import BodyLimitMiddleware
 from api.content_type import RequireJsonMiddleware
@@ -34,7 +35,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             app.state.resources = resources
             yield
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package's files, not a CDN:
+    # the pages work without internet access.
+    app = FastAPIOffline(
         title="RoboSense API",
         version="0.1.0",
         summary="Robot registry, sensor readings and live stats of a robot fleet.",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -13,7 +16,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import ApiSettings
-from harness.services import REDIS_URL
+from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
 from ingest.counters import Counters
 
 ROBOTS = ("r1", "r2", "r3")
@@ -31,6 +34,28 @@ def api_settings(database_url: str, redis_prefix: str) -> ApiSettings:
         # own tests (test_http_edge.py) against a real server.
         max_concurrent_requests=10_000,
     )
+
+
+@pytest.fixture(scope="session")
+def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
+    """A real `python -m api` process on a free port, on the session's database."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": f"{redis_prefix}st:",
+        "API_PORT": str(port),
+        "CURSOR_SECRET": "api-process",
+        "MAX_BODY_BYTES": str(256 * 1024),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env)
+    try:
+        wait_for_port(port, timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")

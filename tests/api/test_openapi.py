@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -23,13 +19,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
-
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
+@pytest.fixture
+def seeded_api_url(api_url: str, database_url: str) -> str:
+    """The API process with robots whose ids the generated requests are likely to use."""
+
     async def seed() -> None:
         conn = await asyncpg.connect(database_url)
         try:
@@ -41,23 +37,7 @@ def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(seed())
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": f"{redis_prefix}st:",
-        "API_PORT": str(port),
-        "CURSOR_SECRET": "schemathesis",
-        "MAX_BODY_BYTES": str(256 * 1024),
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env)
-    try:
-        wait_for_port(port, timeout=20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    return api_url
 
 
 def _operations(api_url: str) -> list[Any]:
@@ -67,7 +47,8 @@ def _operations(api_url: str) -> list[Any]:
 
 # Hypothesis drives each operation directly: schemathesis' lazy pytest fixture does not run
 # under this pytest version.
-def test_no_server_error_and_conforming_responses(api_url: str) -> None:
+def test_no_server_error_and_conforming_responses(seeded_api_url: str) -> None:
+    api_url = seeded_api_url
     checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = _operations(api_url)
     assert len(operations) >= 12

@@ -289,9 +289,7 @@ async def test_buckets_are_aligned_to_the_clock(client: httpx.AsyncClient) -> No
             },
         )
         assert response.status_code == 200, response.text
-        answers.append(
-            [(b["start"], b["value"], b["samples"]) for b in response.json()["buckets"]]
-        )
+        answers.append([(b["start"], b["value"], b["samples"]) for b in response.json()["buckets"]])
     assert answers[0] == answers[1]
     starts = [datetime.fromisoformat(start) for start, _, _ in answers[0]]
     assert [int(s.timestamp() * 1000) for s in starts] == [minute, minute + 60_000]
