@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import secrets
@@ -11,15 +12,24 @@ from functools import partial
 from typing import cast
 
 import uvicorn
+import uvloop
 
 from api.http_server import HttpLimits, LimitedHttpToolsProtocol
+from api.preflight import services_reachable
 from api.settings import ApiSettings
 from telemetry.logs import configure_logging
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m api",
+        description="The REST API (uvicorn). Settings come from the environment: README.md, "
+        "docs/api.md.",
+    ).parse_args()
     settings = ApiSettings()
     configure_logging(level=settings.log_level, process="api")
+    if not uvloop.run(services_reachable(settings)):
+        raise SystemExit(1)
     if settings.api_workers > 1:
         # Workers are separate processes: they must share the cursor key (a cursor from one
         # must be valid on the next) and a metrics directory (/metrics sums them all).

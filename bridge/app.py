@@ -28,17 +28,25 @@ from ingest.counters import Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
+from telemetry.logs import unreachable
 from telemetry.payload import PayloadDecoder
 
 log = logging.getLogger(__name__)
 
 
+# A database that does not exist yet is what `python -m db migrate` has not created yet.
+_WAIT_FOR_DB_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_DB_ERRORS,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
 @asynccontextmanager
-async def open_pool_with_retry(
-    settings: BridgeSettings, *, timeout_s: float = 60.0
-) -> AsyncIterator[asyncpg.Pool[Any]]:
-    """PostgreSQL may still be starting (compose, reboot): wait for it, within reason."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
+async def open_pool_with_retry(settings: BridgeSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """PostgreSQL may be starting, restarting or away: wait for it, saying where and why.
+
+    A refusal that waiting cannot fix (a wrong password, say) ends the process instead.
+    """
     delay = 0.2
     while True:
         try:
@@ -50,16 +58,39 @@ async def open_pool_with_retry(
             )
             pool = await pool_cm.__aenter__()
             break
-        except TRANSIENT_DB_ERRORS as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("waiting for PostgreSQL", extra={"error": repr(exc)})
+        except _WAIT_FOR_DB_ERRORS as exc:
+            log.warning(
+                "waiting for PostgreSQL",
+                extra=unreachable(settings.database_url, exc, retry_in_s=delay),
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        except asyncpg.PostgresError as exc:
+            # The cause is in the line; a traceback would add nothing.
+            log.error(  # noqa: TRY400
+                "PostgreSQL refused the bridge", extra=unreachable(settings.database_url, exc)
+            )
+            raise SystemExit(2) from None
     try:
         yield pool
     finally:
         await pool_cm.__aexit__(None, None, None)
+
+
+async def _wait_for_redis(settings: BridgeSettings, first: Callable[[], Awaitable[object]]) -> None:
+    """Runs `first` (it needs Redis) until Redis answers, saying where and why it does not."""
+    delay = 0.2
+    while True:
+        try:
+            await first()
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "waiting for Redis", extra=unreachable(settings.redis_url, exc, retry_in_s=delay)
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            return
 
 
 _PERIODIC_JOB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
@@ -108,7 +139,7 @@ async def run(settings: BridgeSettings) -> None:
                 log.info("partitions maintained", extra={"created": created, "dropped": dropped})
 
         await keep_partitions()
-        await writer.keep_counters(replay_older_than_s=0)
+        await _wait_for_redis(settings, lambda: writer.keep_counters(replay_older_than_s=0))
 
         if settings.share_group == PUBLIC_SHARE_GROUP:
             log.warning(
@@ -203,7 +234,7 @@ async def run(settings: BridgeSettings) -> None:
                 else:
                     log.warning(
                         "not subscribed after 30 s; still trying",
-                        extra={"mqtt": str(settings.mqtt)},
+                        extra=unreachable(settings.mqtt_url, subscriber.last_error),
                     )
         except* ShutdownWithUncommittedBatchError as group:
             log.error(str(group.exceptions[0]))  # noqa: TRY400 - expected; no traceback needed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.inbox import InboundMessage, Inbox
 from bridge.settings import MqttTarget
+from telemetry.logs import unreachable
 from telemetry.topics import STATUS_FILTER, readings_filter
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,10 @@ class MqttSubscriber:
         self._share_group = share_group
         self._generation = 0
         self._subscribed = threading.Event()
+        # Why the broker could not be reached, last time it could not (None: it could).
+        self.last_error: OSError | None = None
+        self._said_at = -1e9
+        self._address_url = f"mqtt://{target.host}:{target.port}"
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -67,6 +73,7 @@ class MqttSubscriber:
         self._client.reconnect_delay_set(min_delay=cast(int, 0.1), max_delay=cast(int, 0.5))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
@@ -136,8 +143,12 @@ class MqttSubscriber:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            log.error("mqtt connect refused", extra={"reason": str(reason_code)})
+            log.error(
+                "mqtt connect refused",
+                extra=unreachable(self._address_url, reason=str(reason_code)),
+            )
             return
+        self.last_error = None
         self._generation += 1
         log.info(
             "mqtt connected",
@@ -147,6 +158,23 @@ class MqttSubscriber:
         # shared subscription after a broker restart; any after a hard kill within its
         # autosave interval). It also has the broker resend the retained statuses.
         client.subscribe([(readings_filter(self._share_group), 1), (STATUS_FILTER, 1)])
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho does not pass the cause; one plain TCP connect finds it (refused, no route, ...).
+        try:
+            with socket.create_connection((self._target.host, self._target.port), timeout=2):
+                cause = None
+        except OSError as exc:
+            cause = exc
+        # paho retries every half second: say it when the cause changes, else every 10 s.
+        now = time.monotonic()
+        if repr(cause) != repr(self.last_error) or now - self._said_at >= 10.0:
+            self._said_at = now
+            log.warning(
+                "cannot reach the MQTT broker; retrying",
+                extra=unreachable(self._address_url, cause),
+            )
+        self.last_error = cause
 
     def _on_subscribe(
         self,

@@ -7,9 +7,13 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+import asyncpg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.migrate import prepare_database
+from telemetry.logs import configure_logging, unreachable
+
+log = logging.getLogger("db")
 
 
 class DbSettings(BaseSettings):
@@ -36,12 +40,28 @@ async def migrate(settings: DbSettings) -> None:
     )
 
 
+def _cannot_migrate(url: str, exc: BaseException) -> None:
+    # One line with the cause; a traceback would add nothing.
+    log.error("cannot migrate: PostgreSQL unreachable or refused", extra=unreachable(url, exc))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m db")
-    parser.add_argument("command", choices=["migrate"])
+    parser = argparse.ArgumentParser(
+        prog="python -m db",
+        description="Database tasks. Settings: DATABASE_URL, RETENTION_DAYS, "
+        "PARTITION_DAYS_AHEAD, PARTITION_DAYS_BACK (environment).",
+    )
+    parser.add_argument(
+        "command", choices=["migrate"], help="create the database if needed, migrate, partition"
+    )
     parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(migrate(DbSettings()))
+    configure_logging(level="INFO", process="db")
+    settings = DbSettings()
+    try:
+        asyncio.run(migrate(settings))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _cannot_migrate(settings.database_url, exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

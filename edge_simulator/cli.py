@@ -26,6 +26,7 @@ from edge_simulator.summary import Summary
 from mqtt_auth.probe import wait_accepted
 from mqtt_auth.store import AuthFiles, IdentityStore
 from telemetry.errors import RejectReason
+from telemetry.logs import configure_logging
 from telemetry.sensors import SENSOR_TYPES
 
 log = logging.getLogger("edge_simulator")
@@ -276,11 +277,7 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(level=args.log_level, process="edge_simulator")
     now_ms = int(time.time() * 1000)
     try:
         config = config_from_args(args, now_ms=now_ms)
