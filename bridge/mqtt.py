@@ -31,7 +31,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from bridge.inbox import InboundMessage, Inbox
 from bridge.settings import MqttTarget
 from telemetry.logs import unreachable
-from telemetry.topics import STATUS_FILTER, readings_filter
+from telemetry.topics import (
+    BRIDGE_OFFLINE,
+    BRIDGE_ONLINE,
+    STATUS_FILTER,
+    bridge_presence_topic,
+    readings_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ class MqttSubscriber:
             clean_session=False,
         )
         self._client.manual_ack_set(True)
+        self._presence = bridge_presence_topic(client_id)
+        self._client.will_set(self._presence, BRIDGE_OFFLINE, qos=1, retain=True)
         if target.username:
             self._client.username_pw_set(target.username, target.password)
         # paho's hints say int, its arithmetic takes floats. A refused connect to a broker that
@@ -107,6 +115,7 @@ class MqttSubscriber:
     ) -> None:
         self._inbox.close()
         # Queued PUBACKs go out before the DISCONNECT: paho writes its queue in order.
+        self._client.publish(self._presence, BRIDGE_OFFLINE, qos=1, retain=True)
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
@@ -154,6 +163,7 @@ class MqttSubscriber:
             "mqtt connected",
             extra={"session_present": flags.session_present, "generation": self._generation},
         )
+        client.publish(self._presence, BRIDGE_ONLINE, qos=1, retain=True)
         # Subscribing again on a resumed session is harmless and covers one the broker lost (a
         # shared subscription after a broker restart; any after a hard kill within its
         # autosave interval). It also has the broker resend the retained statuses.

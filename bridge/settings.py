@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetry.payload import TimeWindow
+from telemetry.topics import DEFAULT_MQTT_URL
 
 # The group name every bridge used before the secret one (docs/security.md): public.
 PUBLIC_SHARE_GROUP = "robosense"
@@ -48,7 +49,7 @@ class BridgeSettings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rs:"
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = DEFAULT_MQTT_URL
 
     # Several bridges split the stream when they share the group; each needs its own client id,
     # and must keep it across restarts to resume its persistent session.

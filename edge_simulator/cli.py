@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,14 +21,16 @@ import uvloop
 from edge_simulator.config import DEFAULT_MIX, Partition, SensorRate, SimulationConfig
 from edge_simulator.faults import MALFORMED_REASONS, FaultConfig
 from edge_simulator.identities import logins, provision
+from edge_simulator.presence import online_bridges
 from edge_simulator.registry import register_via_api, register_via_db
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
 from mqtt_auth.probe import wait_accepted
 from mqtt_auth.store import AuthFiles, IdentityStore
 from telemetry.errors import RejectReason
-from telemetry.logs import configure_logging
+from telemetry.logs import configure_logging, redact_url, unreachable
 from telemetry.sensors import SENSOR_TYPES
+from telemetry.topics import DEFAULT_MQTT_URL
 
 log = logging.getLogger("edge_simulator")
 
@@ -88,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fleet = p.add_argument_group("fleet")
     fleet.add_argument("--robots", type=int, default=10, help="robots in the whole fleet")
-    fleet.add_argument("--duration", type=float, default=60.0, help="seconds of readings")
+    fleet.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of readings; 0: until stopped (Ctrl-C, SIGTERM), in real time only",
+    )
     fleet.add_argument("--seed", type=int, default=0, help="same seed, same stream")
     fleet.add_argument("--robot-prefix", default="sim", help="robot ids are PREFIX-0000 ...")
     fleet.add_argument(
@@ -121,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt = p.add_argument_group("mqtt")
     mqtt.add_argument(
         "--mqtt-url",
-        default=os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883"),
+        default=os.environ.get("MQTT_URL", DEFAULT_MQTT_URL),
         help="mqtt://[user:pass@]host:port (env MQTT_URL)",
     )
     mqtt.add_argument(
@@ -261,6 +269,7 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
     if args.register_db:
         reg = await register_via_db(database_url=args.database_url, robot_ids=robot_ids)
         log.info("registered in the database: %d new, %d existing", reg.created, reg.existing)
+    bridges = await _bridges(args, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -272,7 +281,41 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted)
-    return await simulate(config=config, client_prefix=args.client_prefix, stop=stop)
+    summary = await simulate(config=config, client_prefix=args.client_prefix, stop=stop)
+    if not bridges and not await _online(config):
+        log.warning(
+            "NO ROBOSENSE BRIDGE was connected to %s during this run: nothing it published "
+            "was stored",
+            redact_url(args.mqtt_url),
+            extra=unreachable(args.mqtt_url),
+        )
+    return summary
+
+
+async def _online(config: SimulationConfig) -> list[str]:
+    # The first connection's identity reads the markers; the fleet is not connected during
+    # the check, so the broker (client id = username) takes nothing over.
+    username, password = logins(config)[0]
+    return await online_bridges(
+        host=config.mqtt_host, port=config.mqtt_port, username=username, password=password
+    )
+
+
+async def _bridges(args: argparse.Namespace, config: SimulationConfig) -> list[str]:
+    """The bridges connected to the broker; says loudly when there is none."""
+    bridges = await _online(config)
+    if bridges:
+        log.info("bridges connected to the broker: %s", ", ".join(bridges))
+    else:
+        log.warning(
+            "NO ROBOSENSE BRIDGE is connected to %s: what the fleet publishes there is not "
+            "stored unless a bridge connects. scripts/run's broker listens on %s; a machine's "
+            "own broker (usually port 1883) is not ours",
+            redact_url(args.mqtt_url),
+            DEFAULT_MQTT_URL,
+            extra=unreachable(args.mqtt_url),
+        )
+    return bridges
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,8 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = uvloop.run(_main(args, config))
-    summary.print()
+    try:
+        summary = uvloop.run(_main(args, config))
+    except OSError as exc:
+        log.error("cannot reach the MQTT broker", extra=unreachable(args.mqtt_url, exc))  # noqa: TRY400 - the cause is in the line
+        return 1
+    # The file first: stdout may be a pipe that is gone (`scripts/run | tee`, then Ctrl-C).
     if args.summary:
         summary.write(args.summary)
+    with contextlib.suppress(BrokenPipeError):
+        summary.print()
     return 1 if summary.unacknowledged else 0

@@ -59,6 +59,7 @@ class Partition:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulationConfig:
     robots: int
+    # 0: until stopped, in real time.
     duration_s: float
     # None: the moment publishing starts (after connecting), so that in real time a reading's
     # ts is when it is sent, and `received_at - ts` is the pipeline's latency.
@@ -72,7 +73,7 @@ class SimulationConfig:
     flat_out: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
+    mqtt_port: int = 1884  # our broker's (telemetry.topics.DEFAULT_MQTT_URL)
     # One identity for every connection (mqtt://user:pass@...), or each connection its own,
     # with passwords derived from this secret (edge_simulator/identities.py).
     mqtt_username: str | None = None
@@ -88,9 +89,13 @@ class SimulationConfig:
             raise ValueError("at least one robot")
         if self.start_ts_ms is None and self.flat_out:
             raise ValueError("a flat-out run needs a start time: it runs ahead of the clock")
-        if not 0 < self.duration_s * 1000 <= OUT_OF_WINDOW_MS // 4:
-            # Skewed-out readings sit 30 days off: a longer run could bring them back in.
-            raise ValueError("duration must be positive and at most 7.5 days")
+        if self.duration_s == 0:
+            if self.flat_out:
+                raise ValueError("a run until stopped (duration 0) must be in real time")
+        elif not 0 < self.duration_s * 1000 <= OUT_OF_WINDOW_MS // 4:
+            # Skewed-out readings sit 30 days off: a longer flat-out run could bring them back
+            # in (in real time they stay 30 days off the clock).
+            raise ValueError("duration must be 0 (until stopped) or positive, at most 7.5 days")
         if self.qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         if self.robots_per_connection < 1:

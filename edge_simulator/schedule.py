@@ -27,6 +27,11 @@ from edge_simulator.summary import Summary, Tally
 from telemetry.errors import RejectReason
 from telemetry.topics import sensor_topic
 
+# Readings per stream of a run until stopped: more than any run will publish.
+_UNBOUNDED = 2**62
+# A run until stopped drops its connections within its first hour.
+_DROP_HORIZON_MS = 3_600_000
+
 
 class Kind(IntEnum):
     VALID = 0
@@ -162,8 +167,11 @@ class SensorStream:
         # Robots do not all measure on the same millisecond: spread them over one period.
         self.phase_ms = self._frng.randrange(max(1, int(self.period_ms)))
         self.ts0 = start_ts_ms + skew_ms + self.phase_ms
-        remaining = duration_ms - self.phase_ms
-        self.count = max(0, math.ceil(remaining / self.period_ms)) if remaining > 0 else 0
+        if duration_ms == 0:  # until stopped
+            self.count = _UNBOUNDED
+        else:
+            remaining = duration_ms - self.phase_ms
+            self.count = max(0, math.ceil(remaining / self.period_ms)) if remaining > 0 else 0
         self.next_index = 0
         self._signal: Signal = make_signal(sensor_type, seed=seed, robot_id=robot_id)
         self._topic = sensor_topic(robot_id, sensor_type)
@@ -302,7 +310,7 @@ class Schedule:
                 # Seeded by the link's first robot: the same connections drop in every run.
                 rng = random.Random(f"{config.seed}/drop/{members[0]}")
                 if rng.random() < faults.drop:
-                    at = rng.uniform(0.2, 0.6) * duration_ms
+                    at = rng.uniform(0.2, 0.6) * (duration_ms or _DROP_HORIZON_MS)
                     self._push(at, DropEvent(link, faults.drop_down_s))
 
     def _push(self, due: float, item: SensorStream | Outgoing | DropEvent) -> None:

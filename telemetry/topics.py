@@ -13,6 +13,15 @@ _ROBOT_ID = re.compile(ROBOT_ID_PATTERN)
 
 READINGS_FILTER = "robots/+/sensors/+"
 STATUS_FILTER = "robots/+/status"
+# Each bridge keeps a retained `online` here while it is connected (its Last Will and its
+# clean stop set `offline`), so a publisher can tell whether anything will store its readings.
+BRIDGE_PRESENCE_FILTER = "robosense/bridges/+"
+BRIDGE_ONLINE = b"online"
+BRIDGE_OFFLINE = b"offline"
+
+# Our broker (mosquitto.conf) listens here, not on MQTT's usual 1883: a machine's own broker
+# there keeps its distribution's defaults, which drop messages at our rates.
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1884"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,10 @@ def sensor_topic(robot_id: str, sensor_type: str) -> str:
 
 def status_topic(robot_id: str) -> str:
     return f"robots/{robot_id}/status"
+
+
+def bridge_presence_topic(client_id: str) -> str:
+    return f"robosense/bridges/{client_id}"
 
 
 def readings_filter(share_group: str) -> str:

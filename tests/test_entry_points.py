@@ -45,6 +45,7 @@ def test_help_explains_and_starts_nothing(module: str, tmp_path: Path) -> None:
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().startswith("usage: "), done.stdout.decode()
@@ -180,7 +181,12 @@ def test_a_process_that_cannot_start_says_why_in_one_line(
         "API_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     stderr = done.stderr.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from edge_simulator.faults import FaultConfig
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
 from harness.services import ROOT, Mosquitto
+from tests.conftest import StartBridge
 from tests.edge_simulator.capture import Capture, Message, classify
 from tests.edge_simulator.credentials import operator, provisioned
 
@@ -242,3 +244,102 @@ async def test_one_process_drives_a_thousand_robots(mosquitto: Mosquitto, robots
     assert len(summary.robots) == robots
     assert summary.unacknowledged == 0
     assert len(messages) == summary.totals()["messages"] == robots * (2 + 4)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_simulator", *args]
+
+
+def _log_lines(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+
+
+def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto) -> None:
+    """A broker with no bridge (the machine's own, say) takes every reading and stores none:
+    the simulator says so when it starts and again when it ends."""
+    proc = subprocess.run(
+        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [
+        line
+        for line in _log_lines(proc.stderr)
+        if str(line["message"]).startswith("NO ROBOSENSE BRIDGE")
+    ]
+    assert len(warnings) == 2, proc.stderr
+    assert warnings[0]["level"] == "WARNING"
+    assert warnings[0]["address"] == f"127.0.0.1:{mosquitto.port}"
+
+
+def test_cli_sees_a_connected_bridge_and_stays_quiet(
+    mosquitto: Mosquitto, start_bridge: StartBridge
+) -> None:
+    bridge = start_bridge()
+    proc = subprocess.run(
+        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    messages = [str(line["message"]) for line in _log_lines(proc.stderr)]
+    assert not [m for m in messages if "NO ROBOSENSE BRIDGE" in m], proc.stderr
+    assert any(
+        m.startswith("bridges connected") and bridge.env["BRIDGE_CLIENT_ID"] in m for m in messages
+    )
+    # A bridge that stopped cleanly is no longer counted.
+    assert bridge.terminate() == 0
+    again = subprocess.run(
+        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "NO ROBOSENSE BRIDGE" in again.stderr
+
+
+def test_cli_until_stopped_runs_until_sigterm_then_writes_the_summary(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    path = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        _cli(
+            "--robots", "2", "--duration", "0", "--mqtt-url", mosquitto.url, "--summary", str(path)
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with Capture(port=mosquitto.port, client_id="watch") as capture:
+            deadline = time.monotonic() + 30
+            while not capture.statuses("sim-0001") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert capture.statuses("sim-0001") == [b"online"]
+            time.sleep(2)
+            assert proc.poll() is None, "a run until stopped ended by itself"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == 0, stderr
+            deadline = time.monotonic() + 10
+            while capture.statuses("sim-0001")[-1:] != [b"offline"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert capture.statuses("sim-0000")[-1] == b"offline"
+            assert capture.statuses("sim-0001")[-1] == b"offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = json.loads(path.read_text())
+    assert doc["interrupted"] is True
+    assert doc["totals"]["valid_readings"] > 0
