@@ -33,10 +33,13 @@ async def migrate(settings: DbSettings) -> None:
         days_ahead=settings.partition_days_ahead,
         retention_days=settings.retention_days,
     )
-    print(
-        f"migrations applied: {done.applied or 'none'}; "
-        f"partitions created: {len(done.partitions_created)}, "
-        f"dropped: {len(done.partitions_dropped)}"
+    log.info(
+        "database migrated",
+        extra={
+            "applied": done.applied,
+            "partitions_created": len(done.partitions_created),
+            "partitions_dropped": len(done.partitions_dropped),
+        },
     )
 
 
