@@ -87,12 +87,12 @@ def _listening(port: int) -> bool:
 
 
 def _statuses(prefix: str) -> dict[str, str]:
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        raw = client.hgetall(f"{prefix}status")
+        raw: dict[str, str] = client.hgetall(f"{prefix}status")  # type: ignore[assignment]
     finally:
         client.close()
-    return {k.decode(): json.loads(v)["status"] for k, v in raw.items()}
+    return {k: json.loads(v)["status"] for k, v in raw.items()}
 
 
 def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
