@@ -57,14 +57,50 @@ def main() -> None:
     parser.add_argument(
         "command", choices=["migrate"], help="create the database if needed, migrate, partition"
     )
-    parser.parse_args()
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="retry while PostgreSQL cannot be reached, up to this long (compose start-up)",
+    )
+    args = parser.parse_args()
     configure_logging(level="INFO", process="db")
     settings = DbSettings()
     try:
-        asyncio.run(migrate(settings))
+        asyncio.run(_migrate_waiting(settings, wait_s=args.wait))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         _cannot_migrate(settings.database_url, exc)
         raise SystemExit(1) from None
+
+
+# Errors that a PostgreSQL still starting (or restarting) gives.
+_NOT_YET: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+async def _migrate_waiting(settings: DbSettings, *, wait_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            await migrate(settings)
+        except _NOT_YET as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning(
+                "waiting for PostgreSQL",
+                extra=unreachable(settings.database_url, exc, retry_in_s=delay),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            return
 
 
 if __name__ == "__main__":

@@ -490,6 +490,7 @@ def main() -> None:
     p.add_argument("--no-ceilings", dest="ceilings", action="store_false")
     p.add_argument("--quick", action="store_true", help="1 and 10 per message, 1 bridge, QoS 1")
     args = p.parse_args()
+    report.require_plotting()
     if args.quick:
         args.per_message, args.bridges, args.qos = [1, 10], [1], [1]
     uvloop.run(main_async(args))

@@ -62,6 +62,17 @@ def write(*, name: str, data: dict[str, Any], markdown: str) -> Path:
     return base
 
 
+def require_plotting() -> None:
+    """Exits at once, before any measuring, when the plots could not be drawn at the end."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "loadtest: matplotlib is missing; it comes with the `bench` extra, which "
+            "scripts/setup installs (or: .venv/bin/python -m pip install -e '.[bench]')"
+        ) from None
+
+
 def plot_lines(
     path: Path,
     *,

@@ -475,7 +475,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--sizes", type=int, nargs="*", default=[0, 1_000_000, 10_000_000])
     p.add_argument("--read-requests", type=int, default=200)
-    uvloop.run(main_async(p.parse_args()))
+    args = p.parse_args()
+    report.require_plotting()
+    uvloop.run(main_async(args))
 
 
 if __name__ == "__main__":

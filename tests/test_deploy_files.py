@@ -1,0 +1,141 @@
+"""docker-compose.yml, mosquitto.conf and the migrate step as a first `docker compose up`
+needs them (Docker itself is not on the test machines: the file is checked against the
+compose-spec schema and for what a first start depends on)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+
+from telemetry.topics import DEFAULT_MQTT_URL
+from tests.support.services import POSTGRES_URL, ROOT, free_port
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def _compose() -> dict[str, Any]:
+    doc: dict[str, Any] = YAML(typ="safe").load(COMPOSE.read_text())
+    return doc
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_one_broker_port_everywhere() -> None:
+    listener = re.search(r"^listener (\d+)$", (ROOT / "mosquitto.conf").read_text(), re.M)
+    assert listener is not None
+    port = int(listener.group(1))
+    assert urlsplit(DEFAULT_MQTT_URL).port == port
+    services = _compose()["services"]
+    assert services["mosquitto"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert services["bridge"]["environment"]["MQTT_URL"] == f"mqtt://mosquitto:{port}"
+    assert f"mqtt://mosquitto:{port}" in services["simulator"]["command"]
+    run = (ROOT / "scripts" / "run").read_text()
+    assert f"MQTT_PORT=${{MQTT_PORT:-{port}}}" in run
+
+
+def test_first_start_dependencies() -> None:
+    services = _compose()["services"]
+    # Over TCP: during the image's init the server listens on its socket only.
+    assert "-h 127.0.0.1" in services["postgres"]["healthcheck"]["test"][1]
+    command = services["migrate"]["command"]
+    assert (
+        command[command.index("--wait") + 1] and float(command[command.index("--wait") + 1]) >= 60
+    )
+    # Published on loopback only, the metrics port too (the README shows its URL).
+    assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert services["bridge"]["ports"] == ["127.0.0.1:9108:9108"]
+    assert services["bridge"]["environment"]["METRICS_HOST"] == "0.0.0.0"
+
+
+class _LateForwarder:
+    """Forwards a port to PostgreSQL, from some seconds on: a database that is still starting."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.port = free_port()
+        self.target = target
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def open(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port))
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+
+
+def test_migrate_waits_for_a_database_that_comes_up_late(database_url: str) -> None:
+    target = urlsplit(POSTGRES_URL)
+    late = _LateForwarder((target.hostname or "127.0.0.1", target.port or 5432))
+    name = urlsplit(database_url).path
+    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{late.port}{name}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "db", "migrate", "--wait", "60"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)
+        assert proc.poll() is None, "migrate gave up while told to wait"
+        late.open()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        late.close()
+    assert proc.returncode == 0, stderr
+    assert "waiting for PostgreSQL" in stderr and '"database migrated"' in stderr
