@@ -7,7 +7,7 @@ from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from telemetry.errors import InvalidQueryError
+from api.http_errors import InvalidQueryError
 
 # Each route's declared query names, derived once from its own parameters (and those of its
 # dependencies), so a parameter added to a route is accepted without touching this module.

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 
+from harness.services import POSTGRES_URL, ROOT, free_port
 from telemetry.topics import DEFAULT_MQTT_URL
-from tests.support.services import POSTGRES_URL, ROOT, free_port
 
 COMPOSE = ROOT / "docker-compose.yml"
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.support.services import ROOT
+from harness.services import ROOT
 
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 _RUNNABLE = re.compile(r"^\.venv/bin/(python -m [\w.]+|locust)\b")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.services import REDIS_URL, ROOT, free_port
+from harness.services import REDIS_URL, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

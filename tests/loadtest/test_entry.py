@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.services import ROOT
+from harness.services import ROOT
 
 _WITHOUT_MATPLOTLIB = """
 import sys
