@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,6 +96,20 @@ def _statuses(prefix: str) -> dict[str, str]:
     return {k: json.loads(v)["status"] for k, v in raw.items()}
 
 
+# What is not a log line of ours: the script's own progress, Mosquitto's log (its format),
+# and the simulator's summary on stdout.
+_NOT_LOGS = re.compile(r"^(run: |setup: |\d+: |robots |messages |duplicates |malformed |rate: )")
+
+
+def _assert_logs_are_json_lines(text: str) -> None:
+    for line in text.splitlines():
+        if line.strip() and not _NOT_LOGS.match(line):
+            try:
+                json.loads(line)
+            except ValueError:
+                pytest.fail(f"not a JSON log line: {line!r}")
+
+
 def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
@@ -142,6 +157,7 @@ def test_serves_after_the_simulator_ends_and_replaces_a_killed_runs_processes(
         assert first.poll() is None, "the pipeline stopped with the simulator"
         with urllib.request.urlopen(f"http://127.0.0.1:{env['API_PORT']}/readyz") as r:
             assert r.status == 200
+        _assert_logs_are_json_lines((tmp_path / "first.log").read_text())
         stale = _pids(tmp_path / "run")
         # The script dies without stopping anything (kill -9): its processes stay.
         os.kill(first.pid, signal.SIGKILL)

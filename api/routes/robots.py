@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
@@ -15,7 +15,12 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.cursor import query_scope
-from api.http_errors import InvalidCursorError, NotConfiguredError, NotFoundError
+from api.http_errors import (
+    InvalidCursorError,
+    NotConfiguredError,
+    NotFoundError,
+    StorageUnavailableError,
+)
 from api.resources import Res
 from api.responses import JSONBytes
 from api.schemas import (
@@ -182,33 +187,61 @@ async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: Res) -> Response:
     return JSONBytes(await _new_mqtt_credentials(store, robot_id))
 
 
+# Robots read per round when filtering on the live connection state (Redis, not SQL).
+_CONNECTION_SCAN = 500
+
+
 @router.get("", response_model=RobotPage, responses=_ERRORS)
 async def get_robots(
     res: Res,
+    *,
     status: RobotStatus | None = None,
     model: Annotated[Model | None, Query()] = None,
+    connection: Annotated[
+        Literal["online", "offline", "unknown"] | None,
+        Query(description="Live connection state (from the robots' status messages)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    """Robots in id order, filtered by status and model; `next_cursor` continues the list."""
-    scope = query_scope("robots", status, model)
+    """Robots in id order, filtered by status, model and connection; `next_cursor` continues
+    the list."""
+    scope = query_scope("robots", status, model, connection)
     after = ""
     if cursor:
         position = res.cursors.decode(cursor, scope)
         if len(position) != 1 or not isinstance(position[0], str):
             raise InvalidCursorError("malformed")
         after = position[0]
-    rows = await list_robots(
-        res.read_pool,
-        status=status.value if status else None,
-        model=model,
-        after_id=after,
-        limit=limit + 1,
-    )
-    page = rows[:limit]
-    live = await _robot_live(res, [r["id"] for r in page])
-    items = [robot_doc(r, live[i] if live else None) for i, r in enumerate(page)]
-    next_cursor = res.cursors.encode(scope, [page[-1]["id"]]) if len(rows) > limit else None
+    # Without a connection filter one round reads the page (and one more row to know whether
+    # another page follows); with it, rounds go on in id order until the page is full.
+    batch = limit + 1 if connection is None else max(limit + 1, _CONNECTION_SCAN)
+    items: list[dict[str, Any]] = []
+    more = False
+    while not more:
+        rows = await list_robots(
+            res.read_pool,
+            status=status.value if status else None,
+            model=model,
+            after_id=after,
+            limit=batch,
+        )
+        live = await _robot_live(res, [r["id"] for r in rows])
+        if live is None and connection is not None:
+            # The state to filter on lives in Redis only.
+            raise StorageUnavailableError("redis")
+        for i, row in enumerate(rows):
+            doc = robot_doc(row, live[i] if live else None)
+            if connection is not None and doc["connection"] != connection:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(doc)
+        if len(rows) < batch:
+            break
+        after = rows[-1]["id"]
+    next_cursor = res.cursors.encode(scope, [items[-1]["id"]]) if more else None
     return JSONBytes({"items": items, "next_cursor": next_cursor})
 
 

@@ -57,9 +57,9 @@ def test_swagger_ui_renders_the_api_offline(
     page = context.new_page()
     page.goto(f"{api_url}/docs")
     # Text Swagger UI renders from /openapi.json: the title and an operation's path.
-    page.locator(".info .title", has_text="RoboSense API").wait_for(timeout=20_000)
+    page.locator(".info .title", has_text="RoboSense API").wait_for(timeout=60_000)
     page.locator(".opblock-summary-path", has_text="/api/sensors/aggregate").first.wait_for(
-        timeout=20_000
+        timeout=60_000
     )
     assert refused == []
 
@@ -70,7 +70,7 @@ def test_redoc_renders_the_api_offline(
     context, refused = offline
     page = context.new_page()
     page.goto(f"{api_url}/redoc")
-    page.locator("h1", has_text="RoboSense API").first.wait_for(timeout=20_000)
+    page.locator("h1", has_text="RoboSense API").first.wait_for(timeout=60_000)
     # An operation's summary, as ReDoc lists it in its side menu and body.
-    page.locator("h2", has_text="Get Robots").first.wait_for(timeout=20_000)
+    page.locator("h2", has_text="Get Robots").first.wait_for(timeout=60_000)
     assert [url for url in refused if url != _REDOC_FOOTER_LOGO] == []

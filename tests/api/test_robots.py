@@ -207,3 +207,30 @@ async def test_live_fields_come_from_redis(client: httpx.AsyncClient, counters: 
         detail["latest"]["imu"]["ts"][:19]
         == datetime.fromtimestamp(ts / 1000, UTC).isoformat()[:19]
     )
+
+
+async def test_list_filters_on_the_live_connection_and_walks_pages(
+    client: httpx.AsyncClient, counters: Counters
+) -> None:
+    for robot_id in ("r4", "r5"):
+        assert (await client.post("/api/robots", json={"id": robot_id})).status_code == 201
+    await counters.set_statuses([("r2", "online", 1), ("r3", "offline", 2), ("r5", "online", 3)])
+
+    async def ids(**params: Any) -> tuple[list[str], str | None]:
+        response = await client.get("/api/robots", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert all(i["connection"] == params["connection"] for i in body["items"])
+        return [i["id"] for i in body["items"]], body["next_cursor"]
+
+    assert await ids(connection="online") == (["r2", "r5"], None)
+    assert await ids(connection="offline") == (["r3"], None)
+    assert await ids(connection="unknown") == (["r1", "r4"], None)
+    first, cursor = await ids(connection="online", limit=1)
+    assert first == ["r2"] and cursor is not None
+    assert await ids(connection="online", limit=1, cursor=cursor) == (["r5"], None)
+    # A cursor belongs to its filter.
+    other = await client.get("/api/robots", params={"connection": "offline", "cursor": cursor})
+    assert other.status_code == 400
+    bad = await client.get("/api/robots", params={"connection": "stale"})
+    assert bad.status_code == 422

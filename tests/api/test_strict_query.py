@@ -12,12 +12,12 @@ from api.strict_query import reject_unknown_query
 
 
 async def test_unknown_filter_on_robots_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/api/robots", params={"connection": "offline"})
+    response = await client.get("/api/robots", params={"state": "offline"})
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"] == "invalid_query"
-    assert body["parameter"] == "connection"
-    assert "'connection'" in body["detail"] and "status" in body["detail"]
+    assert body["parameter"] == "state"
+    assert "'state'" in body["detail"] and "connection" in body["detail"]
 
 
 async def test_typo_in_a_reads_filter_is_422_not_other_robots_data(
