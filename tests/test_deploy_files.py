@@ -80,12 +80,14 @@ class _LateForwarder:
         self.target = target
         self._server: socket.socket | None = None
         self._stop = threading.Event()
+        self._acceptor: threading.Thread | None = None
 
     def open(self) -> None:
         server = socket.create_server(("127.0.0.1", self.port))
         server.settimeout(0.2)
         self._server = server
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         assert self._server is not None
@@ -112,6 +114,9 @@ class _LateForwarder:
 
     def close(self) -> None:
         self._stop.set()
+        # The acceptor sees the flag within its 0.2 s accept timeout; then the socket can go.
+        if self._acceptor is not None:
+            self._acceptor.join(timeout=5)
         if self._server is not None:
             self._server.close()
 
