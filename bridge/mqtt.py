@@ -72,7 +72,8 @@ class MqttSubscriber:
             clean_session=False,
         )
         self._client.manual_ack_set(True)
-        self._presence = bridge_presence_topic(client_id)
+        # Under the username when there is one: the broker makes it the client id.
+        self._presence = bridge_presence_topic(target.username or client_id)
         self._client.will_set(self._presence, BRIDGE_OFFLINE, qos=1, retain=True)
         if target.username:
             self._client.username_pw_set(target.username, target.password)

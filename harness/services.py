@@ -7,6 +7,7 @@ Redis key prefix and its own broker on a free port, so several test runs can sha
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -57,7 +58,10 @@ def render_mosquitto_conf(
     """Our mosquitto.conf with only the listener, the persistence location and the identity
     files replaced, and a pid file added (to signal the broker after an identity change).
     `tls` (port, certificate directory) switches on the config's TLS listener."""
-    text = source.read_text().replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    # The plain listener (the first); the TLS one is commented out unless `tls` asks for it.
+    text = re.sub(
+        r"^listener \d+$", f"listener {port} 127.0.0.1", source.read_text(), count=1, flags=re.M
+    )
     if tls is not None:
         tls_port, certs = tls
         text = text.replace(f"{TLS_MARK}listener 8883", f"listener {tls_port} 127.0.0.1")

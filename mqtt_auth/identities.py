@@ -6,7 +6,7 @@ reload stall the broker for about a second (BENCHMARKS.md), while the password f
 reloads in ~0.1 s. A pattern applies to every user, so every other identity's block starts by
 denying its own `robots/<name>/#` (a user's denials are checked before any pattern); robot
 ids and other usernames share one namespace, so no robot is shut out by that. Nobody reads
-`$SYS`, and nothing grants a robot a read.
+`$SYS`; the only read a robot has is the bridges' presence markers (`robosense/bridges/+`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from telemetry.topics import READINGS_FILTER, STATUS_FILTER, is_valid_robot_id
+from telemetry.topics import (
+    BRIDGE_PRESENCE_FILTER,
+    READINGS_FILTER,
+    STATUS_FILTER,
+    bridge_presence_topic,
+    is_valid_robot_id,
+)
 
 # Usernames end up in the password file (`user:hash`), in ACL lines and, with
 # `use_username_as_clientid`, as client ids: no separators, no wildcards, no blanks.
@@ -93,6 +99,8 @@ class Identity:
             # A delivery is checked against the message's topic, so these cover the shared
             # subscription ($share/<group>/robots/+/sensors/+) and a plain one alike.
             lines += [f"topic read {READINGS_FILTER}", f"topic read {STATUS_FILTER}"]
+            # Its presence marker, under its username (the broker's client id for it).
+            lines.append(f"topic write {bridge_presence_topic(self.username)}")
         else:
             lines += ["topic read robots/#", "topic read fleet/#"]
         return lines
@@ -122,6 +130,9 @@ def render_password_file(identities: Sequence[Identity]) -> str:
 
 
 ROBOT_PATTERN = "pattern write robots/%u/#"
+# Whether a bridge is connected is no secret: every client may read the bridges' presence
+# markers, so a publisher can tell when nothing would store its readings.
+PRESENCE_PATTERN = f"pattern read {BRIDGE_PRESENCE_FILTER}"
 
 
 def render_acl_file(identities: Sequence[Identity]) -> str:
@@ -129,6 +140,7 @@ def render_acl_file(identities: Sequence[Identity]) -> str:
         "# Written by mqtt_auth (python -m mqtt_auth); edits here are overwritten.\n",
         "# Every robot (username = robot id) publishes under its own id, and nowhere else.\n"
         f"{ROBOT_PATTERN}\n",
+        f"# Every client may read which bridges are connected.\n{PRESENCE_PATTERN}\n",
     ]
     blocks += ["\n".join(lines) + "\n" for i in identities if (lines := i.acl_lines())]
     return "\n".join(blocks)

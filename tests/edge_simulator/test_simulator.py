@@ -246,19 +246,35 @@ async def test_one_process_drives_a_thousand_robots(mosquitto: Mosquitto, robots
     assert len(messages) == summary.totals()["messages"] == robots * (2 + 4)
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge_simulator", *args]
+def _cli(mosquitto: Mosquitto, tmp_path: Path, *args: str) -> list[str]:
+    """The simulator with its fleet's identities provisioned on the test broker."""
+    secret = tmp_path / "fleet-secret"
+    secret.write_text("a secret of this run\n")
+    return [
+        sys.executable,
+        "-m",
+        "edge_simulator",
+        "--mqtt-url",
+        mosquitto.url,
+        "--mqtt-secret-file",
+        str(secret),
+        "--provision-mqtt",
+        str(mosquitto.auth.directory),
+        "--mosquitto-pid-file",
+        str(mosquitto.auth.pid_file),
+        *args,
+    ]
 
 
 def _log_lines(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.strip()]
 
 
-def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto) -> None:
+def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """A broker with no bridge (the machine's own, say) takes every reading and stores none:
     the simulator says so when it starts and again when it ends."""
     proc = subprocess.run(
-        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -277,11 +293,11 @@ def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto) -> No
 
 
 def test_cli_sees_a_connected_bridge_and_stays_quiet(
-    mosquitto: Mosquitto, start_bridge: StartBridge
+    mosquitto: Mosquitto, start_bridge: StartBridge, tmp_path: Path
 ) -> None:
-    bridge = start_bridge()
+    bridge = start_bridge("bridge-presence")
     proc = subprocess.run(
-        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -291,13 +307,11 @@ def test_cli_sees_a_connected_bridge_and_stays_quiet(
     assert proc.returncode == 0, proc.stderr
     messages = [str(line["message"]) for line in _log_lines(proc.stderr)]
     assert not [m for m in messages if "NO ROBOSENSE BRIDGE" in m], proc.stderr
-    assert any(
-        m.startswith("bridges connected") and bridge.env["BRIDGE_CLIENT_ID"] in m for m in messages
-    )
+    assert any(m.startswith("bridges connected") and "bridge-presence" in m for m in messages)
     # A bridge that stopped cleanly is no longer counted.
     assert bridge.terminate() == 0
     again = subprocess.run(
-        _cli("--robots", "1", "--duration", "1", "--mqtt-url", mosquitto.url),
+        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -312,16 +326,14 @@ def test_cli_until_stopped_runs_until_sigterm_then_writes_the_summary(
 ) -> None:
     path = tmp_path / "summary.json"
     proc = subprocess.Popen(
-        _cli(
-            "--robots", "2", "--duration", "0", "--mqtt-url", mosquitto.url, "--summary", str(path)
-        ),
+        _cli(mosquitto, tmp_path, "--robots", "2", "--duration", "0", "--summary", str(path)),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        with Capture(port=mosquitto.port, client_id="watch") as capture:
+        with Capture(port=mosquitto.port, **operator(mosquitto)) as capture:
             deadline = time.monotonic() + 30
             while not capture.statuses("sim-0001") and time.monotonic() < deadline:
                 time.sleep(0.1)
