@@ -14,6 +14,7 @@ from mqtt_auth.identities import ALL_ROBOTS, Identity, IdentityError, Role
 from mqtt_auth.passwords import derive_password, hash_password, new_password
 from mqtt_auth.settings import MqttAuthSettings
 from mqtt_auth.store import AuthFiles, IdentityStore, share_group
+from telemetry.logs import configure_logging
 
 
 def build_parser(defaults: MqttAuthSettings) -> argparse.ArgumentParser:
@@ -56,6 +57,8 @@ def build_parser(defaults: MqttAuthSettings) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(MqttAuthSettings()).parse_args(argv)
+    # Its output (a password, a list) goes to stdout; its log lines are JSON on stderr.
+    configure_logging(level="INFO", process="mqtt_auth")
     files = AuthFiles(Path(args.dir), pid_file=Path(args.pid_file) if args.pid_file else None)
     store = IdentityStore(files)
     if args.command == "add":

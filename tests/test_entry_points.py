@@ -25,6 +25,7 @@ ENTRY_POINTS = [
     "loadtest.null_subscriber",
     "loadtest.wire_publisher",
     "harness.architecture",
+    "mqtt_auth",
 ]
 
 
