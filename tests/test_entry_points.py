@@ -24,6 +24,7 @@ ENTRY_POINTS = [
     "loadtest.rest",
     "loadtest.null_subscriber",
     "loadtest.wire_publisher",
+    "loadtest.nesting_check",
     "harness.architecture",
     "mqtt_auth",
 ]
