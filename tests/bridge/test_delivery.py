@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
@@ -14,6 +15,9 @@ from harness.services import Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
 from tests.conftest import StartBridge
+
+# Each test runs the bridge as a process: `-m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 async def row_count(pool: asyncpg.Pool[Any]) -> int:
