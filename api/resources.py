@@ -113,7 +113,8 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
 
 async def _resources(request: Request) -> Resources:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off on
-    # every request (15% of the API's CPU in a profile of the benchmark mix).
+    # every request, a visible share of the API's CPU (BENCHMARKS.md, "Measurements behind
+    # design choices").
     resources: Resources = request.app.state.resources
     return resources
 

@@ -26,7 +26,6 @@ class Batch:
     decoded: Decoded = field(default_factory=Decoded)
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
-    bad_statuses: int = 0
     retained_readings: int = 0
     oldest_received_at: float = 0.0
 
@@ -111,5 +110,4 @@ class BatchBuilder:
         if status in _STATUSES:
             batch.statuses[robot_id] = (status, int(message.received_at * 1000))
         elif message.payload:  # an empty retained payload clears the topic: nothing to say
-            batch.bad_statuses += 1
             log.warning("ignored status payload", extra={"robot": robot_id, "status": status[:40]})

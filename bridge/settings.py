@@ -68,12 +68,12 @@ class BridgeSettings(BaseSettings):
     # this bounds QoS 0 traffic, which has no flow control. Must exceed the batch size.
     inbox_high_water: int = Field(default=40_000, ge=100)
     # Python hands the GIL between paho's thread and the event loop every 5 ms by default, so
-    # each database round trip could wait 5 ms for the loop to run again. Measured: 0.2 ms
-    # drains a backlog of 10-reading messages ~50% faster.
+    # each database round trip could wait 5 ms for the loop to run again; a shorter interval
+    # drains a backlog markedly faster (BENCHMARKS.md, "Measurements behind design choices").
     gil_switch_interval_s: float = 0.0002
 
-    # Measured with loadtest/ingest: larger batches stop paying off around 5,000 readings, and
-    # 50 ms keeps p99 publish-to-commit latency well under 250 ms at half the sustained rate.
+    # Chosen with loadtest/ingest: where larger batches stop paying off, and a delay that keeps
+    # p99 publish-to-commit latency within target (BENCHMARKS.md).
     batch_max_readings: int = Field(default=5_000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
     # When the database is idle a batch goes as soon as it is this old (group commit).
