@@ -24,6 +24,7 @@ from ingest.counters import CounterReads, Counters
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
+from telemetry.settings import UnknownRobotPolicy
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
         writer = IngestWriter(
             pool=pool,
             counters=counters,
-            register_unknown_robots=settings.unknown_robot_policy == "register",
+            register_unknown_robots=settings.unknown_robot_policy is UnknownRobotPolicy.REGISTER,
             # The client reads each refusal in the response; dead_letters is for what MQTT
             # cannot answer. Refusals are still counted (stats) through the journal entry.
             store_rejections=False,

@@ -21,7 +21,7 @@ from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
+from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings
 from db.connect import open_pool
 from db.partitions import maintain_partitions
 from ingest.counters import Counters
@@ -29,6 +29,7 @@ from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.payload import PayloadDecoder
+from telemetry.settings import UnknownRobotPolicy
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.inbox import InboundMessage, Inbox
-from bridge.settings import MqttTarget
+from telemetry.settings import MqttTarget
 from telemetry.topics import STATUS_FILTER, readings_filter
 
 log = logging.getLogger(__name__)

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
-from enum import StrEnum
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from telemetry.payload import TimeWindow
+from telemetry.settings import ServiceSettings
 
 # The group name every bridge used before the secret one (docs/security.md): public.
 PUBLIC_SHARE_GROUP = "robosense"
 
 
-class UnknownRobotPolicy(StrEnum):
-    REJECT = "reject"
-    REGISTER = "register"
-
-
-class MqttTarget:
-    """What `MQTT_URL` (mqtt://user:pass@host:port) names."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise ValueError(f"MQTT_URL must start with mqtt://, got {url!r}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-
-    def __str__(self) -> str:
-        """For logs: who and where, never the password."""
-        who = f"{self.username}@" if self.username else ""
-        return f"mqtt://{who}{self.host}:{self.port}"
-
-    def __repr__(self) -> str:
-        return f"MqttTarget({self})"
-
-
-class BridgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "rs:"
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
-
+class BridgeSettings(ServiceSettings):
     # Several bridges split the stream when they share the group; each needs its own client id,
     # and must keep it across restarts to resume its persistent session.
     bridge_client_id: str = Field(
@@ -79,10 +42,6 @@ class BridgeSettings(BaseSettings):
     # When the database is idle a batch goes as soon as it is this old (group commit).
     batch_min_delay_ms: int = Field(default=10, ge=0)
 
-    unknown_robot_policy: UnknownRobotPolicy = UnknownRobotPolicy.REJECT
-    max_future_s: int = 300
-    max_age_s: int = 7 * 86_400
-
     retention_days: int = 30
     # Dead letters are for finding out what went wrong: kept a week, deleted by the hourly
     # maintenance. A source (a robot id, or the topic) that floods keeps this many rows a
@@ -108,20 +67,8 @@ class BridgeSettings(BaseSettings):
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
-    log_level: str = "INFO"
-
-    @property
-    def mqtt(self) -> MqttTarget:
-        return MqttTarget(self.mqtt_url)
-
-    @property
-    def time_window(self) -> TimeWindow:
-        return TimeWindow(
-            max_future=timedelta(seconds=self.max_future_s),
-            max_age=timedelta(seconds=self.max_age_s),
-        )
 
     @property
     def partition_days_back(self) -> int:
         # Every reading the time window accepts must have a partition to land in.
-        return self.max_age_s // 86_400 + 1
+        return int(self.max_age_s // 86_400) + 1

@@ -7,15 +7,11 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from db.migrate import prepare_database
+from telemetry.settings import ServiceSettings
 
 
-class DbSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
+class DbSettings(ServiceSettings):
     partition_days_back: int = 8
     partition_days_ahead: int = 3
     retention_days: int = 30

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import httpx
 import uvloop
@@ -27,6 +25,7 @@ from mqtt_auth.probe import wait_accepted
 from mqtt_auth.store import AuthFiles, IdentityStore
 from telemetry.errors import RejectReason
 from telemetry.sensors import SENSOR_TYPES
+from telemetry.settings import MqttTarget, ServiceSettings
 
 log = logging.getLogger("edge_simulator")
 
@@ -77,7 +76,8 @@ def _reasons(text: str) -> tuple[RejectReason, ...]:
         raise argparse.ArgumentTypeError(f"{exc}; the simulator can provoke: {names}") from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: ServiceSettings) -> argparse.ArgumentParser:
+    """The flags; the shared settings (`MQTT_URL`, `DATABASE_URL`) give two defaults."""
     mix = ",".join(f"{k}={v.rate_hz:g}" for k, v in DEFAULT_MIX.items())
     batches = ",".join(f"{k}={v.batch}" for k, v in DEFAULT_MIX.items())
     p = argparse.ArgumentParser(
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt = p.add_argument_group("mqtt")
     mqtt.add_argument(
         "--mqtt-url",
-        default=os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883"),
+        default=env.mqtt_url,
         help="mqtt://[user:pass@]host:port (env MQTT_URL)",
     )
     mqtt.add_argument(
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/robosense"),
+        default=env.database_url,
         help="for --register-db (env DATABASE_URL)",
     )
     f = p.add_argument_group("faults (ratios 0..1)")
@@ -199,9 +199,7 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         )
         for s in sensors
     }
-    mqtt = urlsplit(args.mqtt_url)
-    if mqtt.scheme != "mqtt" or not mqtt.hostname:
-        raise ValueError(f"--mqtt-url must be mqtt://host:port, not {args.mqtt_url!r}")
+    mqtt = MqttTarget(args.mqtt_url)
     if args.provision_mqtt and not args.mqtt_secret_file:
         raise ValueError("--provision-mqtt needs --mqtt-secret-file")
     secret = args.mqtt_secret_file.read_text().strip() if args.mqtt_secret_file else None
@@ -233,10 +231,10 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
             drop=args.drop,
             drop_down_s=args.drop_down,
         ),
-        mqtt_host=mqtt.hostname,
-        mqtt_port=mqtt.port or 1883,
-        mqtt_username=unquote(mqtt.username) if mqtt.username else None,
-        mqtt_password=unquote(mqtt.password) if mqtt.password else None,
+        mqtt_host=mqtt.host,
+        mqtt_port=mqtt.port,
+        mqtt_username=mqtt.username,
+        mqtt_password=mqtt.password,
         mqtt_secret=secret,
         window=args.window,
     )
@@ -275,7 +273,7 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(ServiceSettings()).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
