@@ -13,14 +13,14 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
 from api.settings import ApiSettings
 from db.connect import open_pool
+from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool
-from ingest.counters import CounterReads, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, CounterReads, Counters
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
@@ -56,8 +56,10 @@ async def _replay_journal(writer: IngestWriter) -> None:
         await asyncio.sleep(_REPLAY_EVERY_S)
         try:
             await writer.replay_journal(older_than_s=_REPLAY_OLDER_THAN_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        except (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS) as exc:
             log.warning("journal replay failed, will retry: %s", exc)
+        except asyncpg.PostgresError:
+            log.exception("journal replay failed with an unexpected database error; will retry")
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ from api.compat import OlderRobotId, SensorPart, sensor_parts
 from api.compat import robot_id as older_robot_id
 from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import (
-    DEAD_LETTER_PAYLOAD_CAP,
     Decoded,
     PayloadDecoder,
     Reading,
@@ -160,9 +159,7 @@ def _refuse(
     out: IngestBody, part: SensorPart, reason: RejectReason, detail: str, received_at: datetime
 ) -> None:
     raw = part.payload or msgspec.json.encode(part.given_type)
-    out.rejections.append(
-        Rejection(received_at, "http", reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw))
-    )
+    out.rejections.append(Rejection.of(received_at, "http", reason, detail, raw))
     out.refused.append(
         {
             "sensor_type": part.sensor_type or part.given_type,

@@ -13,18 +13,18 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bridge.batcher import BatchBuilder
 from bridge.counter_care import CounterCare
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
-from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
+from bridge.pipeline import Pipeline, ShutdownWithUncommittedBatchError
 from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings
 from db.connect import open_pool
+from db.errors import DATABASE_AWAY_ERRORS
 from db.partitions import maintain_partitions
-from ingest.counters import Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
@@ -51,7 +51,7 @@ async def open_pool_with_retry(
             )
             pool = await pool_cm.__aenter__()
             break
-        except TRANSIENT_DB_ERRORS as exc:
+        except DATABASE_AWAY_ERRORS as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             log.warning("waiting for PostgreSQL", extra={"error": repr(exc)})
@@ -63,7 +63,10 @@ async def open_pool_with_retry(
         await pool_cm.__aexit__(None, None, None)
 
 
-_PERIODIC_JOB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
+_PERIODIC_JOB_ERRORS: tuple[type[Exception], ...] = (
+    *DATABASE_AWAY_ERRORS,
+    *COUNTERS_AWAY_ERRORS,
+)
 
 
 async def _every(

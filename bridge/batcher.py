@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from bridge.inbox import InboundMessage
 from telemetry.errors import ContractError, RejectReason
-from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Decoded, PayloadDecoder, Rejection
+from telemetry.payload import Decoded, PayloadDecoder, Rejection
 from telemetry.topics import SensorTopic, parse_sensor_topic, parse_status_topic
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,8 @@ class BatchBuilder:
         try:
             parsed: SensorTopic = _parse_topic(topic)
         except ContractError as exc:
-            payload = message.payload
             batch.decoded.rejections.append(
-                Rejection(
-                    received_at,
-                    topic,
-                    exc.reason,
-                    exc.detail,
-                    payload[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(payload),
-                )
+                Rejection.of(received_at, topic, exc.reason, exc.detail, message.payload)
             )
             return
         try:
@@ -92,15 +84,13 @@ class BatchBuilder:
             # The decoder refuses bad input with a reason; reaching here is a decoder bug
             # that this message's content triggered. Dead-letter it, say so loudly, go on.
             log.exception("decoder failed on a message; dead-lettered", extra={"topic": topic})
-            payload = message.payload
             batch.decoded.rejections.append(
-                Rejection(
+                Rejection.of(
                     received_at,
                     topic,
                     RejectReason.INVALID_JSON,
                     f"the decoder failed on this message: {exc!r}"[:1000],
-                    payload[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(payload),
+                    message.payload,
                 )
             )
 

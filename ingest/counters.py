@@ -26,6 +26,10 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+# Redis is away (down, restarting, unreachable): counter updates wait in the journal.
+COUNTERS_AWAY_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
 # cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
 # the epoch (13 digits) survive, microseconds would not.

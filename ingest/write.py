@@ -19,20 +19,20 @@ from typing import Any
 
 import asyncpg
 import orjson
-from redis.exceptions import RedisError
 
 from db.dead_letters import store_dead_letters
+from db.errors import LOST_RACE_ATTEMPTS, LOST_RACE_ERRORS
 from db.journal import (
     add_journal_entry,
     delete_journal_entries,
     pending_journal_entries,
 )
 from db.readings import Conflict, MergeResult, merge_readings
-from ingest.counters import Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import counters_present, rebuild_counters
 from telemetry.errors import RejectReason
-from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
+from telemetry.payload import Reading, Rejection
 from telemetry.topics import sensor_topic
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,7 @@ def build_journal_entry(
 def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
     """A refusal of a reading that passed validation, with the reading as its payload."""
     raw = _reading_json(r, with_received_at=False).encode()
-    return Rejection(
-        r.received_at,
-        sensor_topic(r.robot_id, r.sensor_type),
-        reason,
-        detail,
-        raw[:DEAD_LETTER_PAYLOAD_CAP],
-        len(raw),
-    )
+    return Rejection.of(r.received_at, sensor_topic(r.robot_id, r.sensor_type), reason, detail, raw)
 
 
 def conflict_rejections(conflicts: Sequence[Conflict]) -> list[Rejection]:
@@ -194,13 +187,22 @@ class IngestWriter:
     ) -> WriteResult:
         """Commits readings (skipping ones already stored) and dead letters; then the counters.
 
-        Raises asyncpg/OS errors when PostgreSQL fails: nothing was committed then, and the
+        A transaction that lost a race (db.errors.LOST_RACE_ERRORS) is run again here. Raises
+        asyncpg/OS errors when PostgreSQL fails otherwise: nothing was committed then, and the
         caller must not acknowledge the batch.
         """
         await self._writes_allowed.wait()
         self._writes_in_progress += 1
         self._no_writes.clear()
         try:
+            for attempt in range(1, LOST_RACE_ATTEMPTS):
+                try:
+                    return await self._write(readings, rejections)
+                except LOST_RACE_ERRORS as exc:
+                    log.info(
+                        "write lost a race; running it again",
+                        extra={"error": repr(exc), "attempt": attempt},
+                    )
             return await self._write(readings, rejections)
         finally:
             self._writes_in_progress -= 1
@@ -250,7 +252,7 @@ class IngestWriter:
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:
         try:
             await self.counters.apply(entry_id, entry)
-        except (RedisError, OSError) as exc:
+        except COUNTERS_AWAY_ERRORS as exc:
             # The journal entry stays; replay_journal applies it once Redis is back.
             log.warning("counter update deferred", extra={"entry": entry_id, "error": str(exc)})
             return False

@@ -7,18 +7,21 @@ import logging
 
 import asyncpg
 from fastapi import APIRouter
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.metrics import render_metrics
 from api.resources import Res
 from api.responses import JSONBytes
 from api.schemas import Health, Readiness
+from db.errors import DATABASE_AWAY_ERRORS
+from ingest.counters import COUNTERS_AWAY_ERRORS
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 1.0
+# Away, or any other refusal to answer SELECT 1: not ready either way.
+_POSTGRESQL_NOT_READY: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, asyncpg.PostgresError)
 
 
 @router.get("/healthz", response_model=Health)
@@ -34,13 +37,13 @@ async def readyz(res: Res) -> Response:
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
             await res.pool.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except _POSTGRESQL_NOT_READY as exc:
         log.warning("postgresql not ready: %s", exc)
         postgresql = "unavailable"
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
             await res.redis.ping()
-    except (OSError, TimeoutError, RedisError) as exc:
+    except COUNTERS_AWAY_ERRORS as exc:
         log.warning("redis not ready: %s", exc)
         redis = "unavailable"
     ready = postgresql == redis == "ok"

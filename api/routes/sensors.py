@@ -29,7 +29,7 @@ from api.sensor_bodies import parse_ingest_body
 from db.sensor_aggregates import AggregateFn, bucket_aggregate, moving_average
 from db.sensor_reads import ReadingFilter, ReadingKey, read_page
 from telemetry.errors import ContractError, UnknownRobotError
-from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, EPOCH, MAX_READINGS_PER_MESSAGE, Rejection
+from telemetry.payload import EPOCH, MAX_READINGS_PER_MESSAGE, Rejection
 from telemetry.sensors import NUMERIC_FIELDS, SENSOR_SCHEMAS, normalize_sensor_type
 from telemetry.topics import ROBOT_ID_PATTERN, is_valid_robot_id
 
@@ -275,16 +275,7 @@ async def ingest(request: Request, res: Res) -> Response:
         )
     except ContractError as exc:
         res.committer.count_rejections(
-            [
-                Rejection(
-                    received_at,
-                    "http",
-                    exc.reason,
-                    exc.detail,
-                    body[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(body),
-                )
-            ]
+            [Rejection.of(received_at, "http", exc.reason, exc.detail, body)]
         )
         raise
     if not parsed.readings:

@@ -10,6 +10,8 @@ import asyncpg
 import orjson
 import pytest
 
+import ingest.write
+from db.readings import merge_readings
 from db.stats import count_readings
 from ingest.counters import CounterReads, Counters
 from ingest.rebuild import rebuild_counters
@@ -169,3 +171,35 @@ async def test_rebuild_reproduces_the_live_counters(
     assert await counters.minute_totals(minutes) == live
     assert await counters.latest("r1") == live_latest
     assert sum(m["*"] for m in live) == 1200
+
+
+@pytest.mark.parametrize(("races", "committed"), [(2, True), (3, False)])
+async def test_a_write_that_loses_a_race_runs_again_a_bounded_number_of_times(
+    writer: IngestWriter,
+    clean_db: asyncpg.Pool[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    races: int,
+    committed: bool,
+) -> None:
+    # A deadlock between two merges cannot be had from PostgreSQL on demand: the merge raises
+    # PostgreSQL's deadlock error inside the real transaction `races` times, then runs.
+    real_merge = merge_readings
+    lost = 0
+
+    async def merge_losing_races(*args: Any, **kwargs: Any) -> Any:
+        nonlocal lost
+        if lost < races:
+            lost += 1
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return await real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(ingest.write, "merge_readings", merge_losing_races)
+    batch = decode_batch("r1", 10, start_ms=int(time.time() * 1000))
+    if committed:
+        assert (await writer.write(batch.readings)).inserted == 10
+    else:
+        with pytest.raises(asyncpg.DeadlockDetectedError):
+            await writer.write(batch.readings)
+    assert lost == races
+    async with clean_db.acquire() as conn:
+        assert await count_readings(conn) == (10 if committed else 0)
