@@ -20,7 +20,7 @@ from api.settings import ApiSettings
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool
-from ingest.counters import COUNTERS_AWAY_ERRORS, CounterReads, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
@@ -42,7 +42,6 @@ class Resources:
     read_pool: ReadPool
     redis: Redis
     counters: Counters
-    reads: CounterReads
     writer: IngestWriter
     committer: GroupCommitter
     decoder: PayloadDecoder
@@ -99,7 +98,6 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 read_pool=ReadPool(pool),
                 redis=redis,
                 counters=counters,
-                reads=CounterReads(counters),
                 writer=writer,
                 committer=committer,
                 decoder=PayloadDecoder(window=settings.time_window),

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 class ReadPool:
     """`fetch`, `fetchrow`, `fetchval` of a pool, each retried once on a dead connection."""
 

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from db.dead_letters import store_dead_letters
 from db.errors import LOST_RACE_ATTEMPTS, LOST_RACE_ERRORS
@@ -30,7 +29,18 @@ from db.journal import (
 from db.readings import Conflict, MergeResult, merge_readings
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
-from ingest.rebuild import counters_present, rebuild_counters
+from ingest.journal_entry import (
+    JournalEntry,
+    LastSeen,
+    MinuteRejections,
+    epoch_minute,
+    epoch_ms,
+    latest_reading,
+    minute_count,
+    reading_json,
+    upgrade_legacy_entry,
+)
+from ingest.rebuild import rebuild_counters
 from telemetry.errors import RejectReason
 from telemetry.payload import Reading, Rejection
 from telemetry.topics import sensor_topic
@@ -57,25 +67,10 @@ class WriteResult:
         return self.received - self.inserted - unknown - self.conflicting
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def _minute(dt: datetime) -> int:
-    return int(dt.timestamp()) // 60 * 60
-
-
-def _reading_json(r: Reading, *, with_received_at: bool) -> str:
-    """A reading as JSON; `data` is already JSON, so it is spliced in rather than re-encoded."""
-    received = f'"received_at":"{r.received_at.isoformat()}",' if with_received_at else ""
-    seq = "null" if r.seq is None else r.seq
-    return f'{{"ts":"{r.ts.isoformat()}",{received}"seq":{seq},"data":{r.data}}}'
-
-
 def build_journal_entry(
     merge: MergeResult, readings: Sequence[Reading], rejections: Sequence[Rejection]
-) -> str:
-    """The counter updates a committed batch implies, as the JSON the Lua script applies."""
+) -> JournalEntry:
+    """The counter updates a committed batch implies."""
     newest: dict[tuple[str, str], Reading] = {}
     last_seen: dict[str, datetime] = {}
     for r in readings:
@@ -90,35 +85,19 @@ def build_journal_entry(
             last_seen[r.robot_id] = r.received_at
     inserted_pairs = {(g.robot_id, g.sensor_type) for g in merge.groups}
     rejected: Counter[tuple[int, str]] = Counter(
-        (_minute(x.received_at), str(x.reason)) for x in rejections
+        (epoch_minute(x.received_at), str(x.reason)) for x in rejections
     )
-    entry: dict[str, Any] = {
-        "g": [
-            [
-                g.robot_id,
-                g.sensor_type,
-                g.minute,
-                g.count,
-                g.seq_count,
-                g.seq_min or 0,
-                g.seq_max or 0,
-            ]
-            for g in merge.groups
-        ],
-        "x": [[minute, reason, n] for (minute, reason), n in rejected.items()],
-        "l": [
-            [robot, sensor, _ms(r.ts), _reading_json(r, with_received_at=True)]
-            for (robot, sensor), r in newest.items()
-            if (robot, sensor) in inserted_pairs
-        ],
-        "s": [[robot, _ms(at)] for robot, at in last_seen.items()],
-    }
-    return orjson.dumps(entry).decode()
+    return JournalEntry(
+        groups=[minute_count(g) for g in merge.groups],
+        rejected=[MinuteRejections(minute, reason, n) for (minute, reason), n in rejected.items()],
+        latest=[latest_reading(r) for pair, r in newest.items() if pair in inserted_pairs],
+        last_seen=[LastSeen(robot, epoch_ms(at)) for robot, at in last_seen.items()],
+    )
 
 
 def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
     """A refusal of a reading that passed validation, with the reading as its payload."""
-    raw = _reading_json(r, with_received_at=False).encode()
+    raw = reading_json(ts=r.ts, received_at=None, seq=r.seq, data=r.data).encode()
     return Rejection.of(r.received_at, sensor_topic(r.robot_id, r.sensor_type), reason, detail, raw)
 
 
@@ -231,7 +210,7 @@ class IngestWriter:
                         admission = self.dead_letter_limit.admit(all_rejections, now_s=time.time())
                         to_store = admission.kept
                     await store_dead_letters(conn, to_store)
-                entry = build_journal_entry(merge, readings, all_rejections)
+                entry = build_journal_entry(merge, readings, all_rejections).to_json()
                 entry_id = await add_journal_entry(conn, entry, retire=applied_before)
         except BaseException:
             self._applied_to_retire = applied_before + self._applied_to_retire
@@ -263,9 +242,9 @@ class IngestWriter:
         """Periodic care: rebuilds the counters if Redis lost them (a restart without
         persistence), else applies journal entries whose update was missed. True when it
         rebuilt."""
-        if not await counters_present(self.counters):
+        if not await self.counters.present():
             async with self.paused():
-                if not await counters_present(self.counters):
+                if not await self.counters.present():
                     log.warning("counters missing from Redis; rebuilding from PostgreSQL")
                     await rebuild_counters(pool=self.pool, counters=self.counters)
                     return True
@@ -279,7 +258,7 @@ class IngestWriter:
             async with self.pool.acquire() as conn:
                 entries = await pending_journal_entries(conn, older_than_s=older_than_s)
                 for entry_id, entry in entries:
-                    await self.counters.apply(entry_id, entry)
+                    await self.counters.apply(entry_id, upgrade_legacy_entry(entry))
                 await delete_journal_entries(conn, [entry_id for entry_id, _ in entries])
             replayed += len(entries)
             if len(entries) < 1000:

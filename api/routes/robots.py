@@ -92,12 +92,12 @@ def robot_doc(
 
 
 def latest_docs(
-    raw: dict[bytes, bytes], sensor_types: frozenset[str] | None = None
+    latest: dict[str, bytes], sensor_types: frozenset[str] | None = None
 ) -> dict[str, Any]:
     return {
-        k.decode(): orjson.Fragment(v)
-        for k, v in raw.items()
-        if not k.endswith(b":ts") and (sensor_types is None or k.decode() in sensor_types)
+        sensor: orjson.Fragment(reading)
+        for sensor, reading in latest.items()
+        if sensor_types is None or sensor in sensor_types
     }
 
 
@@ -107,7 +107,7 @@ async def _robot_live(
     """Each robot's live fields from Redis, or None when Redis is unavailable: the registry
     is in PostgreSQL, so robots are still served, marked `live_unavailable`."""
     try:
-        statuses, seen = await res.reads.robot_live(robot_ids)
+        statuses, seen = await res.counters.robot_live(robot_ids)
     except RedisError as exc:
         log.warning("redis unavailable, robots served without live fields: %s", exc)
         return None
@@ -219,7 +219,7 @@ async def get_robot(robot_id: RobotIdPath, res: Res) -> Response:
     if row is None:
         raise NotFoundError("robot", robot_id)
     try:
-        status, seen, latest = await res.reads.robot_detail(robot_id)
+        status, seen, latest = await res.counters.robot_detail(robot_id)
     except RedisError as exc:
         log.warning("redis unavailable, robot served without live fields: %s", exc)
         return JSONBytes({**robot_doc(row, None), "latest": None})

@@ -367,8 +367,8 @@ async def latest(
     `limit` robots seen most recently."""
     robots = _robot_ids(robot_id)
     types = frozenset(_sensor_types(sensor_type)) or None
-    ids = list(robots) if robots else await res.reads.recently_seen(limit)
-    hashes = await res.reads.latest_raw(ids)
+    ids = list(robots) if robots else await res.counters.recently_seen(limit)
+    hashes = await res.counters.latest(ids)
     items = [
         {"robot_id": r, "sensors": latest_docs(h, types)} for r, h in zip(ids, hashes, strict=True)
     ]

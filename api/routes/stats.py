@@ -42,7 +42,7 @@ async def stats(
     current = int(now) // 60 * 60
     n = seconds // 60
     minutes = [current - 60 * i for i in range(n - 1, -1, -1)]
-    counts = await res.reads.window(minutes, top=top)
+    counts = await res.counters.window(minutes, top=top)
     total = 0
     by_type: Counter[str] = Counter()
     series: list[dict[str, Any]] = []
