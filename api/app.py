@@ -62,7 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                sensors.sensor_data_components()
+                sensors.INGEST_BODY_COMPONENTS
             )
             app.openapi_schema = schema
         return app.openapi_schema

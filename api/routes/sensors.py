@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import msgspec
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -25,11 +24,11 @@ from api.schemas import (
     MovingAverageOut,
     SensorPage,
 )
-from api.sensor_bodies import parse_ingest_body
+from api.sensor_bodies import ingest_body_schema, parse_ingest_body
 from db.sensor_aggregates import AggregateFn, bucket_aggregate, moving_average
 from db.sensor_reads import ReadingFilter, ReadingKey, read_page
 from telemetry.errors import ContractError, UnknownRobotError
-from telemetry.payload import EPOCH, MAX_READINGS_PER_MESSAGE, Rejection
+from telemetry.payload import EPOCH, Rejection
 from telemetry.sensors import NUMERIC_FIELDS, SENSOR_SCHEMAS, normalize_sensor_type
 from telemetry.topics import ROBOT_ID_PATTERN, is_valid_robot_id
 
@@ -153,97 +152,7 @@ def _key(position: list[Any]) -> ReadingKey:
     return ReadingKey(ts, position[1], position[2])
 
 
-def _ingest_schema() -> dict[str, Any]:
-    """The request body's JSON schema, with each sensor type's data schema from its Struct."""
-    data = {
-        "oneOf": [{"$ref": f"#/components/schemas/{t.__name__}"} for t in SENSOR_SCHEMAS.values()]
-    }
-    ts = {
-        "oneOf": [
-            {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-            {"type": "string", "format": "date-time"},
-        ]
-    }
-    robot_id = {"type": "string", "pattern": ROBOT_ID_PATTERN}
-    sensor_type = {"type": "string", "description": "imu, gps, lidar, battery; any case"}
-    reading_properties = {"ts": ts, "seq": {"type": "integer", "minimum": 0}, "data": data}
-    reading = {
-        "type": "object",
-        "properties": reading_properties,
-        "required": ["ts", "data"],
-        "additionalProperties": False,
-    }
-    return {
-        "oneOf": [
-            {
-                "title": "One reading",
-                "type": "object",
-                "properties": {
-                    "robot_id": robot_id,
-                    "sensor_type": sensor_type,
-                    **reading_properties,
-                },
-                "required": ["robot_id", "sensor_type", "ts", "data"],
-                "additionalProperties": False,
-            },
-            {
-                "title": "A batch of readings",
-                "type": "object",
-                "properties": {
-                    "robot_id": robot_id,
-                    "sensor_type": sensor_type,
-                    "readings": {
-                        "type": "array",
-                        "items": reading,
-                        "minItems": 1,
-                        "maxItems": MAX_READINGS_PER_MESSAGE,
-                    },
-                },
-                "required": ["robot_id", "sensor_type", "readings"],
-                "additionalProperties": False,
-            },
-            {
-                "title": "Older clients' shape",
-                "description": "docs/migrating.md: integer robot ids, `timestamp` without a "
-                "zone (NAIVE_TIMESTAMP_TZ), older data field names.",
-                "type": "object",
-                "properties": {
-                    "robot_id": {"anyOf": [robot_id, {"type": "integer", "minimum": 0}]},
-                    "timestamp": ts,
-                    "sensors": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_READINGS_PER_MESSAGE,
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "sensor_type": sensor_type,
-                                "data": {
-                                    "anyOf": [
-                                        *data["oneOf"],
-                                        {"type": "object", "title": "older field names"},
-                                        {"type": "null"},
-                                    ]
-                                },
-                            },
-                            "required": ["sensor_type", "data"],
-                            "additionalProperties": False,
-                        },
-                    },
-                },
-                "required": ["robot_id", "timestamp", "sensors"],
-                "additionalProperties": False,
-            },
-        ]
-    }
-
-
-def sensor_data_components() -> dict[str, Any]:
-    """OpenAPI components for the sensor data schemas the ingest body refers to."""
-    _, components = msgspec.json.schema_components(
-        list(SENSOR_SCHEMAS.values()), ref_template="#/components/schemas/{name}"
-    )
-    return components
+INGEST_BODY_SCHEMA, INGEST_BODY_COMPONENTS = ingest_body_schema()
 
 
 @router.post(
@@ -254,7 +163,7 @@ def sensor_data_components() -> dict[str, Any]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _ingest_schema()}},
+            "content": {"application/json": {"schema": INGEST_BODY_SCHEMA}},
         }
     },
 )
