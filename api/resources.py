@@ -120,4 +120,4 @@ async def _resources(request: Request) -> Resources:
     return resources
 
 
-Res = Annotated[Resources, Depends(_resources)]
+ResourcesDep = Annotated[Resources, Depends(_resources)]
