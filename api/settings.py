@@ -6,17 +6,14 @@ from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from mqtt_auth.settings import MqttAuthSettings
-from telemetry.settings import ServiceSettings
 
 
-class ApiSettings(ServiceSettings, MqttAuthSettings):
+class ApiSettings(MqttAuthSettings):
     """MQTT_AUTH_DIR and MOSQUITTO_PID_FILE (inherited): where the API writes the MQTT
-    identities of the robots it registers, and the broker to reload (docs/security.md)."""
-
-    model_config = SettingsConfigDict(extra="ignore")
+    identities of the robots it registers, and the broker to reload (docs/security.md); the
+    rest of what every process shares comes from telemetry.settings.ServiceSettings."""
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
