@@ -18,7 +18,16 @@ from api.load_shed import LoadShedMiddleware
 from api.metrics import MetricsMiddleware
 from api.resources import open_resources
 from api.responses import JSONBytes
-from api.routes import compat, health, robots, sensors, stats
+from api.routes import (
+    compat,
+    health,
+    robots,
+    sensor_aggregates,
+    sensor_ingest,
+    sensor_latest,
+    sensor_reads,
+    stats,
+)
 from api.settings import ApiSettings
 from api.strict_query import reject_unknown_query
 from telemetry.logs import configure_logging
@@ -48,7 +57,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # in (no-op, without an SDK) spans; we export Prometheus metrics and JSON logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for router in (robots.router, compat.router, sensors.router, stats.router, health.router):
+    for router in (
+        robots.router,
+        compat.router,
+        sensor_ingest.router,
+        sensor_reads.router,
+        sensor_latest.router,
+        sensor_aggregates.router,
+        stats.router,
+        health.router,
+    ):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
@@ -67,7 +85,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                sensors.sensor_data_components()
+                sensor_ingest.INGEST_BODY_COMPONENTS
             )
             app.openapi_schema = schema
         return app.openapi_schema

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
@@ -25,6 +24,7 @@ from api.http_errors import (
     StorageUnavailableError,
 )
 from api.responses import JSONBytes
+from db.errors import DATABASE_AWAY_ERRORS
 from telemetry.errors import ConflictError, ContractError, RoboSenseError
 
 log = logging.getLogger(__name__)
@@ -130,19 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RoboSenseError, _on_robosense)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
-    for pg_down in (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.AdminShutdownError,
-        # "database is not accepting connections", and the pool's error for a connection
-        # the server killed mid-operation: both are the database being away, not a bug.
-        asyncpg.ObjectNotInPrerequisiteStateError,
-        asyncpg.InternalClientError,
-        ConnectionError,
-        TimeoutError,
-    ):
-        app.add_exception_handler(pg_down, _on_postgres_down)
+    for database_away in DATABASE_AWAY_ERRORS:
+        app.add_exception_handler(database_away, _on_postgres_down)
     app.add_exception_handler(RedisError, _on_redis_down)
     app.add_exception_handler(Exception, _on_unexpected)

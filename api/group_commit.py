@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from api.http_errors import StorageUnavailableError
 from api.metrics import (
     BATCH_READINGS,
@@ -27,17 +25,12 @@ from api.metrics import (
     INGEST_READINGS,
     INGEST_REJECTED,
 )
-from ingest.write import IngestWriter, WriteResult
+from db.errors import ROW_REFUSED_ERRORS
+from ingest.write import IngestWriter
 from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import Reading, Rejection
 
 log = logging.getLogger(__name__)
-
-# Errors that one reading can cause: worth committing the batch's requests one by one so that
-# only the culprit fails. Anything else (connection lost, server down) fails the whole batch.
-_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_ATTEMPTS = 3
 
 
 @dataclass(slots=True)
@@ -53,10 +46,11 @@ class GroupCommitter:
         self,
         writer: IngestWriter,
         *,
-        max_readings: int = 5000,
-        max_wait_s: float = 0.002,
-        max_inflight: int = 2,
+        max_readings: int,
+        max_wait_s: float,
+        max_inflight: int,
     ) -> None:
+        """No defaults: ApiSettings (`INGEST_*`) is where they live."""
         self.writer = writer
         self.max_readings = max_readings
         self.max_wait_s = max_wait_s
@@ -153,25 +147,14 @@ class GroupCommitter:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _write(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
-    ) -> WriteResult:
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return await self.writer.write(readings, rejections)
-            except _RETRYABLE:
-                # Two batches holding the same identities can deadlock in the merge; the
-                # transaction rolled back, so trying again is safe.
-                if attempt == _ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
     async def _flush(self, batch: list[_Request], rejections: list[Rejection]) -> None:
         readings = [r for request in batch for r in request.readings]
         start = time.perf_counter()
         try:
-            result = await self._write(readings, rejections)
-        except _DATA_ERRORS as exc:
+            result = await self.writer.write(readings, rejections)
+        except ROW_REFUSED_ERRORS as exc:
+            # One reading can cause it: commit the batch's requests one by one so that only
+            # the culprit's request fails. Anything else fails the whole batch.
             if len(batch) > 1:
                 log.warning("batch refused by the database; committing its requests one by one")
                 for request in batch:

@@ -13,17 +13,18 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
 from api.settings import ApiSettings
 from db.connect import open_pool
+from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool
-from ingest.counters import CounterReads, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
+from telemetry.settings import UnknownRobotPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ class Resources:
     read_pool: ReadPool
     redis: Redis
     counters: Counters
-    reads: CounterReads
     writer: IngestWriter
     committer: GroupCommitter
     decoder: PayloadDecoder
@@ -55,8 +55,10 @@ async def _replay_journal(writer: IngestWriter) -> None:
         await asyncio.sleep(_REPLAY_EVERY_S)
         try:
             await writer.replay_journal(older_than_s=_REPLAY_OLDER_THAN_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        except (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS) as exc:
             log.warning("journal replay failed, will retry: %s", exc)
+        except asyncpg.PostgresError:
+            log.exception("journal replay failed with an unexpected database error; will retry")
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +78,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
         writer = IngestWriter(
             pool=pool,
             counters=counters,
-            register_unknown_robots=settings.unknown_robot_policy == "register",
+            register_unknown_robots=settings.unknown_robot_policy is UnknownRobotPolicy.REGISTER,
             # The client reads each refusal in the response; dead_letters is for what MQTT
             # cannot answer. Refusals are still counted (stats) through the journal entry.
             store_rejections=False,
@@ -96,7 +98,6 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 read_pool=ReadPool(pool),
                 redis=redis,
                 counters=counters,
-                reads=CounterReads(counters),
                 writer=writer,
                 committer=committer,
                 decoder=PayloadDecoder(window=settings.time_window),
@@ -113,9 +114,10 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
 
 async def _resources(request: Request) -> Resources:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off on
-    # every request (15% of the API's CPU in a profile of the benchmark mix).
+    # every request, a visible share of the API's CPU (BENCHMARKS.md, "Measurements behind
+    # design choices").
     resources: Resources = request.app.state.resources
     return resources
 
 
-Res = Annotated[Resources, Depends(_resources)]
+ResourcesDep = Annotated[Resources, Depends(_resources)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -22,11 +22,13 @@ from api.compat import OlderRobotId, SensorPart, sensor_parts
 from api.compat import robot_id as older_robot_id
 from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import (
-    DEAD_LETTER_PAYLOAD_CAP,
+    MAX_READINGS_PER_MESSAGE,
     Decoded,
     PayloadDecoder,
     Reading,
     Rejection,
+    Seq,
+    Timestamp,
     check_nesting,
 )
 from telemetry.sensors import SENSOR_SCHEMAS, normalize_sensor_type
@@ -160,9 +162,7 @@ def _refuse(
     out: IngestBody, part: SensorPart, reason: RejectReason, detail: str, received_at: datetime
 ) -> None:
     raw = part.payload or msgspec.json.encode(part.given_type)
-    out.rejections.append(
-        Rejection(received_at, "http", reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw))
-    )
+    out.rejections.append(Rejection.of(received_at, "http", reason, detail, raw))
     out.refused.append(
         {
             "sensor_type": part.sensor_type or part.given_type,
@@ -197,3 +197,75 @@ def _decode(
         {"sensor_type": sensor_type, "index": index, "reason": str(r.reason), "detail": r.detail}
         for r in decoded.rejections
     )
+
+
+# The body's documented shapes (OpenAPI), generated from the types the decoder validates with:
+# per sensor type, one reading and a batch of readings, and the older clients' shape.
+
+_RobotId = Annotated[str, msgspec.Meta(pattern=ROBOT_ID_PATTERN)]
+_SensorType = Annotated[str, msgspec.Meta(description="imu, gps, lidar, battery; any case")]
+_OLDER_NAMES = "or with the older field names (docs/migrating.md)"
+
+
+def _up_to_max(item: Any) -> Any:
+    return Annotated[list[item], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+
+def documented_shapes() -> list[type[msgspec.Struct]]:
+    """Per sensor type a one-reading and a batch body, then the older clients' body."""
+    shapes: list[type[msgspec.Struct]] = []
+    legacy_sensors: list[type[msgspec.Struct]] = []
+    for sensor_type, data in SENSOR_SCHEMAS.items():
+        name = data.__name__.removesuffix("Data")
+        reading: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            ("ts", Timestamp),
+            ("data", data),
+            ("seq", Seq | None, None),
+        ]
+        reading_type = msgspec.defstruct(f"{name}Reading", reading, forbid_unknown_fields=True)
+        topic: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            ("robot_id", _RobotId),
+            ("sensor_type", _SensorType),
+        ]
+        shapes.append(
+            msgspec.defstruct(f"{name}ReadingBody", topic + reading, forbid_unknown_fields=True)
+        )
+        shapes.append(
+            msgspec.defstruct(
+                f"{name}BatchBody",
+                [*topic, ("readings", _up_to_max(reading_type))],
+                forbid_unknown_fields=True,
+            )
+        )
+        # Tagged by sensor_type, which also lets msgspec document a union of them. `data` may
+        # also use the older field names (api/compat.py): documented in words, since a union
+        # may hold only one object type.
+        legacy_sensors.append(
+            msgspec.defstruct(
+                f"Older{name}",
+                [("data", Annotated[data | None, msgspec.Meta(description=_OLDER_NAMES)])],
+                tag_field="sensor_type",
+                tag=sensor_type,
+                forbid_unknown_fields=True,
+            )
+        )
+    shapes.append(
+        msgspec.defstruct(
+            "OlderClientsBody",
+            [
+                ("robot_id", _RobotId | OlderRobotId),
+                ("timestamp", Timestamp),
+                ("sensors", _up_to_max(Union[tuple(legacy_sensors)])),  # noqa: UP007
+            ],
+            forbid_unknown_fields=True,
+        )
+    )
+    return shapes
+
+
+def ingest_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ingest body's JSON schema (one of its shapes) and the OpenAPI components it uses."""
+    refs, components = msgspec.json.schema_components(
+        documented_shapes(), ref_template="#/components/schemas/{name}"
+    )
+    return {"oneOf": list(refs)}, components

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, tzinfo
-from typing import Literal
+from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from mqtt_auth.settings import MqttAuthSettings
-from telemetry.payload import TimeWindow
 
 
 class ApiSettings(MqttAuthSettings):
     """MQTT_AUTH_DIR and MOSQUITTO_PID_FILE (inherited): where the API writes the MQTT
-    identities of the robots it registers, and the broker to reload (docs/security.md)."""
+    identities of the robots it registers, and the broker to reload (docs/security.md); the
+    rest of what every process shares comes from telemetry.settings.ServiceSettings."""
 
-    model_config = SettingsConfigDict(extra="ignore")
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "rs:"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
-    unknown_robot_policy: Literal["reject", "register"] = "reject"
-    log_level: str = "INFO"
 
     # Each worker holds its own pool; a handful of connections per worker is what a 2-core
     # database serves best, and the group committer needs only one or two of them.
@@ -51,10 +42,6 @@ class ApiSettings(MqttAuthSettings):
     max_concurrent_requests: int = Field(default=64, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
 
-    # The same time limits as the bridge (docs/protocol.md, "Time limits").
-    max_future_s: float = Field(default=300.0, gt=0)
-    max_age_s: float = Field(default=7 * 86400.0, gt=0)
-
     # The older clients' `timestamp` without a zone: an IANA zone to read it in (the older
     # service took UTC), or `reject` to refuse it (docs/migrating.md).
     naive_timestamp_tz: str = "UTC"
@@ -72,10 +59,3 @@ class ApiSettings(MqttAuthSettings):
     @property
     def naive_tz(self) -> tzinfo | None:
         return None if self.naive_timestamp_tz == "reject" else ZoneInfo(self.naive_timestamp_tz)
-
-    @property
-    def time_window(self) -> TimeWindow:
-        return TimeWindow(
-            max_future=timedelta(seconds=self.max_future_s),
-            max_age=timedelta(seconds=self.max_age_s),
-        )

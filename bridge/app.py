@@ -13,30 +13,31 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bridge.batcher import BatchBuilder
 from bridge.counter_care import CounterCare
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
-from bridge.pipeline import TRANSIENT_DB_ERRORS, Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, UnknownRobotPolicy
+from bridge.pipeline import Pipeline, ShutdownWithUncommittedBatchError
+from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings
 from db.connect import open_pool
+from db.errors import DATABASE_AWAY_ERRORS
 from db.partitions import maintain_partitions
-from ingest.counters import Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.logs import unreachable
 from telemetry.payload import PayloadDecoder
+from telemetry.settings import UnknownRobotPolicy
 
 log = logging.getLogger(__name__)
 
 
 # A database that does not exist yet is what `python -m db migrate` has not created yet.
 _WAIT_FOR_DB_ERRORS: tuple[type[BaseException], ...] = (
-    *TRANSIENT_DB_ERRORS,
+    *DATABASE_AWAY_ERRORS,
     asyncpg.InvalidCatalogNameError,
 )
 
@@ -83,7 +84,7 @@ async def _wait_for_redis(settings: BridgeSettings, first: Callable[[], Awaitabl
     while True:
         try:
             await first()
-        except (RedisError, OSError) as exc:
+        except COUNTERS_AWAY_ERRORS as exc:
             log.warning(
                 "waiting for Redis", extra=unreachable(settings.redis_url, exc, retry_in_s=delay)
             )
@@ -93,7 +94,10 @@ async def _wait_for_redis(settings: BridgeSettings, first: Callable[[], Awaitabl
             return
 
 
-_PERIODIC_JOB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
+_PERIODIC_JOB_ERRORS: tuple[type[Exception], ...] = (
+    *DATABASE_AWAY_ERRORS,
+    *COUNTERS_AWAY_ERRORS,
+)
 
 
 async def _every(

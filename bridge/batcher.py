@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from bridge.inbox import InboundMessage
 from telemetry.errors import ContractError, RejectReason
-from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Decoded, PayloadDecoder, Rejection
+from telemetry.payload import Decoded, PayloadDecoder, Rejection
 from telemetry.topics import SensorTopic, parse_sensor_topic, parse_status_topic
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ class Batch:
     decoded: Decoded = field(default_factory=Decoded)
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
-    bad_statuses: int = 0
     retained_readings: int = 0
     oldest_received_at: float = 0.0
 
@@ -68,16 +67,8 @@ class BatchBuilder:
         try:
             parsed: SensorTopic = _parse_topic(topic)
         except ContractError as exc:
-            payload = message.payload
             batch.decoded.rejections.append(
-                Rejection(
-                    received_at,
-                    topic,
-                    exc.reason,
-                    exc.detail,
-                    payload[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(payload),
-                )
+                Rejection.of(received_at, topic, exc.reason, exc.detail, message.payload)
             )
             return
         try:
@@ -93,15 +84,13 @@ class BatchBuilder:
             # The decoder refuses bad input with a reason; reaching here is a decoder bug
             # that this message's content triggered. Dead-letter it, say so loudly, go on.
             log.exception("decoder failed on a message; dead-lettered", extra={"topic": topic})
-            payload = message.payload
             batch.decoded.rejections.append(
-                Rejection(
+                Rejection.of(
                     received_at,
                     topic,
                     RejectReason.INVALID_JSON,
                     f"the decoder failed on this message: {exc!r}"[:1000],
-                    payload[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(payload),
+                    message.payload,
                 )
             )
 
@@ -111,5 +100,4 @@ class BatchBuilder:
         if status in _STATUSES:
             batch.statuses[robot_id] = (status, int(message.received_at * 1000))
         elif message.payload:  # an empty retained payload clears the topic: nothing to say
-            batch.bad_statuses += 1
             log.warning("ignored status payload", extra={"robot": robot_id, "status": status[:40]})

@@ -1,11 +1,11 @@
 """Hands messages from paho's network thread to the asyncio loop.
 
-paho-mqtt runs its network loop in its own thread: measured here it receives ~27k QoS 1
-messages/s on one core, where aiomqtt 2.5 (an asyncio wrapper over the same library) manages
-~6.6k and collapses past ~20k/s, and aiomqtt has no manual acknowledgement, which we need to
-acknowledge only after commit. So the thread appends to a deque (cheap, GIL-atomic) and wakes
-the loop only when the consumer is actually waiting: one call_soon_threadsafe per idle period,
-not one per message.
+paho-mqtt runs its network loop in its own thread: it receives several times the QoS 1
+messages per second that aiomqtt (an asyncio wrapper over the same library) manages
+(BENCHMARKS.md, "Measurements behind design choices"), and aiomqtt has no manual
+acknowledgement, which we need to acknowledge only after commit. So the thread appends to a
+deque (cheap, GIL-atomic) and wakes the loop only when the consumer is actually waiting: one
+call_soon_threadsafe per idle period, not one per message.
 
 The deque is bounded: past `high_water` the network thread blocks until the consumer catches
 up. At QoS 1 the broker's in-flight window (max_inflight_messages) bounds us first; this is

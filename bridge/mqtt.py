@@ -1,9 +1,9 @@
 """The bridge's MQTT session: paho-mqtt in its own thread, persistent session, manual acks.
 
 Why paho and not aiomqtt: see bridge/inbox.py.
-Why MQTT 3.1.1 and not v5: paho decodes a property set for every v5 PUBLISH, and measured here
-(a backlog of 150,000 single-reading messages drained by the bridge) that costs a quarter of
-the bridge's message rate: ~13.6k/s under v5 against ~18k/s under 3.1.1. What v5 would add we
+Why MQTT 3.1.1 and not v5: paho decodes a property set for every v5 PUBLISH, which costs about
+a quarter of the bridge's message rate (BENCHMARKS.md, "Measurements behind design choices").
+What v5 would add we
 get from the broker's config instead: the in-flight window (`max_inflight_messages`) and the
 session lifetime (`persistent_client_expiration`) in mosquitto.conf. Shared subscriptions work
 for 3.1.1 clients in Mosquitto.
@@ -29,8 +29,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.inbox import InboundMessage, Inbox
-from bridge.settings import MqttTarget
 from telemetry.logs import unreachable
+from telemetry.settings import MqttTarget
 from telemetry.topics import (
     BRIDGE_OFFLINE,
     BRIDGE_ONLINE,

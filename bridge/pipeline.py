@@ -16,49 +16,23 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-import asyncpg
 from asyncpg import exceptions as pg
-from redis.exceptions import RedisError
 
 from bridge import metrics
 from bridge.batcher import Batch, BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
+from db.errors import DATABASE_AWAY_ERRORS, ROW_REFUSED_ERRORS
 from db.robot_registry import registered_among
-from ingest.counters import Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
 from telemetry.payload import Reading, Rejection, storable_text
 
 log = logging.getLogger(__name__)
 
-# Errors after which the same batch can succeed later: the server or the connection, not the
-# data. Anything else from PostgreSQL is also retried (never acked unwritten), but logged as
-# an error, since waiting will not fix it without a person.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    pg.PostgresConnectionError,
-    pg.OperatorInterventionError,  # admin shutdown, cannot connect now, query canceled
-    pg.InsufficientResourcesError,
-    pg.ObjectNotInPrerequisiteStateError,  # "database is not currently accepting connections"
-    asyncpg.InterfaceError,
-    # The pool raises this when it resets a connection the server killed mid-operation.
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-# Errors a row's content causes (class 22 data exceptions such as invalid text representation
-# or untranslatable character, class 23 such as a check violation, class 54 such as a value
-# too large to index; a string the driver cannot encode): the message's fault, never the
-# service's. The batch is split until the row (a reading or a dead letter) is found, and it is
-# dead-lettered or, failing that, dropped with an error: never retried.
-ROW_ERRORS: tuple[type[BaseException], ...] = (
-    pg.DataError,
-    pg.IntegrityConstraintViolationError,
-    pg.ProgramLimitExceededError,
-    UnicodeEncodeError,
-)
-
-_STATUS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, RedisError)
+# Setting statuses reads the registry (PostgreSQL) and writes Redis.
+_STATUS_ERRORS: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS)
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -81,10 +55,11 @@ class Pipeline:
         counters: Counters,
         batch_max_readings: int,
         batch_max_delay_s: float,
-        batch_min_delay_s: float = 0.010,
+        batch_min_delay_s: float,
+        stop_grace_s: float,
         queue_batches: int = 2,
-        stop_grace_s: float = 10.0,
     ) -> None:
+        # The limits have no defaults here: BridgeSettings is where they live.
         self.inbox = inbox
         self.subscriber = subscriber
         self.builder = builder
@@ -211,7 +186,7 @@ class Pipeline:
         while True:
             try:
                 return await self._write_isolating(batch.decoded.readings, batch.decoded.rejections)
-            except TRANSIENT_DB_ERRORS as exc:
+            except DATABASE_AWAY_ERRORS as exc:
                 metrics.DB_ERRORS.labels("transient").inc()
                 log.warning(
                     "commit failed; retrying",
@@ -222,6 +197,8 @@ class Pipeline:
                     },
                 )
             except pg.PostgresError as exc:
+                # Retried too (never acked unwritten), but logged as an error: waiting will not
+                # fix it without a person.
                 metrics.DB_ERRORS.labels("other").inc()
                 log.exception(
                     "commit failed with an unexpected database error; retrying",
@@ -242,7 +219,7 @@ class Pipeline:
         batch, halves until it is found, and dead-letters it or stores a plainer dead letter."""
         try:
             return await self.writer.write(readings, rejections)
-        except ROW_ERRORS as exc:
+        except ROW_REFUSED_ERRORS as exc:
             metrics.DB_ERRORS.labels("data").inc()
             if len(readings) + len(rejections) <= 1:
                 return await self._refused_by_database(readings, rejections, exc)
@@ -285,7 +262,7 @@ class Pipeline:
         )
         try:
             return await self.writer.write([], [plain])
-        except ROW_ERRORS as again:
+        except ROW_REFUSED_ERRORS as again:
             metrics.DEAD_LETTERS_DROPPED.inc()
             log.error(  # noqa: TRY400 - the data's fault; the traceback says nothing more
                 "dead letter refused by the database; dropped",

@@ -3,54 +3,16 @@
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
-from enum import StrEnum
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from telemetry.payload import TimeWindow
-from telemetry.topics import DEFAULT_MQTT_URL
+from telemetry.settings import ServiceSettings
 
 # The group name every bridge used before the secret one (docs/security.md): public.
 PUBLIC_SHARE_GROUP = "robosense"
 
 
-class UnknownRobotPolicy(StrEnum):
-    REJECT = "reject"
-    REGISTER = "register"
-
-
-class MqttTarget:
-    """What `MQTT_URL` (mqtt://user:pass@host:port) names."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise ValueError(f"MQTT_URL must start with mqtt://, got {url!r}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-
-    def __str__(self) -> str:
-        """For logs: who and where, never the password."""
-        who = f"{self.username}@" if self.username else ""
-        return f"mqtt://{who}{self.host}:{self.port}"
-
-    def __repr__(self) -> str:
-        return f"MqttTarget({self})"
-
-
-class BridgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "rs:"
-    mqtt_url: str = DEFAULT_MQTT_URL
-
+class BridgeSettings(ServiceSettings):
     # Several bridges split the stream when they share the group; each needs its own client id,
     # and must keep it across restarts to resume its persistent session.
     bridge_client_id: str = Field(
@@ -69,20 +31,16 @@ class BridgeSettings(BaseSettings):
     # this bounds QoS 0 traffic, which has no flow control. Must exceed the batch size.
     inbox_high_water: int = Field(default=40_000, ge=100)
     # Python hands the GIL between paho's thread and the event loop every 5 ms by default, so
-    # each database round trip could wait 5 ms for the loop to run again. Measured: 0.2 ms
-    # drains a backlog of 10-reading messages ~50% faster.
+    # each database round trip could wait 5 ms for the loop to run again; a shorter interval
+    # drains a backlog markedly faster (BENCHMARKS.md, "Measurements behind design choices").
     gil_switch_interval_s: float = 0.0002
 
-    # Measured with loadtest/ingest: larger batches stop paying off around 5,000 readings, and
-    # 50 ms keeps p99 publish-to-commit latency well under 250 ms at half the sustained rate.
+    # Chosen with loadtest/ingest: where larger batches stop paying off, and a delay that keeps
+    # p99 publish-to-commit latency within target (BENCHMARKS.md).
     batch_max_readings: int = Field(default=5_000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
     # When the database is idle a batch goes as soon as it is this old (group commit).
     batch_min_delay_ms: int = Field(default=10, ge=0)
-
-    unknown_robot_policy: UnknownRobotPolicy = UnknownRobotPolicy.REJECT
-    max_future_s: int = 300
-    max_age_s: int = 7 * 86_400
 
     retention_days: int = 30
     # Dead letters are for finding out what went wrong: kept a week, deleted by the hourly
@@ -109,20 +67,8 @@ class BridgeSettings(BaseSettings):
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
-    log_level: str = "INFO"
-
-    @property
-    def mqtt(self) -> MqttTarget:
-        return MqttTarget(self.mqtt_url)
-
-    @property
-    def time_window(self) -> TimeWindow:
-        return TimeWindow(
-            max_future=timedelta(seconds=self.max_future_s),
-            max_age=timedelta(seconds=self.max_age_s),
-        )
 
     @property
     def partition_days_back(self) -> int:
         # Every reading the time window accepts must have a partition to land in.
-        return self.max_age_s // 86_400 + 1
+        return int(self.max_age_s // 86_400) + 1

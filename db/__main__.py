@@ -8,18 +8,15 @@ import logging
 from datetime import UTC, datetime
 
 import asyncpg
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.migrate import prepare_database
 from telemetry.logs import configure_logging, unreachable
+from telemetry.settings import ServiceSettings
 
 log = logging.getLogger("db")
 
 
-class DbSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/robosense"
+class DbSettings(ServiceSettings):
     partition_days_back: int = 8
     partition_days_ahead: int = 3
     retention_days: int = 30

@@ -19,19 +19,11 @@ from typing import Any, TypeVar
 import asyncpg
 
 from db import Connection
+from db.errors import DEAD_CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# What asyncpg raises when the connection under a statement is gone (or cannot be had).
-DEAD_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-)
 
 
 class ReadPool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 
@@ -28,8 +27,7 @@ INSERT INTO robots (id) SELECT DISTINCT robot_id FROM staging_readings ON CONFLI
 GROUP_BY_MINUTE = """
 SELECT robot_id, sensor_type,
        (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
-       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
-       max(ts) AS latest_ts
+       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max
 """
 
 # The merge returns those rows for what it really inserted, so the counters never count a
@@ -52,7 +50,7 @@ WITH unknown AS (
     + GROUP_BY_MINUTE
     + """FROM inserted GROUP BY 1, 2, 3
 UNION ALL
-SELECT robot_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM unknown"""
+SELECT robot_id, NULL, NULL, NULL, NULL, NULL, NULL FROM unknown"""
 )
 
 
@@ -92,7 +90,6 @@ class InsertedGroup:
     seq_count: int
     seq_min: int | None
     seq_max: int | None
-    latest_ts: datetime
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> InsertedGroup:
@@ -104,7 +101,6 @@ class InsertedGroup:
             r["seq_n"],
             r["seq_min"],
             r["seq_max"],
-            r["latest_ts"],
         )
 
 

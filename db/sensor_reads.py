@@ -104,27 +104,27 @@ def _type_arm(sensor: str, s: _Shared, descending: bool) -> str:
 
 
 def build_page_query(
-    filt: ReadingFilter, *, after: ReadingKey | None, limit: int
+    reading_filter: ReadingFilter, *, after: ReadingKey | None, limit: int
 ) -> tuple[str, list[Any]]:
     """The statement and its arguments for one page; public so that EXPLAIN can use it."""
     p = _Params()
     shared = _Shared(
-        since=p(filt.since or EARLIEST),
-        until=p(filt.until or LATEST),
+        since=p(reading_filter.since or EARLIEST),
+        until=p(reading_filter.until or LATEST),
         limit=p(limit),
         key=(p(after.ts), p(after.robot_id), p(after.sensor_type)) if after else None,
     )
     arms: list[str] = []
-    robots = sorted(set(filt.robot_ids))
-    for t in sorted(set(filt.sensor_types) or SENSOR_TYPES):
+    robots = sorted(set(reading_filter.robot_ids))
+    for t in sorted(set(reading_filter.sensor_types) or SENSOR_TYPES):
         sensor = p(t)
         if robots:
-            arms.extend(_pair_arm(p(r), sensor, shared, filt.descending) for r in robots)
+            arms.extend(_pair_arm(p(r), sensor, shared, reading_filter.descending) for r in robots)
         else:
-            arms.append(_type_arm(sensor, shared, filt.descending))
+            arms.append(_type_arm(sensor, shared, reading_filter.descending))
     if len(arms) == 1:
         return arms[0][1:-1], p.values
-    order = "DESC" if filt.descending else "ASC"
+    order = "DESC" if reading_filter.descending else "ASC"
     sql = (
         " UNION ALL ".join(arms)
         + f" ORDER BY ts {order}, robot_id {order}, sensor_type {order} LIMIT {shared.limit}"
@@ -133,8 +133,8 @@ def build_page_query(
 
 
 async def read_page(
-    db: Reader, filt: ReadingFilter, *, after: ReadingKey | None, limit: int
+    db: Reader, reading_filter: ReadingFilter, *, after: ReadingKey | None, limit: int
 ) -> list[asyncpg.Record]:
     """Up to `limit` readings after `after` (exclusive) in the filter's order."""
-    sql, args = build_page_query(filt, after=after, limit=limit)
+    sql, args = build_page_query(reading_filter, after=after, limit=limit)
     return await db.fetch(sql, *args)

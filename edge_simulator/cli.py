@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import httpx
 import uvloop
@@ -30,6 +28,7 @@ from mqtt_auth.store import AuthFiles, IdentityStore
 from telemetry.errors import RejectReason
 from telemetry.logs import configure_logging, redact_url, unreachable
 from telemetry.sensors import SENSOR_TYPES
+from telemetry.settings import MqttTarget, ServiceSettings
 from telemetry.topics import DEFAULT_MQTT_URL
 
 log = logging.getLogger("edge_simulator")
@@ -81,7 +80,8 @@ def _reasons(text: str) -> tuple[RejectReason, ...]:
         raise argparse.ArgumentTypeError(f"{exc}; the simulator can provoke: {names}") from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: ServiceSettings) -> argparse.ArgumentParser:
+    """The flags; the shared settings (`MQTT_URL`, `DATABASE_URL`) give two defaults."""
     mix = ",".join(f"{k}={v.rate_hz:g}" for k, v in DEFAULT_MIX.items())
     batches = ",".join(f"{k}={v.batch}" for k, v in DEFAULT_MIX.items())
     p = argparse.ArgumentParser(
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt = p.add_argument_group("mqtt")
     mqtt.add_argument(
         "--mqtt-url",
-        default=os.environ.get("MQTT_URL", DEFAULT_MQTT_URL),
+        default=env.mqtt_url,
         help="mqtt://[user:pass@]host:port (env MQTT_URL)",
     )
     mqtt.add_argument(
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/robosense"),
+        default=env.database_url,
         help="for --register-db (env DATABASE_URL)",
     )
     f = p.add_argument_group("faults (ratios 0..1)")
@@ -208,9 +208,7 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         )
         for s in sensors
     }
-    mqtt = urlsplit(args.mqtt_url)
-    if mqtt.scheme != "mqtt" or not mqtt.hostname:
-        raise ValueError(f"--mqtt-url must be mqtt://host:port, not {args.mqtt_url!r}")
+    mqtt = MqttTarget(args.mqtt_url)
     if args.provision_mqtt and not args.mqtt_secret_file:
         raise ValueError("--provision-mqtt needs --mqtt-secret-file")
     secret = args.mqtt_secret_file.read_text().strip() if args.mqtt_secret_file else None
@@ -242,10 +240,10 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
             drop=args.drop,
             drop_down_s=args.drop_down,
         ),
-        mqtt_host=mqtt.hostname,
-        mqtt_port=mqtt.port or 1883,
-        mqtt_username=unquote(mqtt.username) if mqtt.username else None,
-        mqtt_password=unquote(mqtt.password) if mqtt.password else None,
+        mqtt_host=mqtt.host,
+        mqtt_port=mqtt.port,
+        mqtt_username=mqtt.username,
+        mqtt_password=mqtt.password,
         mqtt_secret=secret,
         window=args.window,
     )
@@ -319,7 +317,7 @@ async def _bridges(args: argparse.Namespace, config: SimulationConfig) -> list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(ServiceSettings()).parse_args(argv)
     configure_logging(level=args.log_level, process="edge_simulator")
     now_ms = int(time.time() * 1000)
     try:

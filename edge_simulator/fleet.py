@@ -7,7 +7,7 @@ contention and no wake-up pipe per publish. The publish loop is the process's ho
 runs in the same thread as the sockets.
 
 Why MQTT 3.1.1: paho decodes an MQTT 5 PUBACK into reason-code and property objects, which
-halves the QoS 1 publish rate (measured: about 16,000 against 27,000 messages/s per process).
+nearly halves the QoS 1 publish rate (BENCHMARKS.md, "Measurements behind design choices").
 The protocol allows either; Last Will and retained status work the same.
 
 Why paho's in-flight limit is off (0): paho rescans every queued message on each PUBACK while
@@ -296,7 +296,7 @@ class Fleet:
         self._close_timeout = close_timeout_s
         self.links: list[Link] = []
         self.unacknowledged = 0
-        self._misc: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Fleet:
         loop = asyncio.get_running_loop()
@@ -321,7 +321,7 @@ class Fleet:
         except BaseException:
             await self._close_all()
             raise
-        self._misc = loop.create_task(self._keepalive_loop())
+        self._keepalive_task = loop.create_task(self._keepalive_loop())
         return self
 
     async def _keepalive_loop(self) -> None:
@@ -347,5 +347,5 @@ class Fleet:
         try:
             await self._close_all()
         finally:
-            if self._misc:
-                self._misc.cancel()
+            if self._keepalive_task:
+                self._keepalive_task.cancel()

@@ -317,9 +317,6 @@ class Schedule:
         self._order += 1
         heapq.heappush(self._heap, (due, self._order, item))
 
-    def next_due_ms(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
-
     def pop(self) -> tuple[float, Outgoing | DropEvent] | None:
         """The next message or drop and its due time; None when the run is complete."""
         heap = self._heap

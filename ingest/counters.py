@@ -1,4 +1,5 @@
-"""Live counters in Redis: per-minute counts, latest readings, last-seen, seq gaps, statuses.
+"""Live counters in Redis: this module owns every key, the script that writes them and the
+one read API (the bridge, the API, the rebuild and the tests all go through `Counters`).
 
 Layout, under a configurable prefix (default `rs:`); minutes are epoch seconds of the minute's start
 in the reading's own time (so a window's count equals COUNT(*) over `ts` in that window):
@@ -12,20 +13,27 @@ in the reading's own time (so a window's count equals COUNT(*) over `ts` in that
   status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
                         registered robots only (the bridge filters and prunes)
   journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
-  meta:built     string when the counters were last rebuilt (absent: Redis lost them)
+  meta:built     string when the counters were last rebuilt from PostgreSQL; its absence means
+                 Redis lost them (restart without persistence), so they are rebuilt
   meta:run_id    string the Redis server's run_id when last looked at (a restart changes it)
 
-Every update of one batch runs in one Lua script, so a batch is applied whole or not at all.
+Every update of one batch (a JournalEntry, `ingest/journal_entry.py`) runs in one Lua script,
+so a batch is applied whole or not at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+# Redis is away (down, restarting, unreachable): counter updates wait in the journal.
+COUNTERS_AWAY_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
 # cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
 # the epoch (13 digits) survive, microseconds would not.
@@ -37,30 +45,29 @@ end
 local e = cjson.decode(ARGV[3])
 local ttl = ARGV[4]
 local touched = {}
-for _, g in ipairs(e.g or {}) do
-  local robot, sensor, minute, n = g[1], g[2], g[3], g[4]
+for _, g in ipairs(e.groups) do
+  local robot, sensor, minute, n = g.robot, g.sensor, g.minute, g.count
   local mk = p .. 'm:' .. string.format('%d', minute)
   redis.call('HINCRBY', mk .. ':t', '*', n)
   redis.call('HINCRBY', mk .. ':t', sensor, n)
   redis.call('ZINCRBY', mk .. ':r', n, robot)
   redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
   touched[mk] = true
-  local sn = g[5]
-  if sn > 0 then
+  if g.seq_count > 0 then
     local sk = p .. 'seq:' .. robot .. '/' .. sensor
-    redis.call('HINCRBY', sk, 'n', sn)
+    redis.call('HINCRBY', sk, 'n', g.seq_count)
     local cur = redis.call('HMGET', sk, 'min', 'max')
-    if (not cur[1]) or tonumber(cur[1]) > g[6] then
-      redis.call('HSET', sk, 'min', string.format('%d', g[6]))
+    if (not cur[1]) or tonumber(cur[1]) > g.seq_min then
+      redis.call('HSET', sk, 'min', string.format('%d', g.seq_min))
     end
-    if (not cur[2]) or tonumber(cur[2]) < g[7] then
-      redis.call('HSET', sk, 'max', string.format('%d', g[7]))
+    if (not cur[2]) or tonumber(cur[2]) < g.seq_max then
+      redis.call('HSET', sk, 'max', string.format('%d', g.seq_max))
     end
   end
 end
-for _, x in ipairs(e.x or {}) do
-  local mk = p .. 'm:' .. string.format('%d', x[1])
-  redis.call('HINCRBY', mk .. ':x', x[2], x[3])
+for _, x in ipairs(e.rejected) do
+  local mk = p .. 'm:' .. string.format('%d', x.minute)
+  redis.call('HINCRBY', mk .. ':x', x.reason, x.count)
   touched[mk] = true
 end
 for mk, _ in pairs(touched) do
@@ -69,15 +76,15 @@ for mk, _ in pairs(touched) do
   redis.call('EXPIRE', mk .. ':rs', ttl)
   redis.call('EXPIRE', mk .. ':x', ttl)
 end
-for _, l in ipairs(e.l or {}) do
-  local lk = p .. 'latest:' .. l[1]
-  local cur = redis.call('HGET', lk, l[2] .. ':ts')
-  if (not cur) or tonumber(cur) < l[3] then
-    redis.call('HSET', lk, l[2], l[4], l[2] .. ':ts', string.format('%d', l[3]))
+for _, l in ipairs(e.latest) do
+  local lk = p .. 'latest:' .. l.robot
+  local cur = redis.call('HGET', lk, l.sensor .. ':ts')
+  if (not cur) or tonumber(cur) < l.ts_ms then
+    redis.call('HSET', lk, l.sensor, l.reading, l.sensor .. ':ts', string.format('%d', l.ts_ms))
   end
 end
-for _, s in ipairs(e.s or {}) do
-  redis.call('ZADD', p .. 'last_seen', 'GT', string.format('%d', s[2]), s[1])
+for _, s in ipairs(e.last_seen) do
+  redis.call('ZADD', p .. 'last_seen', 'GT', string.format('%d', s.at_ms), s.robot)
 end
 return 1
 """
@@ -140,8 +147,21 @@ class SeqStats:
         return self.last - self.first + 1 - self.count
 
 
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What the per-minute counters hold for a run of minutes, fetched in one round trip."""
+
+    totals: list[dict[str, int]]  # per minute: `*` and each sensor type
+    rejected: list[dict[str, int]]  # per minute: reason -> count
+    top_robots: list[tuple[str, int]]  # most readings first
+    robots_online: int
+    robots_with_status: int
+
+
 class Counters:
-    """The Redis side of the pipeline. Takes a connected client; does not own it."""
+    """The Redis side of the pipeline: writes (the Lua script, statuses, rebuild support) and
+    the read API. Every read is one Redis round trip. Takes a connected client; does not own
+    it."""
 
     def __init__(self, *, redis: Redis, prefix: str = "rs:", ttl_s: int = 26 * 3600) -> None:
         self.redis = redis
@@ -151,15 +171,47 @@ class Counters:
         self._replace_minute = redis.register_script(_REPLACE_MINUTE_LUA)
         self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
 
+    # Keys (the layout above; the Lua script builds the same names from the prefix).
+
+    def _minute_key(self, minute: int, kind: str) -> str:
+        return f"{self.prefix}m:{minute}:{kind}"
+
+    def _latest_key(self, robot_id: str) -> str:
+        return f"{self.prefix}latest:{robot_id}"
+
+    def _seq_key(self, robot_id: str, sensor_type: str) -> str:
+        return f"{self.prefix}seq:{robot_id}/{sensor_type}"
+
+    def _journal_key(self, entry_id: int | str) -> str:
+        return f"{self.prefix}journal:{entry_id}"
+
+    @property
+    def _status_key(self) -> str:
+        return f"{self.prefix}status"
+
+    @property
+    def _last_seen_key(self) -> str:
+        return f"{self.prefix}last_seen"
+
+    @property
+    def _built_key(self) -> str:
+        return f"{self.prefix}meta:built"
+
+    @property
+    def _run_id_key(self) -> str:
+        return f"{self.prefix}meta:run_id"
+
+    # Writes.
+
     async def apply(self, entry_id: int | str, entry: str) -> bool:
-        """Applies a journal entry once; False when it had been applied already."""
+        """Applies a journal entry (JournalEntry JSON) once; False when it had been already."""
         applied = await self._apply(args=[self.prefix, str(entry_id), entry, self.ttl_s])
         return bool(applied)
 
     async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
         """Records each robot's status, keeping `at` (when it changed) if it is unchanged: the
         broker resends retained statuses on every re-subscription."""
-        args: list[str | bytes] = [f"{self.prefix}status"]
+        args: list[str | bytes] = [self._status_key]
         for robot, status, at_ms in statuses:
             args += [robot, status, orjson.dumps({"status": status, "at": at_ms})]
         if len(args) > 1:
@@ -168,14 +220,14 @@ class Counters:
     async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not robot_ids:
             return {}
-        values = await self.redis.hmget(f"{self.prefix}status", list(robot_ids))
+        values = await self.redis.hmget(self._status_key, list(robot_ids))
         return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
 
     async def minute_buckets(self, minutes: Sequence[int]) -> list[MinuteBucket]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for minute in minutes:
-                pipe.hget(f"{self.prefix}m:{minute}:t", "*")
-                pipe.hgetall(f"{self.prefix}m:{minute}:rs")
+                pipe.hget(self._minute_key(minute, "t"), "*")
+                pipe.hgetall(self._minute_key(minute, "rs"))
             results = await pipe.execute()
         return [
             MinuteBucket(
@@ -207,7 +259,7 @@ class Counters:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
-                pipe.exists(f"{self.prefix}journal:{entry_id}")
+                pipe.exists(self._journal_key(entry_id))
             found = await pipe.execute()
         return {i for i, f in zip(entry_ids, found, strict=True) if f}
 
@@ -217,17 +269,17 @@ class Counters:
         the one last seen is kept in Redis itself, so a snapshot brings back an older one, and
         GETSET tells one asker only."""
         run_id = str((await self.redis.info("server"))["run_id"])
-        previous = cast(bytes | None, await self.redis.getset(f"{self.prefix}meta:run_id", run_id))
+        previous = cast(bytes | None, await self.redis.getset(self._run_id_key, run_id))
         return previous is not None and previous.decode() != run_id
 
     async def status_robot_ids(self) -> list[str]:
-        ids = await self.redis.hkeys(f"{self.prefix}status")
+        ids = await self.redis.hkeys(self._status_key)
         return [i.decode() for i in cast(list[bytes], ids)]
 
     async def drop_statuses(self, robot_ids: Sequence[str]) -> int:
         if not robot_ids:
             return 0
-        dropped: int = await self.redis.hdel(f"{self.prefix}status", *robot_ids)
+        dropped: int = await self.redis.hdel(self._status_key, *robot_ids)
         return dropped
 
     async def clear(self) -> int:
@@ -247,56 +299,17 @@ class Counters:
         """Marks journal entries as applied without applying them (a rebuild counted them)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
-                pipe.set(f"{self.prefix}journal:{entry_id}", "1", ex=self.ttl_s)
+                pipe.set(self._journal_key(entry_id), "1", ex=self.ttl_s)
             await pipe.execute()
 
-    async def minute_totals(self, minutes: Sequence[int]) -> list[dict[str, int]]:
-        """For each minute, `*` and each sensor type's count."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hgetall(f"{self.prefix}m:{minute}:t")
-            results = await pipe.execute()
-        return [{k.decode(): int(v) for k, v in r.items()} for r in results]
+    async def mark_built(self, at: datetime) -> None:
+        await self.redis.set(self._built_key, at.isoformat())
 
-    async def latest(self, robot_id: str) -> dict[str, dict[str, Any]]:
-        """The newest reading of each sensor type of one robot."""
-        # The client is created without decode_responses: keys and values are bytes.
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(f"{self.prefix}latest:{robot_id}"))
-        return {k.decode(): orjson.loads(v) for k, v in raw.items() if not k.endswith(b":ts")}
+    async def present(self) -> bool:
+        """Whether Redis still holds counters (built once and not lost since)."""
+        return bool(await self.redis.exists(self._built_key))
 
-    async def last_seen_ms(self, robot_ids: Sequence[str]) -> dict[str, int]:
-        if not robot_ids:
-            return {}
-        scores = await self.redis.zmscore(f"{self.prefix}last_seen", list(robot_ids))
-        return {r: int(s) for r, s in zip(robot_ids, scores, strict=True) if s is not None}
-
-    async def seq_stats(self, robot_id: str, sensor_type: str) -> SeqStats | None:
-        raw = cast(
-            dict[bytes, bytes],
-            await self.redis.hgetall(f"{self.prefix}seq:{robot_id}/{sensor_type}"),
-        )
-        if not raw:
-            return None
-        return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))
-
-
-@dataclass(frozen=True, slots=True)
-class WindowCounts:
-    """What the per-minute counters hold for a run of minutes, fetched in one round trip."""
-
-    totals: list[dict[str, int]]  # per minute: `*` and each sensor type
-    rejected: list[dict[str, int]]  # per minute: reason -> count
-    top_robots: list[tuple[str, int]]  # most readings first
-    robots_online: int
-    robots_with_status: int
-
-
-class CounterReads:
-    """Read-side queries for the API; every method is one Redis round trip."""
-
-    def __init__(self, counters: Counters) -> None:
-        self.redis = counters.redis
-        self.prefix = counters.prefix
+    # Reads.
 
     async def robot_live(
         self, robot_ids: Sequence[str]
@@ -306,47 +319,55 @@ class CounterReads:
             return [], []
         ids = list(robot_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(f"{self.prefix}status", ids)
-            pipe.zmscore(f"{self.prefix}last_seen", ids)
+            pipe.hmget(self._status_key, ids)
+            pipe.zmscore(self._last_seen_key, ids)
             statuses, seen = await pipe.execute()
         return list(statuses), list(seen)
 
     async def robot_detail(
         self, robot_id: str
-    ) -> tuple[bytes | None, float | None, dict[bytes, bytes]]:
-        """A robot's status document, last-seen ms and latest hash (raw)."""
+    ) -> tuple[bytes | None, float | None, dict[str, bytes]]:
+        """A robot's status document, last-seen ms and latest readings (as in `latest`)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(f"{self.prefix}status", robot_id)
-            pipe.zscore(f"{self.prefix}last_seen", robot_id)
-            pipe.hgetall(f"{self.prefix}latest:{robot_id}")
+            pipe.hget(self._status_key, robot_id)
+            pipe.zscore(self._last_seen_key, robot_id)
+            pipe.hgetall(self._latest_key(robot_id))
             status, seen, latest = await pipe.execute()
-        return status, seen, latest
+        return status, seen, _latest_readings(latest)
 
-    async def latest_raw(self, robot_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-        """The raw `latest:{robot}` hash of each robot: `{type}` -> JSON, `{type}:ts` -> ms."""
+    async def latest(self, robot_ids: Sequence[str]) -> list[dict[str, bytes]]:
+        """For each robot, its newest reading of each sensor type: type -> the reading's JSON."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for robot_id in robot_ids:
-                pipe.hgetall(f"{self.prefix}latest:{robot_id}")
+                pipe.hgetall(self._latest_key(robot_id))
             results: list[dict[bytes, bytes]] = await pipe.execute()
-        return results
+        return [_latest_readings(r) for r in results]
 
     async def recently_seen(self, limit: int) -> list[str]:
         """Robot ids by last-seen time, newest first."""
-        ids = await self.redis.zrevrange(f"{self.prefix}last_seen", 0, limit - 1)
+        ids = await self.redis.zrevrange(self._last_seen_key, 0, limit - 1)
         return [i.decode() for i in cast(list[bytes], ids)]
 
+    async def seq_stats(self, robot_id: str, sensor_type: str) -> SeqStats | None:
+        """The sequence numbers inserted for a robot's sensor type (gaps: readings missing)."""
+        raw = cast(
+            dict[bytes, bytes], await self.redis.hgetall(self._seq_key(robot_id, sensor_type))
+        )
+        if not raw:
+            return None
+        return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))
+
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
-        keys = [f"{self.prefix}m:{m}" for m in minutes]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hgetall(f"{k}:t")
-            for k in keys:
-                pipe.hgetall(f"{k}:x")
+            for m in minutes:
+                pipe.hgetall(self._minute_key(m, "t"))
+            for m in minutes:
+                pipe.hgetall(self._minute_key(m, "x"))
             # ZUNION answers in ascending score order: the top N are its tail.
-            pipe.zunion([f"{k}:r" for k in keys], withscores=True)
-            pipe.hvals(f"{self.prefix}status")
+            pipe.zunion([self._minute_key(m, "r") for m in minutes], withscores=True)
+            pipe.hvals(self._status_key)
             results = await pipe.execute()
-        n = len(keys)
+        n = len(minutes)
 
         def ints(raw: dict[bytes, bytes]) -> dict[str, int]:
             return {k.decode(): int(v) for k, v in raw.items()}
@@ -360,3 +381,8 @@ class CounterReads:
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )
+
+
+def _latest_readings(raw: dict[bytes, bytes]) -> dict[str, bytes]:
+    """A `latest:{robot}` hash without its `{type}:ts` fields, which only order updates."""
+    return {k.decode(): v for k, v in raw.items() if not k.endswith(b":ts")}

@@ -8,20 +8,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
 from db.journal import take_all_journal_entries
 from db.stats import count_dead_letters_by_minute, count_readings_by_minute, latest_reading_rows
 from ingest.counters import Counters
+from ingest.journal_entry import (
+    JournalEntry,
+    LastSeen,
+    LatestReading,
+    MinuteRejections,
+    epoch_ms,
+    minute_count,
+    reading_json,
+)
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000
-_BUILT_KEY = "meta:built"
-
-
-async def counters_present(counters: Counters) -> bool:
-    return bool(await counters.redis.exists(f"{counters.prefix}{_BUILT_KEY}"))
 
 
 async def rebuild_counters(
@@ -44,34 +47,26 @@ async def rebuild_counters(
     await counters.clear()
     await counters.mark_applied(retired)
     run = uuid.uuid4().hex
-    rows: list[list[Any]] = [
-        [g.robot_id, g.sensor_type, g.minute, g.count, g.seq_count, g.seq_min or 0, g.seq_max or 0]
-        for g in groups
-    ]
-    for i in range(0, max(len(rows), 1), _CHUNK):
-        entry = {"g": rows[i : i + _CHUNK]}
-        await counters.apply(f"rebuild-{run}-g{i}", orjson.dumps(entry).decode())
-    entry = {
-        "x": [list(x) for x in rejected],
-        "l": [
-            [
+    counts = [minute_count(g) for g in groups]
+    for i in range(0, max(len(counts), 1), _CHUNK):
+        entry = JournalEntry(groups=counts[i : i + _CHUNK])
+        await counters.apply(f"rebuild-{run}-g{i}", entry.to_json())
+    entry = JournalEntry(
+        rejected=[MinuteRejections(*x) for x in rejected],
+        latest=[
+            LatestReading(
                 r["robot_id"],
                 r["sensor_type"],
-                int(r["ts"].timestamp() * 1000),
-                orjson.dumps(
-                    {
-                        "ts": r["ts"].isoformat(),
-                        "received_at": r["received_at"].isoformat(),
-                        "seq": r["seq"],
-                        "data": orjson.Fragment(r["data"]),
-                    }
-                ).decode(),
-            ]
+                epoch_ms(r["ts"]),
+                reading_json(
+                    ts=r["ts"], received_at=r["received_at"], seq=r["seq"], data=r["data"]
+                ),
+            )
             for r in latest
         ],
-        "s": [[r["robot_id"], int(r["received_at"].timestamp() * 1000)] for r in latest],
-    }
-    await counters.apply(f"rebuild-{run}-rest", orjson.dumps(entry).decode())
-    await counters.redis.set(f"{counters.prefix}{_BUILT_KEY}", datetime.now(UTC).isoformat())
+        last_seen=[LastSeen(r["robot_id"], epoch_ms(r["received_at"])) for r in latest],
+    )
+    await counters.apply(f"rebuild-{run}-rest", entry.to_json())
+    await counters.mark_built(datetime.now(UTC))
     log.info("rebuilt counters", extra={"groups": len(groups), "retired": len(retired)})
     return len(groups)

@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from db.journal import journal_entries_up_to
 from db.stats import count_readings_by_minute
 from ingest.counters import Counters
+from ingest.journal_entry import decode_entry
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _split_key(key: str) -> tuple[str, str]:
 
 
 def _minutes_touched(entry: str) -> set[int]:
-    return {int(g[2]) for g in orjson.loads(entry).get("g", [])}
+    return {g.minute for g in decode_entry(entry).groups}
 
 
 async def reconcile_minutes(

@@ -18,21 +18,31 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
-from redis.exceptions import RedisError
 
 from db.dead_letters import store_dead_letters
+from db.errors import LOST_RACE_ATTEMPTS, LOST_RACE_ERRORS
 from db.journal import (
     add_journal_entry,
     delete_journal_entries,
     pending_journal_entries,
 )
 from db.readings import Conflict, MergeResult, merge_readings
-from ingest.counters import Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
-from ingest.rebuild import counters_present, rebuild_counters
+from ingest.journal_entry import (
+    JournalEntry,
+    LastSeen,
+    MinuteRejections,
+    epoch_minute,
+    epoch_ms,
+    latest_reading,
+    minute_count,
+    reading_json,
+    upgrade_legacy_entry,
+)
+from ingest.rebuild import rebuild_counters
 from telemetry.errors import RejectReason
-from telemetry.payload import DEAD_LETTER_PAYLOAD_CAP, Reading, Rejection
+from telemetry.payload import Reading, Rejection
 from telemetry.topics import sensor_topic
 
 log = logging.getLogger(__name__)
@@ -57,25 +67,10 @@ class WriteResult:
         return self.received - self.inserted - unknown - self.conflicting
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def _minute(dt: datetime) -> int:
-    return int(dt.timestamp()) // 60 * 60
-
-
-def _reading_json(r: Reading, *, with_received_at: bool) -> str:
-    """A reading as JSON; `data` is already JSON, so it is spliced in rather than re-encoded."""
-    received = f'"received_at":"{r.received_at.isoformat()}",' if with_received_at else ""
-    seq = "null" if r.seq is None else r.seq
-    return f'{{"ts":"{r.ts.isoformat()}",{received}"seq":{seq},"data":{r.data}}}'
-
-
 def build_journal_entry(
     merge: MergeResult, readings: Sequence[Reading], rejections: Sequence[Rejection]
-) -> str:
-    """The counter updates a committed batch implies, as the JSON the Lua script applies."""
+) -> JournalEntry:
+    """The counter updates a committed batch implies."""
     newest: dict[tuple[str, str], Reading] = {}
     last_seen: dict[str, datetime] = {}
     for r in readings:
@@ -90,43 +85,20 @@ def build_journal_entry(
             last_seen[r.robot_id] = r.received_at
     inserted_pairs = {(g.robot_id, g.sensor_type) for g in merge.groups}
     rejected: Counter[tuple[int, str]] = Counter(
-        (_minute(x.received_at), str(x.reason)) for x in rejections
+        (epoch_minute(x.received_at), str(x.reason)) for x in rejections
     )
-    entry: dict[str, Any] = {
-        "g": [
-            [
-                g.robot_id,
-                g.sensor_type,
-                g.minute,
-                g.count,
-                g.seq_count,
-                g.seq_min or 0,
-                g.seq_max or 0,
-            ]
-            for g in merge.groups
-        ],
-        "x": [[minute, reason, n] for (minute, reason), n in rejected.items()],
-        "l": [
-            [robot, sensor, _ms(r.ts), _reading_json(r, with_received_at=True)]
-            for (robot, sensor), r in newest.items()
-            if (robot, sensor) in inserted_pairs
-        ],
-        "s": [[robot, _ms(at)] for robot, at in last_seen.items()],
-    }
-    return orjson.dumps(entry).decode()
+    return JournalEntry(
+        groups=[minute_count(g) for g in merge.groups],
+        rejected=[MinuteRejections(minute, reason, n) for (minute, reason), n in rejected.items()],
+        latest=[latest_reading(r) for pair, r in newest.items() if pair in inserted_pairs],
+        last_seen=[LastSeen(robot, epoch_ms(at)) for robot, at in last_seen.items()],
+    )
 
 
 def reading_rejection(r: Reading, reason: RejectReason, detail: str) -> Rejection:
     """A refusal of a reading that passed validation, with the reading as its payload."""
-    raw = _reading_json(r, with_received_at=False).encode()
-    return Rejection(
-        r.received_at,
-        sensor_topic(r.robot_id, r.sensor_type),
-        reason,
-        detail,
-        raw[:DEAD_LETTER_PAYLOAD_CAP],
-        len(raw),
-    )
+    raw = reading_json(ts=r.ts, received_at=None, seq=r.seq, data=r.data).encode()
+    return Rejection.of(r.received_at, sensor_topic(r.robot_id, r.sensor_type), reason, detail, raw)
 
 
 def conflict_rejections(conflicts: Sequence[Conflict]) -> list[Rejection]:
@@ -168,7 +140,9 @@ class IngestWriter:
         self.register_unknown_robots = register_unknown_robots
         self.store_rejections = store_rejections
         self.dead_letter_limit = dead_letter_limit
-        self._applied: list[int] = []
+        # Journal entries Redis has applied; the next commit deletes their rows (one round trip
+        # fewer than deleting them on their own).
+        self._applied_to_retire: list[int] = []
         # Writes run concurrently; a rebuild of the counters runs alone (see `paused`).
         self._writes_in_progress = 0
         self._no_writes = asyncio.Event()
@@ -192,13 +166,22 @@ class IngestWriter:
     ) -> WriteResult:
         """Commits readings (skipping ones already stored) and dead letters; then the counters.
 
-        Raises asyncpg/OS errors when PostgreSQL fails: nothing was committed then, and the
+        A transaction that lost a race (db.errors.LOST_RACE_ERRORS) is run again here. Raises
+        asyncpg/OS errors when PostgreSQL fails otherwise: nothing was committed then, and the
         caller must not acknowledge the batch.
         """
         await self._writes_allowed.wait()
         self._writes_in_progress += 1
         self._no_writes.clear()
         try:
+            for attempt in range(1, LOST_RACE_ATTEMPTS):
+                try:
+                    return await self._write(readings, rejections)
+                except LOST_RACE_ERRORS as exc:
+                    log.info(
+                        "write lost a race; running it again",
+                        extra={"error": repr(exc), "attempt": attempt},
+                    )
             return await self._write(readings, rejections)
         finally:
             self._writes_in_progress -= 1
@@ -208,8 +191,8 @@ class IngestWriter:
     async def _write(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]
     ) -> WriteResult:
-        applied_before = self._applied
-        self._applied = []
+        applied_before = self._applied_to_retire
+        self._applied_to_retire = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 merge = await merge_readings(
@@ -227,10 +210,10 @@ class IngestWriter:
                         admission = self.dead_letter_limit.admit(all_rejections, now_s=time.time())
                         to_store = admission.kept
                     await store_dead_letters(conn, to_store)
-                entry = build_journal_entry(merge, readings, all_rejections)
+                entry = build_journal_entry(merge, readings, all_rejections).to_json()
                 entry_id = await add_journal_entry(conn, entry, retire=applied_before)
         except BaseException:
-            self._applied = applied_before + self._applied
+            self._applied_to_retire = applied_before + self._applied_to_retire
             raise
         if admission is not None and self.dead_letter_limit is not None:
             self.dead_letter_limit.record(admission)
@@ -248,20 +231,20 @@ class IngestWriter:
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:
         try:
             await self.counters.apply(entry_id, entry)
-        except (RedisError, OSError) as exc:
+        except COUNTERS_AWAY_ERRORS as exc:
             # The journal entry stays; replay_journal applies it once Redis is back.
             log.warning("counter update deferred", extra={"entry": entry_id, "error": str(exc)})
             return False
-        self._applied.append(entry_id)
+        self._applied_to_retire.append(entry_id)
         return True
 
     async def keep_counters(self, *, replay_older_than_s: float) -> bool:
         """Periodic care: rebuilds the counters if Redis lost them (a restart without
         persistence), else applies journal entries whose update was missed. True when it
         rebuilt."""
-        if not await counters_present(self.counters):
+        if not await self.counters.present():
             async with self.paused():
-                if not await counters_present(self.counters):
+                if not await self.counters.present():
                     log.warning("counters missing from Redis; rebuilding from PostgreSQL")
                     await rebuild_counters(pool=self.pool, counters=self.counters)
                     return True
@@ -275,7 +258,7 @@ class IngestWriter:
             async with self.pool.acquire() as conn:
                 entries = await pending_journal_entries(conn, older_than_s=older_than_s)
                 for entry_id, entry in entries:
-                    await self.counters.apply(entry_id, entry)
+                    await self.counters.apply(entry_id, upgrade_legacy_entry(entry))
                 await delete_journal_entries(conn, [entry_id for entry_id, _ in entries])
             replayed += len(entries)
             if len(entries) < 1000:

@@ -79,7 +79,8 @@ def _metric(port: int, name: str) -> float:
 
 async def _redis_total(counters: Counters, started: float, ended: float) -> int:
     minutes = list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
-    return sum(int(m.get("*", 0)) for m in await counters.minute_totals(minutes))
+    window = await counters.window(minutes, top=0)
+    return sum(m.get("*", 0) for m in window.totals)
 
 
 async def run_config(

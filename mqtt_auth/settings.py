@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from mqtt_auth.store import AuthFiles
+from telemetry.settings import ServiceSettings
 
 
-class MqttAuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
+class MqttAuthSettings(ServiceSettings):
     # The directory holding identities.json, passwd and acl: the broker's `password_file` and
     # `acl_file` point into it. Empty: this process does not provision MQTT identities.
     mqtt_auth_dir: str = ""

@@ -96,8 +96,17 @@ class Rejection(NamedTuple):
     topic: str
     reason: RejectReason
     detail: str
-    payload: bytes
-    payload_size: int
+    payload: bytes  # the first DEAD_LETTER_PAYLOAD_CAP bytes of what was refused
+    payload_size: int  # and its whole size
+
+    @classmethod
+    def of(
+        cls, received_at: datetime, topic: str, reason: RejectReason, detail: str, payload: bytes
+    ) -> Rejection:
+        """The one way to refuse something: keeps a capped copy of `payload` and its size."""
+        return cls(
+            received_at, topic, reason, detail, payload[:DEAD_LETTER_PAYLOAD_CAP], len(payload)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +205,7 @@ class PayloadDecoder:
         """Append to `into` every reading the payload holds, or why it was refused."""
 
         def reject(reason: RejectReason, detail: str, raw: bytes = payload) -> None:
-            into.rejections.append(
-                Rejection(
-                    received_at, topic, reason, detail, raw[:DEAD_LETTER_PAYLOAD_CAP], len(raw)
-                )
-            )
+            into.rejections.append(Rejection.of(received_at, topic, reason, detail, raw))
 
         if len(payload) > MAX_PAYLOAD_BYTES:
             reject(RejectReason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")

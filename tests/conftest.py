@@ -16,6 +16,15 @@ from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that runs the bridge as a process is slow, marked or not: `-m "not slow"`
+    stays the fast loop as such tests are added."""
+    for item in items:
+        if "start_bridge" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 _TABLES = "robots, sensor_readings, dead_letters, counter_journal"
 
 

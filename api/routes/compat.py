@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.aggregates import moving_average_points
 from api.compat import contract_field
-from api.resources import Res
+from api.query_params import numeric_path, one_sensor_type
+from api.readiness import readiness
+from api.resources import ResourcesDep
 from api.responses import JSONBytes
-from api.routes.health import readyz
-from api.routes.sensors import moving_average_points, numeric_path, one_sensor_type
 from api.schemas import ErrorOut, FilteredOut, Readiness
 from telemetry.topics import ROBOT_ID_PATTERN
 
@@ -22,7 +23,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code i
 
 @router.get("/api/sensors/filtered", response_model=FilteredOut, responses=_ERRORS)
 async def filtered(
-    res: Res,
+    res: ResourcesDep,
     *,
     robot_id: Annotated[str, Query(pattern=ROBOT_ID_PATTERN)],
     sensor_type: Annotated[str, Query(max_length=32)],
@@ -59,7 +60,8 @@ async def filtered(
 
 router.add_api_route(
     "/health_check",
-    readyz,
+    readiness,
+    name="readyz",  # keeps its operationId
     methods=["GET"],
     response_model=Readiness,
     responses={503: {"model": Readiness}},

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-import asyncpg
 from fastapi import APIRouter
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.metrics import render_metrics
-from api.resources import Res
+from api.readiness import readiness
+from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
-log = logging.getLogger(__name__)
-
-_PROBE_TIMEOUT_S = 1.0
 
 
 @router.get("/healthz", response_model=Health)
@@ -28,26 +21,9 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(res: Res) -> Response:
+async def readyz(res: ResourcesDep) -> Response:
     """PostgreSQL and Redis answer within a second."""
-    postgresql = redis = "ok"
-    try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            await res.pool.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("postgresql not ready: %s", exc)
-        postgresql = "unavailable"
-    try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            await res.redis.ping()
-    except (OSError, TimeoutError, RedisError) as exc:
-        log.warning("redis not ready: %s", exc)
-        redis = "unavailable"
-    ready = postgresql == redis == "ok"
-    return JSONBytes(
-        {"status": "ready" if ready else "unavailable", "postgresql": postgresql, "redis": redis},
-        status_code=200 if ready else 503,
-    )
+    return await readiness(res)
 
 
 @router.get("/metrics", response_class=Response)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -15,13 +14,14 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.cursor import query_scope
+from api.documents import latest_docs, robot_doc
 from api.http_errors import (
     InvalidCursorError,
     NotConfiguredError,
     NotFoundError,
     StorageUnavailableError,
 )
-from api.resources import Res
+from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import (
     ErrorOut,
@@ -56,70 +56,26 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
-def _ms_to_dt(ms: float | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def robot_doc(
-    row: asyncpg.Record, live: tuple[bytes | None, float | None] | None
-) -> dict[str, Any]:
-    """The robot's registry row with its live fields; `live` None: Redis was unavailable."""
-    status, seen_ms = live or (None, None)
-    state = orjson.loads(status) if status else {}
-    connection = state.get("status")
-    battery = row["battery_level"]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "model": row["model"],
-        "status": row["status"],
-        # real holds ~7 digits: do not show float4 noise such as 33.29999923706055.
-        "battery_level": None if battery is None else round(battery, 4),
-        "metadata": orjson.Fragment(row["metadata"]),
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "connection": (
-            None
-            if live is None
-            else connection
-            if connection in ("online", "offline")
-            else "unknown"
-        ),
-        "connection_changed_at": _ms_to_dt(state.get("at")) if connection else None,
-        "last_seen": _ms_to_dt(seen_ms),
-        "live_unavailable": live is None,
-    }
-
-
-def latest_docs(
-    raw: dict[bytes, bytes], sensor_types: frozenset[str] | None = None
-) -> dict[str, Any]:
-    return {
-        k.decode(): orjson.Fragment(v)
-        for k, v in raw.items()
-        if not k.endswith(b":ts") and (sensor_types is None or k.decode() in sensor_types)
-    }
-
-
 async def _robot_live(
-    res: Res, robot_ids: list[str]
+    res: ResourcesDep, robot_ids: list[str]
 ) -> list[tuple[bytes | None, float | None]] | None:
     """Each robot's live fields from Redis, or None when Redis is unavailable: the registry
     is in PostgreSQL, so robots are still served, marked `live_unavailable`."""
     try:
-        statuses, seen = await res.reads.robot_live(robot_ids)
+        statuses, seen = await res.counters.robot_live(robot_ids)
     except RedisError as exc:
         log.warning("redis unavailable, robots served without live fields: %s", exc)
         return None
     return list(zip(statuses, seen, strict=True))
 
 
-async def _with_live(res: Res, row: asyncpg.Record, status: int) -> Response:
+async def _with_live(res: ResourcesDep, row: asyncpg.Record, status: int) -> Response:
     live = await _robot_live(res, [row["id"]])
     return JSONBytes(robot_doc(row, live[0] if live else None), status_code=status)
 
@@ -134,7 +90,7 @@ def _fields(body: RobotIn | RobotReplace) -> RobotFields:
     )
 
 
-def _identities(res: Res) -> IdentityStore:
+def _identities(res: ResourcesDep) -> IdentityStore:
     if res.mqtt_identities is None:
         raise NotConfiguredError("MQTT provisioning", "MQTT_AUTH_DIR")
     return res.mqtt_identities
@@ -155,7 +111,7 @@ async def _new_mqtt_credentials(store: IdentityStore, robot_id: str) -> dict[str
 @router.post("", status_code=201, response_model=RobotCreated, responses=_ERRORS)
 async def create_robot(
     body: RobotIn,
-    res: Res,
+    res: ResourcesDep,
     mqtt_credentials: Annotated[
         bool, Query(description="also create its MQTT identity; the password is returned once")
     ] = False,
@@ -178,7 +134,7 @@ async def create_robot(
 
 
 @router.post("/{robot_id}/mqtt-credentials", response_model=MqttCredentials, responses=_ERRORS)
-async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: Res) -> Response:
+async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
     """A new MQTT password for a registered robot, returned once. The old one stops working
     when the broker reloads (well under a second), and a session using it is closed."""
     store = _identities(res)
@@ -193,7 +149,7 @@ _CONNECTION_SCAN = 500
 
 @router.get("", response_model=RobotPage, responses=_ERRORS)
 async def get_robots(
-    res: Res,
+    res: ResourcesDep,
     *,
     status: RobotStatus | None = None,
     model: Annotated[Model | None, Query()] = None,
@@ -246,13 +202,13 @@ async def get_robots(
 
 
 @router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
-async def get_robot(robot_id: RobotIdPath, res: Res) -> Response:
+async def get_robot(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
     """A robot with its newest reading per sensor type (from Redis, no table scan)."""
     row = await find_robot(res.read_pool, robot_id)
     if row is None:
         raise NotFoundError("robot", robot_id)
     try:
-        status, seen, latest = await res.reads.robot_detail(robot_id)
+        status, seen, latest = await res.counters.robot_detail(robot_id)
     except RedisError as exc:
         log.warning("redis unavailable, robot served without live fields: %s", exc)
         return JSONBytes({**robot_doc(row, None), "latest": None})
@@ -262,7 +218,7 @@ async def get_robot(robot_id: RobotIdPath, res: Res) -> Response:
 
 
 @router.patch("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
-async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: Res) -> Response:
+async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: ResourcesDep) -> Response:
     """Changes the fields present in the body (name, model, status, battery_level, metadata)."""
     given = frozenset(body.model_fields_set)
     fields = RobotFields(
@@ -279,7 +235,7 @@ async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: Res) -> Resp
 
 
 @router.put("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
-async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: Res) -> Response:
+async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: ResourcesDep) -> Response:
     """Replaces every writable field of an existing robot (404 if absent: POST registers)."""
     changes = RobotChanges(
         frozenset(("name", "model", "status", "battery_level", "metadata")), _fields(body)
@@ -291,7 +247,7 @@ async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: Res) -> Resp
 
 
 @router.delete("/{robot_id}", status_code=204, response_class=Response, responses=_ERRORS)
-async def remove_robot(robot_id: RobotIdPath, res: Res) -> Response:
+async def remove_robot(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
     """Unregisters the robot. Its readings stay (until retention drops their partitions) and
     stay readable by robot_id; new readings from it are refused as `unknown_robot`. Its MQTT
     identity, if this API provisions them, is removed and its open session closed."""

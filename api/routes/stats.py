@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from api.resources import Res
+from api.query_params import parse_duration
+from api.resources import ResourcesDep
 from api.responses import JSONBytes
-from api.routes.sensors import parse_duration
 from api.schemas import ErrorOut, StatsOut
 
 router = APIRouter(prefix="/api/stats", tags=["stats"])
@@ -30,7 +30,7 @@ def _dt(epoch_s: int) -> datetime:
 
 @router.get("", response_model=StatsOut, responses=_ERRORS)
 async def stats(
-    res: Res,
+    res: ResourcesDep,
     window: Annotated[str, Query(max_length=8, description="Whole minutes: 15m, 1h, 24h")] = "1h",
     top: Annotated[int, Query(ge=0, le=100, description="How many robots to rank")] = 10,
 ) -> Response:
@@ -42,7 +42,7 @@ async def stats(
     current = int(now) // 60 * 60
     n = seconds // 60
     minutes = [current - 60 * i for i in range(n - 1, -1, -1)]
-    counts = await res.reads.window(minutes, top=top)
+    counts = await res.counters.window(minutes, top=top)
     total = 0
     by_type: Counter[str] = Counter()
     series: list[dict[str, Any]] = []

@@ -7,10 +7,14 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher
 from harness.waiting import eventually
+
+# Each test runs the bridge as a process: `-m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def good(robot: str, ts: int, level: float = 50.0) -> tuple[str, bytes]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
@@ -14,6 +15,9 @@ from harness.services import Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
 from tests.conftest import StartBridge
+
+# Each test runs the bridge as a process: `-m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 async def row_count(pool: asyncpg.Pool[Any]) -> int:
@@ -25,7 +29,7 @@ async def redis_total(counters: Counters, start_ms: int, n: int) -> int:
     minutes = sorted(
         {(start_ms + i) // 60000 * 60 for i in range(0, n, 1000)} | {(start_ms + n) // 60000 * 60}
     )
-    return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
+    return sum(m.get("*", 0) for m in (await counters.window(minutes, top=0)).totals)
 
 
 async def test_single_and_batched_readings_are_stored_once_and_counted(
@@ -67,13 +71,16 @@ async def test_latest_last_seen_and_status_reach_redis(
     publisher.publish_all([("robots/r3/status", b"online")])
 
     async def latest_seq() -> Any:
-        return (await counters.latest("r3")).get("battery", {}).get("seq")
+        [latest] = await counters.latest(["r3"])
+        return orjson.loads(latest["battery"])["seq"] if "battery" in latest else None
 
     assert await eventually(latest_seq, 4) == 4
-    assert "r3" in await counters.last_seen_ms(["r3"])
+    _, [seen] = await counters.robot_live(["r3"])
+    assert seen is not None
 
     async def status() -> Any:
-        return (await counters.statuses(["r3"])).get("r3", {}).get("status")
+        [document], _ = await counters.robot_live(["r3"])
+        return orjson.loads(document)["status"] if document else None
 
     assert await eventually(status, "online") == "online"
 
@@ -135,7 +142,8 @@ async def test_rebuild_counters_command_restores_lost_counters(
     )
     assert done.returncode == 0, done.stderr
     assert await redis_total(counters, start, 1500) == 1500
-    assert (await counters.latest("r4"))["battery"]["seq"] == 1499
+    [latest] = await counters.latest(["r4"])
+    assert orjson.loads(latest["battery"])["seq"] == 1499
 
 
 async def test_two_bridges_split_the_stream_and_store_it_once(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from harness.bridge import BridgeProcess
@@ -16,6 +17,9 @@ from harness.services import POSTGRES_URL, TEST_PUBLISHER, Mosquitto, RedisServe
 from harness.waiting import eventually
 from ingest.counters import Counters
 from tests.conftest import StartBridge
+
+# Each test runs the bridge as a process: `-m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 TOTAL_SINGLE = 4000
 TOTAL_BATCHED = 16000
@@ -88,7 +92,7 @@ async def exactly_once(pool: asyncpg.Pool[Any], counters: Counters, start_ms: in
 
     async def counted() -> int:
         minutes = sorted({(start_ms + i) // 60000 * 60 for i in range(0, 8001, 500)})
-        return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
+        return sum(m.get("*", 0) for m in (await counters.window(minutes, top=0)).totals)
 
     assert await eventually(counted, total, timeout=30) == total
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -160,7 +161,7 @@ async def test_counters_and_statuses_recover_when_redis_comes_back_stale(
         minutes = sorted({(start + i) // 60000 * 60 for i in range(0, 5001, 500)})
 
         async def counted() -> int:
-            return sum(m.get("*", 0) for m in await counters.minute_totals(minutes))
+            return sum(m.get("*", 0) for m in (await counters.window(minutes, top=0)).totals)
 
         async def status(robot: str) -> Any:
             return (await counters.statuses([robot])).get(robot, {}).get("status")
@@ -201,7 +202,8 @@ async def test_counters_and_statuses_recover_when_redis_comes_back_stale(
             assert await metric(bridge, "bridge_counter_drift_readings_total") == 3000
             if bridge_running:
                 assert '"Redis lost or restarted' in bridge.log_path.read_text()
-            assert (await counters.latest("r1"))["battery"]["seq"] == 1999
+            [latest] = await counters.latest(["r1"])
+            assert orjson.loads(latest["battery"])["seq"] == 1999
         finally:
             bridge.stop()
             await client.aclose()

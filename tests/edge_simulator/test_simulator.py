@@ -232,6 +232,7 @@ def test_cli_refuses_a_start_the_bridge_would_refuse(mosquitto: Mosquitto) -> No
     assert "ahead of now" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("robots", [1000])
 async def test_one_process_drives_a_thousand_robots(mosquitto: Mosquitto, robots: int) -> None:
     cfg = config(

@@ -27,7 +27,7 @@ def this_minute() -> int:
 
 
 async def totals(counters: Counters, minutes: list[int]) -> list[int]:
-    return [b.get("*", 0) for b in await counters.minute_totals(minutes)]
+    return [b.get("*", 0) for b in (await counters.window(minutes, top=0)).totals]
 
 
 async def test_drifted_minutes_are_rewritten_from_postgres(
@@ -53,7 +53,7 @@ async def test_drifted_minutes_are_rewritten_from_postgres(
     )
     assert (result.repaired, result.drift, result.skipped) == (3, 120 + 200 + 7, 0)
     assert await totals(counters, [m1, m2, m3, m4]) == [300, 200, 100, 0]
-    [b1] = await counters.minute_totals([m1])
+    [b1] = (await counters.window([m1], top=0)).totals
     assert b1 == {"*": 300, "battery": 300}
     top = await counters.redis.zrange(f"{p}m:{m2}:r", 0, -1, withscores=True)
     assert top == [(b"r2", 200.0)]

@@ -8,11 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from ingest.counters import Counters
 from loadtest.ingest import Config, run_config
 from loadtest.scratch import register_robots
 from loadtest.wire_publisher import robot_ids
+
+# Each test runs the bridge as a process: `-m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 async def test_smallest_configuration_stores_every_reading_once(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bridge.settings import MqttTarget
+from telemetry.settings import MqttTarget
 
 
 def test_the_broker_is_shown_without_its_password() -> None:

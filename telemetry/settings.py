@@ -1,0 +1,75 @@
+"""What every process's settings share: one base that each entry point's settings extend.
+
+Only entry points (`python -m bridge`, `api`, `db`, `edge_simulator`) instantiate settings,
+so only they read the environment; everything below them takes values as arguments.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from telemetry.payload import TimeWindow
+from telemetry.topics import DEFAULT_MQTT_URL
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/robosense"
+
+
+class UnknownRobotPolicy(StrEnum):
+    REJECT = "reject"
+    REGISTER = "register"
+
+
+class MqttTarget:
+    """What an MQTT URL (mqtt://user:pass@host:port) names."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt":
+            raise ValueError(f"an MQTT URL must be mqtt://[user:pass@]host[:port], not {url!r}")
+        self.host = parts.hostname or "127.0.0.1"
+        # MQTT's registered port when the URL names none (ours, 1884, is in DEFAULT_MQTT_URL).
+        self.port = parts.port or 1883
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __str__(self) -> str:
+        """For logs: who and where, never the password."""
+        who = f"{self.username}@" if self.username else ""
+        return f"mqtt://{who}{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"MqttTarget({self})"
+
+
+class ServiceSettings(BaseSettings):
+    """Read from the environment (variable names are the field names, upper case)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "rs:"
+    mqtt_url: str = DEFAULT_MQTT_URL
+    log_level: str = "INFO"
+
+    unknown_robot_policy: UnknownRobotPolicy = UnknownRobotPolicy.REJECT
+    # How far a reading's clock may be from ours (docs/protocol.md, "Time limits"); the bridge
+    # and HTTP ingest must agree, so both take it from here.
+    max_future_s: float = Field(default=300.0, gt=0)
+    max_age_s: float = Field(default=7 * 86_400.0, gt=0)
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        return MqttTarget(self.mqtt_url)
+
+    @property
+    def time_window(self) -> TimeWindow:
+        return TimeWindow(
+            max_future=timedelta(seconds=self.max_future_s),
+            max_age=timedelta(seconds=self.max_age_s),
+        )
