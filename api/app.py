@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
+from api.auth import document_bearer
 from api.body_limit import BodyLimitMiddleware
 from api.content_type import RequireJsonMiddleware
 from api.errors import install_error_handlers
@@ -18,7 +19,7 @@ from api.load_shed import LoadShedMiddleware
 from api.metrics import MetricsMiddleware
 from api.resources import open_resources
 from api.responses import JSONBytes
-from api.routes import compat, health, robots, sensors, stats
+from api.routes import compat, health, keys, robots, sensors, stats
 from api.settings import ApiSettings
 from api.strict_query import reject_unknown_query
 from telemetry.logs import configure_logging
@@ -48,7 +49,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # in (no-op, without an SDK) spans; we export Prometheus metrics and JSON logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for router in (robots.router, compat.router, sensors.router, stats.router, health.router):
+    for router in (
+        robots.router,
+        compat.router,
+        sensors.router,
+        stats.router,
+        keys.router,
+        health.router,
+    ):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
@@ -69,6 +77,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 sensors.sensor_data_components()
             )
+            document_bearer(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

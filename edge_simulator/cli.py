@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg = p.add_argument_group("registration")
     reg.add_argument("--api-url", default=None, help="register robots with POST {URL}/api/robots")
     reg.add_argument(
+        "--api-key",
+        default=os.environ.get("ROBOSENSE_API_KEY"),
+        help="for --api-url: a key with the registry scope (env ROBOSENSE_API_KEY)",
+    )
+    reg.add_argument(
+        "--api-key-file", type=Path, default=None, help="for --api-url: read the key from a file"
+    )
+    reg.add_argument(
         "--register-db", action="store_true", help="register robots in the robots table directly"
     )
     reg.add_argument(
@@ -263,7 +271,11 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
         )
         log.info("provisioned %d MQTT identities; the broker took them in %.2f s", count, took)
     if args.api_url:
-        async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as client:
+        key = args.api_key_file.read_text().strip() if args.api_key_file else args.api_key
+        headers = {"X-API-Key": key} if key else {}
+        async with httpx.AsyncClient(
+            base_url=args.api_url, timeout=10.0, headers=headers
+        ) as client:
             reg = await register_via_api(client=client, robot_ids=robot_ids)
         log.info("registered through the API: %d new, %d existing", reg.created, reg.existing)
     if args.register_db:

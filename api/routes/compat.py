@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.auth import ReadRes
 from api.compat import contract_field
-from api.resources import Res
 from api.responses import JSONBytes
 from api.routes.health import readyz
 from api.routes.sensors import moving_average_points, numeric_path, one_sensor_type
@@ -17,12 +17,14 @@ from telemetry.topics import ROBOT_ID_PATTERN
 
 router = APIRouter(tags=["older clients"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 422, 503)
+}
 
 
 @router.get("/api/sensors/filtered", response_model=FilteredOut, responses=_ERRORS)
 async def filtered(
-    res: Res,
+    res: ReadRes,
     *,
     robot_id: Annotated[str, Query(pattern=ROBOT_ID_PATTERN)],
     sensor_type: Annotated[str, Query(max_length=32)],

@@ -11,10 +11,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from api.auth import IngestRes, ReadRes
 from api.compat import older_ingest_fields, older_paging
 from api.cursor import query_scope
 from api.http_errors import InvalidCursorError, InvalidQueryError, ReadingsRejectedError
-from api.resources import Res, Resources
+from api.resources import Resources
 from api.responses import JSONBytes
 from api.routes.robots import latest_docs
 from api.schemas import (
@@ -44,7 +45,7 @@ MAX_BUCKETS = 10_000
 # of its range, so the range is bounded too.
 MAX_AGGREGATE_RANGE = timedelta(days=31)
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -258,7 +259,7 @@ def sensor_data_components() -> dict[str, Any]:
         }
     },
 )
-async def ingest(request: Request, res: Res) -> Response:
+async def ingest(request: Request, res: IngestRes) -> Response:
     """Stores readings, answering once they are committed (shared with concurrent requests).
 
     A refused reading (e.g. `data: null`) is listed in `rejected` without refusing its
@@ -305,7 +306,7 @@ async def ingest(request: Request, res: Res) -> Response:
 
 @router.get("", response_model=SensorPage, responses=_ERRORS)
 async def list_readings(
-    res: Res,
+    res: ReadRes,
     *,
     robot_id: RobotIds = [],  # noqa: B006 - FastAPI copies defaults
     sensor_type: SensorTypes = [],  # noqa: B006
@@ -367,7 +368,7 @@ async def list_readings(
 
 @router.get("/latest", response_model=LatestPage, responses=_ERRORS)
 async def latest(
-    res: Res,
+    res: ReadRes,
     robot_id: RobotIds = [],  # noqa: B006
     sensor_type: SensorTypes = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=1000, description="Robots, when no robot_id")] = 100,
@@ -431,7 +432,7 @@ async def moving_average_points(
 
 @router.get("/aggregate", response_model=AggregateOut | MovingAverageOut, responses=_ERRORS)
 async def aggregate(
-    res: Res,
+    res: ReadRes,
     *,
     sensor_type: Annotated[str, Query(max_length=32)],
     field: Annotated[str, Query(max_length=64, description="e.g. accel.x, lat, level")],
