@@ -221,12 +221,20 @@ def test_simulator_registers_robots_with_a_registry_key(
     )
     key_file = tmp_path / "simulator.key"
     key_file.write_text(made.json()["key"] + "\n")
+    # The broker wants MQTT identities too: the simulator provisions its own (docs/simulator.md).
+    secret = tmp_path / "fleet-secret"
+    secret.write_text("a secret of this run\n")
+    mqtt_auth = (
+        *("--mqtt-secret-file", str(secret), "--provision-mqtt", str(mosquitto.auth.directory)),
+        *("--mosquitto-pid-file", str(mosquitto.auth.pid_file)),
+    )
 
     def simulate(*auth: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 *(sys.executable, "-m", "edge_simulator", "--robots", "2", "--duration", "0.5"),
                 *("--flat-out", "--robot-prefix", "keysim", "--mqtt-url", mosquitto.url),
+                *mqtt_auth,
                 *("--api-url", api_process.url, *auth),
             ],
             cwd=ROOT,
