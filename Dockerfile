@@ -18,5 +18,7 @@ COPY api api
 COPY edge_simulator edge_simulator
 COPY db db
 COPY mqtt_auth mqtt_auth
-RUN pip install --no-deps -c constraints.txt . && useradd --system --uid 10001 robosense
+# /keys belongs to the image's user, so a new volume mounted there (compose: api-keys) does too.
+RUN pip install --no-deps -c constraints.txt . && useradd --system --uid 10001 robosense \
+    && mkdir /keys && chown robosense /keys && chmod 700 /keys
 USER robosense

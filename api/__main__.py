@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from functools import partial
 from typing import cast
@@ -15,12 +16,15 @@ import uvicorn
 import uvloop
 
 from api.http_server import HttpLimits, LimitedHttpToolsProtocol
+from api.keys_cli import main as keys_main
 from api.preflight import services_reachable
 from api.settings import ApiSettings
 from telemetry.logs import configure_logging
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["keys"]:
+        sys.exit(keys_main(sys.argv[2:]))
     argparse.ArgumentParser(
         prog="python -m api",
         description="The REST API (uvicorn). Settings come from the environment: README.md, "

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
+from api.auth import document_bearer
 from api.body_limit import BodyLimitMiddleware
 from api.content_type import RequireJsonMiddleware
 from api.errors import install_error_handlers
@@ -21,6 +22,7 @@ from api.responses import JSONBytes
 from api.routes import (
     compat,
     health,
+    keys,
     robots,
     sensor_aggregates,
     sensor_ingest,
@@ -65,6 +67,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sensor_latest.router,
         sensor_aggregates.router,
         stats.router,
+        keys.router,
         health.router,
     ):
         app.include_router(router)
@@ -87,6 +90,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 sensor_ingest.INGEST_BODY_COMPONENTS
             )
+            document_bearer(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -15,8 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.http_errors import (
+    ForbiddenError,
     InvalidCursorError,
     InvalidQueryError,
+    NotAuthenticatedError,
     NotConfiguredError,
     NotFoundError,
     PayloadTooLargeError,
@@ -29,8 +31,14 @@ from telemetry.errors import ConflictError, ContractError, RoboSenseError
 
 log = logging.getLogger(__name__)
 
+
+# RFC 9110: a 401 names the scheme to use; X-API-Key is accepted as well (docs/api.md).
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="robosense"'}
+
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -70,6 +78,29 @@ def robosense_error_response(exc: RoboSenseError) -> JSONBytes:
             return error_body(422, "invalid_query", exc.detail, parameter=exc.parameter)
         case PayloadTooLargeError():
             return error_body(413, "payload_too_large", str(exc), limit=exc.limit)
+        case NotAuthenticatedError(reason="missing"):
+            return JSONBytes(
+                {
+                    "error": "unauthorized",
+                    "detail": "an API key is required: send X-API-Key or Authorization: Bearer",
+                },
+                status_code=401,
+                headers=_CHALLENGE,
+            )
+        case NotAuthenticatedError(reason="ambiguous"):
+            return JSONBytes(
+                {"error": "unauthorized", "detail": "X-API-Key and Bearer hold different keys"},
+                status_code=401,
+                headers=_CHALLENGE,
+            )
+        case NotAuthenticatedError():
+            return JSONBytes(
+                {"error": "unauthorized", "detail": "invalid or revoked API key"},
+                status_code=401,
+                headers=_CHALLENGE,
+            )
+        case ForbiddenError():
+            return error_body(403, "forbidden", str(exc), required_scope=exc.scope)
         case StorageUnavailableError():
             return error_body(503, "unavailable", str(exc), service=exc.service)
         case NotConfiguredError():

@@ -61,3 +61,20 @@ class PayloadTooLargeError(RoboSenseError):
         super().__init__(f"{shown} bytes > {limit}")
         self.size = size
         self.limit = limit
+
+
+class NotAuthenticatedError(RoboSenseError):
+    """401: no API key, or one that is malformed, unknown, wrong or revoked. Which of these
+    is not told beyond missing/invalid: a caller learns nothing about which keys exist."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"API key {reason}")
+        self.reason = reason
+
+
+class ForbiddenError(RoboSenseError):
+    """403: a valid API key without the scope the route requires."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this API key lacks the {scope!r} scope")
+        self.scope = scope

@@ -16,7 +16,9 @@ from redis.asyncio import Redis
 
 from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
+from api.keys import KeyStore, Scope, key_hash
 from api.settings import ApiSettings
+from db.api_keys import find_api_key, insert_api_key
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool
@@ -48,6 +50,7 @@ class Resources:
     cursors: CursorCodec
     # None when MQTT_AUTH_DIR is unset: robots are registered without MQTT identities.
     mqtt_identities: IdentityStore | None
+    keys: KeyStore
 
 
 async def _replay_journal(writer: IngestWriter) -> None:
@@ -59,6 +62,23 @@ async def _replay_journal(writer: IngestWriter) -> None:
             log.warning("journal replay failed, will retry: %s", exc)
         except asyncpg.PostgresError:
             log.exception("journal replay failed with an unexpected database error; will retry")
+
+
+async def _bootstrap_admin_key(pool: asyncpg.Pool[Any], token: str) -> None:
+    # Every worker runs this at start; the insert is a no-op when the id exists, so a key that
+    # was revoked stays revoked however often the process restarts with it.
+    key_id, secret_hash = key_hash(token)
+    inserted = await insert_api_key(
+        pool, key_id=key_id, name="bootstrap", scopes=[Scope.ADMIN], secret_hash=secret_hash
+    )
+    if inserted is not None:
+        log.info("bootstrap admin key stored", extra={"key_id": key_id})
+        return
+    row = await find_api_key(pool, key_id)
+    if row is not None and row["revoked_at"] is not None:
+        log.warning("API_BOOTSTRAP_ADMIN_KEY is revoked", extra={"key_id": key_id})
+    elif row is not None and bytes(row["secret_hash"]) != secret_hash:
+        log.error("API_BOOTSTRAP_ADMIN_KEY's id belongs to another key", extra={"key_id": key_id})
 
 
 @contextlib.asynccontextmanager
@@ -73,6 +93,8 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
         max_size=settings.db_pool_max,
         application_name="robosense-api",
     ) as pool:
+        if settings.api_bootstrap_admin_key is not None:
+            await _bootstrap_admin_key(pool, settings.api_bootstrap_admin_key.get_secret_value())
         redis = Redis.from_url(settings.redis_url)
         counters = Counters(redis=redis, prefix=settings.redis_prefix)
         writer = IngestWriter(
@@ -103,6 +125,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 decoder=PayloadDecoder(window=settings.time_window),
                 cursors=CursorCodec(secret.encode()),
                 mqtt_identities=IdentityStore(files) if (files := settings.files) else None,
+                keys=KeyStore(pool, ttl_s=settings.api_key_cache_ttl_s),
             )
         finally:
             replay.cancel()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from api.keys import Scope
 from telemetry.topics import ROBOT_ID_PATTERN
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -269,3 +270,29 @@ class ErrorOut(BaseModel):
 
     error: str
     detail: Any
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(default="", description="For people: who or what uses the key.")
+    scopes: list[Scope] = Field(
+        min_length=1, max_length=4, description="admin implies every other scope."
+    )
+
+
+class ApiKeyOut(BaseModel):
+    id: str = Field(description="Public: the key's `rsk_<id>_...` part; revoke by it.")
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The whole key. Shown this once: only its hash is stored.")
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyOut]
+    next_cursor: str | None

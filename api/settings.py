@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from api.keys import key_hash
 from mqtt_auth.settings import MqttAuthSettings
 
 
@@ -27,6 +28,12 @@ class ApiSettings(MqttAuthSettings):
     # Signs keyset cursors. Empty: `python -m api` makes one per run and hands it to its
     # workers, so cursors stay valid across workers but not across restarts.
     cursor_secret: str = ""
+
+    # API keys (docs/security.md). A whole key (`python -m api keys generate` prints a fresh
+    # one), stored hashed on start as an admin key named "bootstrap" unless its id exists.
+    api_bootstrap_admin_key: SecretStr | None = None
+    # How long a worker trusts a verified key: revocation reaches every worker within it.
+    api_key_cache_ttl_s: float = Field(default=0.5, gt=0, lt=1.0)
 
     # HTTP ingest. The body limit matches the MQTT payload limit times a few sensor types.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -59,3 +66,11 @@ class ApiSettings(MqttAuthSettings):
     @property
     def naive_tz(self) -> tzinfo | None:
         return None if self.naive_timestamp_tz == "reject" else ZoneInfo(self.naive_timestamp_tz)
+
+    @field_validator("api_bootstrap_admin_key")
+    @classmethod
+    def _well_formed_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            key_hash(value.get_secret_value())  # ValueError names the format
+            return value
+        return None

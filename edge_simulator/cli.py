@@ -80,8 +80,14 @@ def _reasons(text: str) -> tuple[RejectReason, ...]:
         raise argparse.ArgumentTypeError(f"{exc}; the simulator can provoke: {names}") from exc
 
 
-def build_parser(env: ServiceSettings) -> argparse.ArgumentParser:
-    """The flags; the shared settings (`MQTT_URL`, `DATABASE_URL`) give two defaults."""
+class SimulatorSettings(ServiceSettings):
+    """The simulator's environment: the shared settings and the key for --api-url."""
+
+    robosense_api_key: str | None = None
+
+
+def build_parser(env: SimulatorSettings) -> argparse.ArgumentParser:
+    """The flags; the settings (`MQTT_URL`, `DATABASE_URL`, `ROBOSENSE_API_KEY`) give defaults."""
     mix = ",".join(f"{k}={v.rate_hz:g}" for k, v in DEFAULT_MIX.items())
     batches = ",".join(f"{k}={v.batch}" for k, v in DEFAULT_MIX.items())
     p = argparse.ArgumentParser(
@@ -160,6 +166,14 @@ def build_parser(env: ServiceSettings) -> argparse.ArgumentParser:
     )
     reg = p.add_argument_group("registration")
     reg.add_argument("--api-url", default=None, help="register robots with POST {URL}/api/robots")
+    reg.add_argument(
+        "--api-key",
+        default=env.robosense_api_key,
+        help="for --api-url: a key with the registry scope (env ROBOSENSE_API_KEY)",
+    )
+    reg.add_argument(
+        "--api-key-file", type=Path, default=None, help="for --api-url: read the key from a file"
+    )
     reg.add_argument(
         "--register-db", action="store_true", help="register robots in the robots table directly"
     )
@@ -261,7 +275,11 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
         )
         log.info("provisioned %d MQTT identities; the broker took them in %.2f s", count, took)
     if args.api_url:
-        async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as client:
+        key = args.api_key_file.read_text().strip() if args.api_key_file else args.api_key
+        headers = {"X-API-Key": key} if key else {}
+        async with httpx.AsyncClient(
+            base_url=args.api_url, timeout=10.0, headers=headers
+        ) as client:
             reg = await register_via_api(client=client, robot_ids=robot_ids)
         log.info("registered through the API: %d new, %d existing", reg.created, reg.existing)
     if args.register_db:
@@ -317,7 +335,7 @@ async def _bridges(args: argparse.Namespace, config: SimulationConfig) -> list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser(ServiceSettings()).parse_args(argv)
+    args = build_parser(SimulatorSettings()).parse_args(argv)
     configure_logging(level=args.log_level, process="edge_simulator")
     now_ms = int(time.time() * 1000)
     try:

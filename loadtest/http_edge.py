@@ -36,6 +36,7 @@ from typing import Any
 
 import uvloop
 
+from api.keys import generate_key
 from harness.services import ROOT, free_port, wait_for_port
 from loadtest import report
 from loadtest.rest import HttpConnection, _Clock, mix, percentiles, register
@@ -60,6 +61,10 @@ def source_tree(ref: str | None, repo: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+# The API's bootstrap admin key for this run, sent on every request.
+ADMIN_KEY = generate_key().token
+
+
 @contextlib.contextmanager
 def api_process(
     tree: Path, dsn: str, prefix: str, log: Path, extra_env: dict[str, str]
@@ -74,6 +79,8 @@ def api_process(
         "REDIS_PREFIX": prefix,
         "API_PORT": str(port),
         "API_WORKERS": "1",
+        # A tree without API keys ignores both the variable and the header.
+        "API_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         **extra_env,
     }
     with log.open("ab") as out:
@@ -156,7 +163,7 @@ async def header_stall(port: int, *, mib: int) -> dict[str, Any]:
     """The slowest /healthz while one client sends a `mib` MiB header. A probe whose
     connection the server dropped (its keep-alive timer fired during a stall longer than the
     timeout) counts as failed, lasting until the failure; the next probe reconnects."""
-    conn = await HttpConnection.open(port)
+    conn = await HttpConnection.open(port, ADMIN_KEY)
     worst = 0.0
     probes = failures = 0
     flood = asyncio.create_task(send_header(port, mib << 20, finish=True))
@@ -168,7 +175,7 @@ async def header_stall(port: int, *, mib: int) -> dict[str, Any]:
         except (ConnectionError, asyncio.IncompleteReadError):
             failures += 1
             conn.close()
-            conn = await HttpConnection.open(port)
+            conn = await HttpConnection.open(port, ADMIN_KEY)
         else:
             if status != 200:
                 raise RuntimeError(f"/healthz answered {status}")
@@ -200,7 +207,7 @@ async def overload(
     served: list[float] = []
     shed: list[float] = []
     other: dict[int, int] = {}
-    conns = [await HttpConnection.open(port) for _ in range(connections)]
+    conns = [await HttpConnection.open(port, ADMIN_KEY) for _ in range(connections)]
     measure_from = time.monotonic() + warmup_s
     stop_at = measure_from + duration_s
 
@@ -250,7 +257,7 @@ async def measure(
         scratch_counters(label="edge") as counters,
     ):
         with api_process(tree, dsn, counters.prefix, log, extra_env) as (port, pid):
-            await register(port)
+            await register(port, ADMIN_KEY)
             if floods:
                 out["memory"] = await memory_flood(
                     port, pid, connections=args.flood_connections, mib=args.flood_mb

@@ -1,8 +1,11 @@
 """The older FastAPI service's load mix, for Locust (zero wait).
 
 Headless, against a running API (`python -m api`; robots 1-10 registered, e.g. by
-`python -m loadtest.rest --sizes --duration 0`, or by the on_start below):
+`python -m loadtest.rest --sizes --duration 0`, or by the test_start hook below), with a key
+of the read, ingest and registry scopes in ROBOSENSE_API_KEY (sent as `X-API-Key`):
 
+    export ROBOSENSE_API_KEY=$(.venv/bin/python -m api keys create --name locust \
+        --scope read --scope ingest --scope registry)
     .venv/bin/locust -f loadtest/locustfile.py --headless -u 50 -r 50 -t 60s \
         --host http://127.0.0.1:8000 --csv loadtest/results/locust
 
@@ -12,6 +15,7 @@ Locust spends far more CPU per request than the API does, so on 2 cores it measu
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from datetime import UTC, datetime
@@ -23,6 +27,8 @@ _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, 
 _GPS = {"lat": 52.52, "lon": 13.405, "alt": 34.0}
 _LIDAR = {"distance": 4.2, "angle": 12.5}
 _last_us = 0
+# Locust is this file's entry point: it reads the key here, once.
+_HEADERS = {"X-API-Key": os.environ.get("ROBOSENSE_API_KEY", "")}
 
 
 def _unique_now() -> str:
@@ -37,7 +43,7 @@ def register_robots(environment: object, **_kwargs: object) -> None:
     import httpx
 
     host = getattr(environment, "host", None) or "http://127.0.0.1:8000"
-    with httpx.Client(base_url=host) as client:
+    with httpx.Client(base_url=host, headers=_HEADERS) as client:
         for r in ROBOTS:
             client.post("/api/robots", json={"id": r, "name": f"robot {r}", "model": "bench"})
 
@@ -57,29 +63,35 @@ class FleetClient(FastHttpUser):
                 {"sensor_type": "LiDAR", "data": _LIDAR},
             ],
         }
-        self.client.post("/api/sensors", json=body, name="POST /api/sensors")
+        self.client.post("/api/sensors", json=body, name="POST /api/sensors", headers=_HEADERS)
 
     @task(3)
     def robots(self) -> None:
-        self.client.get("/api/robots", name="GET /api/robots")
+        self.client.get("/api/robots", name="GET /api/robots", headers=_HEADERS)
 
     @task(3)
     def robot(self) -> None:
-        self.client.get(f"/api/robots/{random.choice(ROBOTS)}", name="GET /api/robots/{id}")
+        self.client.get(
+            f"/api/robots/{random.choice(ROBOTS)}", name="GET /api/robots/{id}", headers=_HEADERS
+        )
 
     @task(1)
     def sensors_by_robot(self) -> None:
         self.client.get(
-            f"/api/sensors?robot_id={random.choice(ROBOTS)}", name="GET /api/sensors?robot_id"
+            f"/api/sensors?robot_id={random.choice(ROBOTS)}",
+            name="GET /api/sensors?robot_id",
+            headers=_HEADERS,
         )
 
     @task(1)
     def sensors_by_type(self) -> None:
-        self.client.get("/api/sensors?sensor_type=gps", name="GET /api/sensors?sensor_type")
+        self.client.get(
+            "/api/sensors?sensor_type=gps", name="GET /api/sensors?sensor_type", headers=_HEADERS
+        )
 
     @task(1)
     def stats(self) -> None:
-        self.client.get("/api/stats", name="GET /api/stats")
+        self.client.get("/api/stats", name="GET /api/stats", headers=_HEADERS)
 
     @task(1)
     def moving_average(self) -> None:
@@ -87,6 +99,7 @@ class FleetClient(FastHttpUser):
             "/api/sensors/aggregate?sensor_type=imu&field=accel.x"
             f"&robot_id={random.choice(ROBOTS)}&window=20",
             name="GET aggregate window=20",
+            headers=_HEADERS,
         )
 
     @task(1)
@@ -95,4 +108,5 @@ class FleetClient(FastHttpUser):
             "/api/sensors/aggregate?sensor_type=imu&field=accel.x"
             f"&robot_id={random.choice(ROBOTS)}&bucket=1m&fn=avg",
             name="GET aggregate bucket=1m",
+            headers=_HEADERS,
         )

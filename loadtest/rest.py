@@ -5,11 +5,12 @@
     python -m loadtest.rest --workers 2 --connections 64 --sizes   # the mix only
 
 It starts `python -m api` (API_WORKERS=--workers) on a free port against a scratch database
-(dropped at the end) and a Redis prefix of its own, registers robots 1-10, and drives it with a
-lean asyncio HTTP/1.1 client: keep-alive connections, requests written by hand, responses read
-by Content-Length. Locust (loadtest/locustfile.py) runs the same mix, but its own Python
-per-request cost would eat most of the 2 cores the API needs; this driver costs a few µs of CPU
-per request, and its own share is shown (client CPU seconds per request).
+(dropped at the end) and a Redis prefix of its own, with a fresh admin key
+(API_BOOTSTRAP_ADMIN_KEY) that every request sends as `X-API-Key`, registers robots 1-10, and
+drives it with a lean asyncio HTTP/1.1 client: keep-alive connections, requests written by
+hand, responses read by Content-Length. Locust (loadtest/locustfile.py) runs the same mix,
+but its own Python per-request cost would eat most of the 2 cores the API needs; this driver
+costs a few µs of CPU per request, and its own share is shown (client CPU seconds per request).
 
 The mix (weights, zero wait): 100 POST /api/sensors (old shape: one robot, IMU + GPS + LiDAR,
 5% of GPS entries with data null), 3 GET /api/robots, 3 GET /api/robots/{id},
@@ -37,6 +38,7 @@ import asyncpg
 import orjson
 import uvloop
 
+from api.keys import generate_key
 from db.connect import open_pool
 from harness.services import ROOT, free_port, wait_for_port
 from ingest.rebuild import rebuild_counters
@@ -124,17 +126,20 @@ def mix() -> list[tuple[int, Callable[[random.Random, _Clock], Request]]]:
 class HttpConnection:
     """One keep-alive HTTP/1.1 connection; a request at a time."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int):
-        self.reader, self.writer, self.host = reader, writer, f"127.0.0.1:{port}".encode()
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, key: str
+    ):
+        self.reader, self.writer = reader, writer
+        self.headers = f"Host: 127.0.0.1:{port}\r\nX-API-Key: {key}\r\n".encode()
 
     @classmethod
-    async def open(cls, port: int) -> HttpConnection:
+    async def open(cls, port: int, key: str) -> HttpConnection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer, port)
+        return cls(reader, writer, port, key)
 
     async def request(self, line: str, body: bytes | None) -> tuple[int, bytes]:
         method, target = line.split(" ", 1)
-        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target.encode(), self.host)
+        head = b"%s %s HTTP/1.1\r\n%s" % (method.encode(), target.encode(), self.headers)
         if body is not None:
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         self.writer.write(head + b"\r\n" + (body or b""))
@@ -155,10 +160,11 @@ class MixResult:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
+    sent: int = 0  # warm-up included: the API's CPU is measured over the whole run
 
 
 async def drive_mix(
-    *, port: int, connections: int, duration_s: float, warmup_s: float, seed: int
+    *, port: int, key: str, connections: int, duration_s: float, warmup_s: float, seed: int
 ) -> tuple[MixResult, float, float]:
     """Closed loop, zero wait: returns (result, measured seconds, client CPU seconds)."""
     weights_and_makers = mix()
@@ -166,7 +172,7 @@ async def drive_mix(
     weights = [w for w, _ in weights_and_makers]
     result = MixResult()
     clock = _Clock()
-    conns = [await HttpConnection.open(port) for _ in range(connections)]
+    conns = [await HttpConnection.open(port, key) for _ in range(connections)]
     start = time.monotonic()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
@@ -179,6 +185,7 @@ async def drive_mix(
             t0 = time.perf_counter()
             status, _ = await conn.request(line, body)
             elapsed = time.perf_counter() - t0
+            result.sent += 1
             if now >= measure_from:
                 result.latencies.setdefault(label, []).append(elapsed)
                 key = f"{label} {status}"
@@ -209,6 +216,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class ApiProcess:
     def __init__(self, *, dsn: str, redis_prefix: str, workers: int, log_path: Path) -> None:
         self.port = free_port()
+        self.key = generate_key().token
         self.env = {
             **os.environ,
             "DATABASE_URL": dsn,
@@ -216,6 +224,7 @@ class ApiProcess:
             "REDIS_PREFIX": redis_prefix,
             "API_PORT": str(self.port),
             "API_WORKERS": str(workers),
+            "API_BOOTSTRAP_ADMIN_KEY": self.key,
         }
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -228,6 +237,21 @@ class ApiProcess:
         wait_for_port(self.port, timeout=30)
         return self
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of `python -m api` and its workers so far (Linux /proc)."""
+        assert self.proc is not None
+        pids, total = [self.proc.pid], 0.0
+        while pids:
+            pid = pids.pop()
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except FileNotFoundError:
+                continue
+            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            pids.extend(int(c) for c in children)
+        return total
+
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -238,8 +262,8 @@ class ApiProcess:
                 self.proc.wait()
 
 
-async def register(port: int) -> None:
-    conn = await HttpConnection.open(port)
+async def register(port: int, key: str) -> None:
+    conn = await HttpConnection.open(port, key)
     for r in ROBOTS:
         status, body = await conn.request(
             "POST /api/robots", orjson.dumps({"id": r, "name": f"robot {r}", "model": "bench"})
@@ -293,9 +317,9 @@ READ_PROBES = {
 }
 
 
-async def read_latency(*, port: int, requests: int) -> dict[str, dict[str, float]]:
+async def read_latency(*, port: int, key: str, requests: int) -> dict[str, dict[str, float]]:
     """One client, one request at a time: latency without queueing."""
-    conn = await HttpConnection.open(port)
+    conn = await HttpConnection.open(port, key)
     until = datetime.now(UTC) - timedelta(days=1)
     since = until - timedelta(hours=1)
     out = {}
@@ -345,17 +369,20 @@ async def main_async(args: argparse.Namespace) -> None:
             workers=args.workers,
             log_path=workdir / "api.log",
         ) as api:
-            await register(api.port)
+            await register(api.port, api.key)
             if args.duration > 0:
                 runs = []
                 for i in range(args.repeat):
+                    api_cpu0 = api.cpu_seconds()
                     res, seconds, cpu = await drive_mix(
                         port=api.port,
+                        key=api.key,
                         connections=args.connections,
                         duration_s=args.duration,
                         warmup_s=args.warmup,
                         seed=i,
                     )
+                    api_cpu = api.cpu_seconds() - api_cpu0
                     total = sum(len(v) for v in res.latencies.values())
                     all_lat = [x for v in res.latencies.values() for x in v]
                     run = {
@@ -369,11 +396,13 @@ async def main_async(args: argparse.Namespace) -> None:
                         "statuses": res.statuses,
                         "client_cpu_s_per_request": cpu / max(total, 1),
                         "client_cpu_share": cpu / (seconds + args.warmup),
+                        "api_cpu_ms_per_request": api_cpu * 1000 / max(res.sent, 1),
                     }
                     print(
                         f"mix run {i + 1}: {run['requests_per_s']:,.0f} req/s, p50/p99 "
                         f"{run['overall']['p50_ms']:.1f}/{run['overall']['p99_ms']:.1f} ms, "
-                        f"errors {res.errors}, client CPU {run['client_cpu_share']:.0%} of a core",
+                        f"errors {res.errors}, client CPU {run['client_cpu_share']:.0%} of a core, "
+                        f"API CPU {run['api_cpu_ms_per_request']:.3f} ms per request",
                         flush=True,
                     )
                     runs.append(run)
@@ -386,7 +415,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     await pool.execute("TRUNCATE sensor_readings, counter_journal")
                     load_s = await load_rows(dsn, total=size) if size else 0.0
                     await rebuild_counters(pool=pool, counters=counters)
-                lat = await read_latency(port=api.port, requests=args.read_requests)
+                lat = await read_latency(port=api.port, key=api.key, requests=args.read_requests)
                 sizes[str(size)] = {"load_seconds": load_s, "latency": lat}
                 print(f"{size:>10,} rows (loaded in {load_s:.0f} s):", flush=True)
                 for label, p in lat.items():

@@ -8,22 +8,24 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from api.aggregates import moving_average_points
+from api.auth import ReadRes
 from api.compat import contract_field
 from api.query_params import numeric_path, one_sensor_type
 from api.readiness import readiness
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, FilteredOut, Readiness
 from telemetry.topics import ROBOT_ID_PATTERN
 
 router = APIRouter(tags=["older clients"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 422, 503)
+}
 
 
 @router.get("/api/sensors/filtered", response_model=FilteredOut, responses=_ERRORS)
 async def filtered(
-    res: ResourcesDep,
+    res: ReadRes,
     *,
     robot_id: Annotated[str, Query(pattern=ROBOT_ID_PATTERN)],
     sensor_type: Annotated[str, Query(max_length=32)],

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from api.auth import ReadRes, RegistryRes
 from api.cursor import query_scope
 from api.documents import latest_docs, robot_doc
 from api.http_errors import (
@@ -58,7 +59,7 @@ router = APIRouter(prefix="/api/robots", tags=["robots"])
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -111,7 +112,7 @@ async def _new_mqtt_credentials(store: IdentityStore, robot_id: str) -> dict[str
 @router.post("", status_code=201, response_model=RobotCreated, responses=_ERRORS)
 async def create_robot(
     body: RobotIn,
-    res: ResourcesDep,
+    res: RegistryRes,
     mqtt_credentials: Annotated[
         bool, Query(description="also create its MQTT identity; the password is returned once")
     ] = False,
@@ -134,7 +135,7 @@ async def create_robot(
 
 
 @router.post("/{robot_id}/mqtt-credentials", response_model=MqttCredentials, responses=_ERRORS)
-async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
+async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: RegistryRes) -> Response:
     """A new MQTT password for a registered robot, returned once. The old one stops working
     when the broker reloads (well under a second), and a session using it is closed."""
     store = _identities(res)
@@ -149,7 +150,7 @@ _CONNECTION_SCAN = 500
 
 @router.get("", response_model=RobotPage, responses=_ERRORS)
 async def get_robots(
-    res: ResourcesDep,
+    res: ReadRes,
     *,
     status: RobotStatus | None = None,
     model: Annotated[Model | None, Query()] = None,
@@ -202,7 +203,7 @@ async def get_robots(
 
 
 @router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
-async def get_robot(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
+async def get_robot(robot_id: RobotIdPath, res: ReadRes) -> Response:
     """A robot with its newest reading per sensor type (from Redis, no table scan)."""
     row = await find_robot(res.read_pool, robot_id)
     if row is None:
@@ -218,7 +219,7 @@ async def get_robot(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
 
 
 @router.patch("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
-async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: ResourcesDep) -> Response:
+async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: RegistryRes) -> Response:
     """Changes the fields present in the body (name, model, status, battery_level, metadata)."""
     given = frozenset(body.model_fields_set)
     fields = RobotFields(
@@ -235,7 +236,7 @@ async def patch_robot(robot_id: RobotIdPath, body: RobotPatch, res: ResourcesDep
 
 
 @router.put("/{robot_id}", response_model=RobotOut, responses=_ERRORS)
-async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: ResourcesDep) -> Response:
+async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: RegistryRes) -> Response:
     """Replaces every writable field of an existing robot (404 if absent: POST registers)."""
     changes = RobotChanges(
         frozenset(("name", "model", "status", "battery_level", "metadata")), _fields(body)
@@ -247,7 +248,7 @@ async def put_robot(robot_id: RobotIdPath, body: RobotReplace, res: ResourcesDep
 
 
 @router.delete("/{robot_id}", status_code=204, response_class=Response, responses=_ERRORS)
-async def remove_robot(robot_id: RobotIdPath, res: ResourcesDep) -> Response:
+async def remove_robot(robot_id: RobotIdPath, res: RegistryRes) -> Response:
     """Unregisters the robot. Its readings stay (until retention drops their partitions) and
     stay readable by robot_id; new readings from it are refused as `unknown_robot`. Its MQTT
     identity, if this API provisions them, is removed and its open session closed."""

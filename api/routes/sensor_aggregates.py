@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from api.aggregates import moving_average_points
+from api.auth import ReadRes
 from api.http_errors import InvalidQueryError
 from api.query_params import numeric_path, one_sensor_type, parse_duration, parse_time_range
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import AggregateOut, ErrorOut, MovingAverageOut
 from db.sensor_aggregates import AggregateFn, bucket_aggregate
@@ -20,7 +20,7 @@ from telemetry.topics import ROBOT_ID_PATTERN
 router = APIRouter(prefix="/api/sensors", tags=["sensors"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 
 MAX_BUCKETS = 10_000
@@ -32,7 +32,7 @@ MAX_AGGREGATE_RANGE = timedelta(days=31)
 
 @router.get("/aggregate", response_model=AggregateOut | MovingAverageOut, responses=_ERRORS)
 async def aggregate(
-    res: ResourcesDep,
+    res: ReadRes,
     *,
     sensor_type: Annotated[str, Query(max_length=32)],
     field: Annotated[str, Query(max_length=64, description="e.g. accel.x, lat, level")],

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from api.auth import IngestRes
 from api.compat import older_ingest_fields
 from api.http_errors import ReadingsRejectedError
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, IngestResult
 from api.sensor_bodies import ingest_body_schema, parse_ingest_body
@@ -20,7 +20,7 @@ from telemetry.payload import Rejection
 router = APIRouter(prefix="/api/sensors", tags=["sensors"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 
 INGEST_BODY_SCHEMA, INGEST_BODY_COMPONENTS = ingest_body_schema()
@@ -38,7 +38,7 @@ INGEST_BODY_SCHEMA, INGEST_BODY_COMPONENTS = ingest_body_schema()
         }
     },
 )
-async def ingest(request: Request, res: ResourcesDep) -> Response:
+async def ingest(request: Request, res: IngestRes) -> Response:
     """Stores readings, answering once they are committed (shared with concurrent requests).
 
     A refused reading (e.g. `data: null`) is listed in `rejected` without refusing its

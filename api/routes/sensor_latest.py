@@ -7,22 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.auth import ReadRes
 from api.documents import latest_docs
 from api.query_params import RobotIds, SensorTypes, parse_robot_ids, parse_sensor_types
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, LatestPage
 
 router = APIRouter(prefix="/api/sensors", tags=["sensors"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 
 
 @router.get("/latest", response_model=LatestPage, responses=_ERRORS)
 async def latest(
-    res: ResourcesDep,
+    res: ReadRes,
     robot_id: RobotIds = [],  # noqa: B006
     sensor_type: SensorTypes = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=1000, description="Robots, when no robot_id")] = 100,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.auth import ReadRes
 from api.compat import older_paging
 from api.cursor import query_scope
 from api.documents import reading_doc
@@ -19,7 +20,6 @@ from api.query_params import (
     parse_sensor_types,
     parse_time_range,
 )
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, SensorPage
 from db.sensor_reads import ReadingFilter, ReadingKey, read_page
@@ -28,7 +28,7 @@ from telemetry.payload import EPOCH
 router = APIRouter(prefix="/api/sensors", tags=["sensors"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 
 
@@ -53,7 +53,7 @@ def _key(position: list[Any]) -> ReadingKey:
 
 @router.get("", response_model=SensorPage, responses=_ERRORS)
 async def list_readings(
-    res: ResourcesDep,
+    res: ReadRes,
     *,
     robot_id: RobotIds = [],  # noqa: B006 - FastAPI copies defaults
     sensor_type: SensorTypes = [],  # noqa: B006

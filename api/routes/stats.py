@@ -14,14 +14,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.auth import ReadRes
 from api.query_params import parse_duration
-from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, StatsOut
 
 router = APIRouter(prefix="/api/stats", tags=["stats"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 422, 503)
+}
 
 
 def _dt(epoch_s: int) -> datetime:
@@ -30,7 +32,7 @@ def _dt(epoch_s: int) -> datetime:
 
 @router.get("", response_model=StatsOut, responses=_ERRORS)
 async def stats(
-    res: ResourcesDep,
+    res: ReadRes,
     window: Annotated[str, Query(max_length=8, description="Whole minutes: 15m, 1h, 24h")] = "1h",
     top: Annotated[int, Query(ge=0, le=100, description="How many robots to rank")] = 10,
 ) -> Response:

@@ -15,11 +15,15 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.keys import Scope, generate_key, normalize_scopes
 from api.settings import ApiSettings
+from db.api_keys import insert_api_key
 from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
 from ingest.counters import Counters
 
 ROBOTS = ("r1", "r2", "r3")
+# The admin key of the `api_url` process (its API_BOOTSTRAP_ADMIN_KEY).
+API_PROCESS_ADMIN_KEY = generate_key().token
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +52,7 @@ def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
         "API_PORT": str(port),
         "CURSOR_SECRET": "api-process",
         "MAX_BODY_BYTES": str(256 * 1024),
+        "API_BOOTSTRAP_ADMIN_KEY": API_PROCESS_ADMIN_KEY,
     }
     proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env)
     try:
@@ -65,14 +70,46 @@ async def app(api_settings: ApiSettings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+async def create_key(pool: asyncpg.Pool[Any], *scopes: Scope, name: str = "test") -> str:
+    """Stores a new key with these scopes (as `python -m api keys create` does); the whole key."""
+    new = generate_key()
+    row = await insert_api_key(
+        pool,
+        key_id=new.key_id,
+        name=name,
+        scopes=normalize_scopes(list(scopes)),
+        secret_hash=new.secret_hash,
+    )
+    assert row is not None
+    return new.token
+
+
+@pytest.fixture(scope="session")
+async def api_keys(pool: asyncpg.Pool[Any]) -> dict[Scope, str]:
+    """One key per scope, for the session (TRUNCATE between tests leaves api_keys alone)."""
+    return {scope: await create_key(pool, scope, name=f"test {scope}") for scope in Scope}
+
+
 @pytest.fixture
-async def client(
-    app: FastAPI, clean_db: asyncpg.Pool[Any], counters: Counters
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a fresh world: empty tables, empty counters, robots r1-r3 registered."""
-    await clean_db.executemany("INSERT INTO robots (id) VALUES ($1)", [(r,) for r in ROBOTS])
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sends no key."""
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def client(
+    app: FastAPI, clean_db: asyncpg.Pool[Any], counters: Counters, api_keys: dict[Scope, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a fresh world: empty tables, empty counters, robots r1-r3 registered;
+    it sends an admin key (every scope), so tests of behaviour need not think of access."""
+    await clean_db.executemany("INSERT INTO robots (id) VALUES ($1)", [(r,) for r in ROBOTS])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://api",
+        headers={"X-API-Key": api_keys[Scope.ADMIN]},
     ) as c:
         yield c
 

@@ -84,10 +84,12 @@ async def app_without_redis(
 async def test_robots_are_served_from_postgresql_while_redis_is_down(
     client: httpx.AsyncClient, app_without_redis: tuple[FastAPI, RedisServer]
 ) -> None:
-    del client  # registers r1-r3 in a clean database
     application, server = app_without_redis
+    # `client` registered r1-r3 in a clean database; its admin key serves this app too.
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application), base_url="http://api"
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://api",
+        headers={"X-API-Key": client.headers["X-API-Key"]},
     ) as c:
         up = (await c.get("/api/robots")).json()["items"]
         assert [r["live_unavailable"] for r in up] == [False, False, False]

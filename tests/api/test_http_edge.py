@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import orjson
 import pytest
 
+from api.keys import generate_key
 from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -21,6 +22,7 @@ MAX_HEADER_BYTES = 8192
 HEADER_TIMEOUT_S = 3
 MAX_CONNECTIONS = 16
 MAX_CONCURRENT = 4
+ADMIN_KEY = generate_key().token  # the API's bootstrap admin key; get() sends it
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def api_port(database_url: str, redis_prefix: str) -> Iterator[int]:
         "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "MAX_CONCURRENT_REQUESTS": str(MAX_CONCURRENT),
         "RETRY_AFTER_S": "2",
+        "API_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
     }
     proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env)
     try:
@@ -82,7 +85,7 @@ async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asy
 
 async def get(port: int, path: str) -> Response:
     async with connection(port) as (reader, writer):
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: api\r\nX-API-Key: {ADMIN_KEY}\r\n\r\n".encode())
         return await read_response(reader)
 
 
@@ -173,7 +176,8 @@ class HeldRequests:
             reader, writer = await self.stack.enter_async_context(connection(self.port))
             writer.write(
                 b"POST /api/sensors HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY[:10])
+                b"X-API-Key: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (ADMIN_KEY.encode(), len(self.BODY), self.BODY[:10])
             )
             await writer.drain()
             self.streams.append((reader, writer))

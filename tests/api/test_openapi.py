@@ -19,6 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.api.conftest import API_PROCESS_ADMIN_KEY as ADMIN_KEY
+
 pytestmark = pytest.mark.slow
 
 
@@ -60,7 +62,7 @@ def test_no_server_error_and_conforming_responses(seeded_api_url: str) -> None:
             max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None
         )
         def run(case: Any) -> None:
-            response = case.call(base_url=api_url)
+            response = case.call(base_url=api_url, headers={"X-API-Key": ADMIN_KEY})
             assert response.status_code < 500, (
                 f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: "
                 f"{response.text[:500]}"

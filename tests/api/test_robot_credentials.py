@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from api.app import create_app
+from api.keys import Scope
 from api.settings import ApiSettings
 from harness.publisher import Publisher
 from harness.services import REDIS_URL, Mosquitto
@@ -20,6 +21,7 @@ from harness.waiting import eventually
 from ingest.counters import Counters
 from mqtt_auth.probe import connack, wait_accepted
 from telemetry.topics import sensor_topic
+from tests.api.conftest import create_key
 from tests.conftest import StartBridge
 
 
@@ -30,8 +32,11 @@ async def provisioning_api(
     clean_db: asyncpg.Pool[Any],
     counters: Counters,
     mosquitto: Mosquitto,
+    pool: asyncpg.Pool[Any],
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An API that writes the test broker's identity files and signals it."""
+    """An API that writes the test broker's identity files and signals it; the client holds
+    a key of the registry scope (what provisioning needs) and read."""
+    key = await create_key(pool, Scope.REGISTRY, Scope.READ, name="provisioning")
     settings = ApiSettings(
         database_url=database_url,
         redis_url=REDIS_URL,
@@ -43,7 +48,11 @@ async def provisioning_api(
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://api",
+            headers={"X-API-Key": key},
+        ) as c,
     ):
         yield c
 

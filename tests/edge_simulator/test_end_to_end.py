@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.keys import generate_key
 from api.settings import ApiSettings
 from edge_simulator.config import SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
@@ -119,17 +120,24 @@ async def test_database_holds_exactly_the_summarys_readings_and_dead_letters(
 async def api(
     clean_db: asyncpg.Pool[Any], counters: Counters, database_url: str, redis_prefix: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The REST API in process, with its real lifespan, on the session's database and Redis."""
+    """The REST API in process, with its real lifespan, on the session's database and Redis;
+    the client holds the bootstrap admin key."""
+    admin_key = generate_key().token
     settings = ApiSettings(
         database_url=database_url,
         redis_url=REDIS_URL,
         redis_prefix=redis_prefix,
         cursor_secret="test-secret",
+        api_bootstrap_admin_key=admin_key,
     )
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://api",
+            headers={"X-API-Key": admin_key},
+        ) as c,
     ):
         yield c
 
