@@ -68,3 +68,12 @@ class CursorCodec:
         if decoded[0] != scope:
             raise InvalidCursorError("it belongs to a query with other filters or order")
         return decoded[1:]
+
+    def decode_after_id(self, cursor: str | None, scope: str) -> str:
+        """For lists in id order: the id to continue after ("" for the first page)."""
+        if not cursor:
+            return ""
+        position = self.decode(cursor, scope)
+        if len(position) != 1 or not isinstance(position[0], str):
+            raise InvalidCursorError("malformed")
+        return position[0]

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.auth import AdminRes
 from api.cursor import query_scope
-from api.http_errors import InvalidCursorError, NotFoundError
+from api.http_errors import NotFoundError
 from api.keys import KEY_ID_PATTERN, generate_key, normalize_scopes
 from api.responses import JSONBytes
 from api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyPage, ErrorOut
@@ -58,12 +58,7 @@ async def get_keys(
 ) -> Response:
     """Every key, revoked ones included, in id order; never a secret or its hash."""
     scope = query_scope("keys")
-    after = ""
-    if cursor:
-        position = res.cursors.decode(cursor, scope)
-        if len(position) != 1 or not isinstance(position[0], str):
-            raise InvalidCursorError("malformed")
-        after = position[0]
+    after = res.cursors.decode_after_id(cursor, scope)
     rows = await list_api_keys(res.pool, after_id=after, limit=limit + 1)
     page = rows[:limit]
     next_cursor = res.cursors.encode(scope, [page[-1]["id"]]) if len(rows) > limit else None

@@ -17,7 +17,6 @@ from api.auth import ReadRes, RegistryRes
 from api.cursor import query_scope
 from api.documents import latest_docs, robot_doc
 from api.http_errors import (
-    InvalidCursorError,
     NotConfiguredError,
     NotFoundError,
     StorageUnavailableError,
@@ -164,12 +163,7 @@ async def get_robots(
     """Robots in id order, filtered by status, model and connection; `next_cursor` continues
     the list."""
     scope = query_scope("robots", status, model, connection)
-    after = ""
-    if cursor:
-        position = res.cursors.decode(cursor, scope)
-        if len(position) != 1 or not isinstance(position[0], str):
-            raise InvalidCursorError("malformed")
-        after = position[0]
+    after = res.cursors.decode_after_id(cursor, scope)
     # Without a connection filter one round reads the page (and one more row to know whether
     # another page follows); with it, rounds go on in id order until the page is full.
     batch = limit + 1 if connection is None else max(limit + 1, _CONNECTION_SCAN)
