@@ -25,6 +25,14 @@ TOTAL_SINGLE = 4000
 TOTAL_BATCHED = 16000
 
 
+@pytest.fixture
+def bridge(start_bridge: StartBridge) -> BridgeProcess:
+    """A bridge that replays missed counter updates every 0.5 s: a commit cut off by a fault can
+    succeed on the server unseen by the bridge, and its counters then come only from replay,
+    which at the default 15 s interval can take longer than the tests wait on a loaded machine."""
+    return start_bridge(journal_replay_interval_s="0.5")
+
+
 def stream(start_ms: int) -> list[tuple[str, bytes]]:
     """Single and batched readings from several robots, interleaved."""
     single = [
