@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from api.http_errors import ForbiddenError, NotAuthenticatedError
 from db.api_keys import find_api_key
-from db.executor import Executor
+from db.executor import Reader
 
 KEY_PREFIX = "rsk_"
 KEY_ID_PATTERN = "^[0-9a-f]{12}$"
@@ -107,7 +107,7 @@ class _Entry:
 class KeyStore:
     """Verifies presented keys against the api_keys table, with a short per-process cache."""
 
-    def __init__(self, db: Executor, *, ttl_s: float) -> None:
+    def __init__(self, db: Reader, *, ttl_s: float) -> None:
         self._db = db
         self._ttl_s = ttl_s
         self._cache: dict[str, _Entry] = {}

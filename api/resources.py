@@ -113,11 +113,13 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
         )
         committer.start()
         replay = asyncio.create_task(_replay_journal(writer), name="journal-replay")
+        # Key lookups are reads too: one that meets a connection PostgreSQL dropped is retried.
+        read_pool = ReadPool(pool)
         try:
             yield Resources(
                 settings=settings,
                 pool=pool,
-                read_pool=ReadPool(pool),
+                read_pool=read_pool,
                 redis=redis,
                 counters=counters,
                 writer=writer,
@@ -125,7 +127,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 decoder=PayloadDecoder(window=settings.time_window),
                 cursors=CursorCodec(secret.encode()),
                 mqtt_identities=IdentityStore(files) if (files := settings.files) else None,
-                keys=KeyStore(pool, ttl_s=settings.api_key_cache_ttl_s),
+                keys=KeyStore(read_pool, ttl_s=settings.api_key_cache_ttl_s),
             )
         finally:
             replay.cancel()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from db.executor import Executor
+from db.executor import Executor, Reader
 
 # Everything but the hash: what listing and creating answer with.
 _PUBLIC = "id, name, scopes, created_at, revoked_at"
@@ -36,7 +36,7 @@ async def insert_api_key(
     return row
 
 
-async def find_api_key(db: Executor, key_id: str) -> asyncpg.Record | None:
+async def find_api_key(db: Reader, key_id: str) -> asyncpg.Record | None:
     """The key with its secret hash, revoked or not."""
     row: asyncpg.Record | None = await db.fetchrow(_FIND, key_id)
     return row

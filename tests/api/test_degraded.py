@@ -70,6 +70,21 @@ async def test_reads_survive_terminated_connections(
         assert read_pool.retries == before + 1, path
 
 
+async def test_key_check_survives_terminated_connections(
+    client: httpx.AsyncClient, app: FastAPI, database_url: str
+) -> None:
+    """The API key's lookup is a read too: once its cache entry has expired, the first thing a
+    request sends to PostgreSQL is the lookup, and a dropped connection must not make it a 503."""
+    assert (await client.get("/api/robots")).status_code == 200
+    read_pool = app.state.resources.read_pool
+    before = read_pool.retries
+    await asyncio.sleep(app.state.resources.settings.api_key_cache_ttl_s + 0.2)
+    assert terminate_api_backends_blocking(database_url) >= 1
+    response = await client.get("/api/robots")
+    assert response.status_code == 200, response.text
+    assert read_pool.retries == before + 1
+
+
 @pytest.fixture
 async def app_without_redis(
     api_settings: ApiSettings, tmp_path: Path
