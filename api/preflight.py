@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.settings import ApiSettings
+from ingest.counters import open_redis
 from telemetry.logs import unreachable
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ async def services_reachable(settings: ApiSettings) -> bool:
         _cannot_start("PostgreSQL", settings.database_url, exc)
         return False
     try:
-        async with Redis.from_url(settings.redis_url, socket_connect_timeout=_TIMEOUT_S) as redis:
+        async with open_redis(
+            settings.redis_url, cluster=settings.redis_cluster, socket_connect_timeout=_TIMEOUT_S
+        ) as redis:
             await redis.ping()
     except (OSError, RedisError) as exc:
         _cannot_start("Redis", settings.redis_url, exc)

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 
 from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
@@ -22,7 +21,7 @@ from db.api_keys import find_api_key, insert_api_key
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool
-from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, AnyRedis, Counters, redis_client
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
@@ -42,7 +41,7 @@ class Resources:
     pool: asyncpg.Pool[Any]
     # The same pool for routes that only read: a read is retried once on a dead connection.
     read_pool: ReadPool
-    redis: Redis
+    redis: AnyRedis
     counters: Counters
     writer: IngestWriter
     committer: GroupCommitter
@@ -95,8 +94,10 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
     ) as pool:
         if settings.api_bootstrap_admin_key is not None:
             await _bootstrap_admin_key(pool, settings.api_bootstrap_admin_key.get_secret_value())
-        redis = Redis.from_url(settings.redis_url)
-        counters = Counters(redis=redis, prefix=settings.redis_prefix)
+        redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
+        counters = Counters(
+            redis=redis, prefix=settings.redis_prefix, shards=settings.redis_counter_shards
+        )
         writer = IngestWriter(
             pool=pool,
             counters=counters,

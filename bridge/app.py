@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from bridge.batcher import BatchBuilder
 from bridge.counter_care import CounterCare
@@ -24,7 +23,7 @@ from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
 from db.partitions import maintain_partitions
-from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters, open_redis
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
@@ -118,8 +117,12 @@ async def run(settings: BridgeSettings) -> None:
     loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool_with_retry(settings))
-        redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
-        counters = Counters(redis=redis, prefix=settings.redis_prefix)
+        redis = await stack.enter_async_context(
+            open_redis(settings.redis_url, cluster=settings.redis_cluster)
+        )
+        counters = Counters(
+            redis=redis, prefix=settings.redis_prefix, shards=settings.redis_counter_shards
+        )
         writer = IngestWriter(
             pool=pool,
             counters=counters,
@@ -249,8 +252,9 @@ async def run(settings: BridgeSettings) -> None:
 async def rebuild(settings: BridgeSettings) -> int:
     async with (
         open_pool(dsn=settings.database_url) as pool,
-        Redis.from_url(settings.redis_url) as redis,
+        open_redis(settings.redis_url, cluster=settings.redis_cluster) as redis,
     ):
-        return await rebuild_counters(
-            pool=pool, counters=Counters(redis=redis, prefix=settings.redis_prefix)
+        counters = Counters(
+            redis=redis, prefix=settings.redis_prefix, shards=settings.redis_counter_shards
         )
+        return await rebuild_counters(pool=pool, counters=counters)

@@ -1,49 +1,114 @@
-"""Live counters in Redis: this module owns every key, the script that writes them and the
-one read API (the bridge, the API, the rebuild and the tests all go through `Counters`).
+"""Live counters in Redis: this module owns every key, the scripts that write them and the one
+read API (the bridge, the API, the rebuild and the tests all go through `Counters`).
 
-Layout, under a configurable prefix (default `rs:`); minutes are epoch seconds of the minute's start
-in the reading's own time (so a window's count equals COUNT(*) over `ts` in that window):
-  m:{minute}:t   hash   `*` -> all readings, `{sensor_type}` -> readings of that type
-  m:{minute}:r   zset   robot_id -> readings (top-N robots is a ZUNION over the window)
-  m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
-  m:{minute}:x   hash   reason -> rejected (minute of receipt)
-  latest:{robot} hash   `{sensor_type}` -> JSON of the newest reading, `{sensor_type}:ts` -> its ms
-  seq:{robot}/{sensor_type} hash  n, min, max of inserted seqs: gaps = max - min + 1 - n
-  last_seen      zset   robot_id -> ms of the last reading received
-  status         hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
-                        registered robots only (the bridge filters and prunes)
-  journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
-  meta:built     string when the counters were last rebuilt from PostgreSQL; its absence means
-                 Redis lost them (restart without persistence), so they are rebuilt
-  meta:run_id    string the Redis server's run_id when last looked at (a restart changes it)
+Redis may be one server or a Redis Cluster (`open_redis`). In a cluster, a Lua script may touch
+only keys of one hash slot, so the keys a journal entry updates are split into `shards`: each
+shard's keys carry the shard's hash tag `{tag}`, one entry is applied whole to the one shard
+its id picks (a stable hash of the id, so a replay hits the same journal marker), and reads
+ask every shard and merge (counts summed, latest by the greatest timestamp, last seen by the
+greatest time). Tags are chosen so the shards' slots spread evenly over the slot range, so N
+shards land on N masters of an evenly sliced cluster. One server runs with one shard
+(`REDIS_COUNTER_SHARDS=1`), the same commands as before sharding, reads merging nothing.
+Every process must use the same shard count; the count is part of the tags, so after a change
+the counters look lost and are rebuilt (docs/scaling.md).
+
+Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{tag}:` (e.g.
+`rs:{3.0.17}:`); minutes are epoch seconds of the minute's start in the reading's own time
+(so a window's count equals COUNT(*) over `ts` in that window):
+  S m:{minute}:t   hash   `*` -> all readings, `{sensor_type}` -> readings of that type
+  S m:{minute}:r   zset   robot_id -> readings (top-N robots is a ZUNION over the window)
+  S m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
+  S m:{minute}:x   hash   reason -> rejected (minute of receipt)
+  S m:{minute}:v   string first shard only: corrections of the minute by reconciliation; a
+                          correction adds the difference (so it commutes with batches applied
+                          meanwhile on any shard) and is refused when this moved (another
+                          reconciler corrected it first)
+  S latest:{robot} hash   `{sensor_type}` -> JSON of the newest reading,
+                          `{sensor_type}:ts` -> its ms
+  S seq:{robot}/{sensor_type} hash  n, min, max of inserted seqs: gaps = max - min + 1 - n
+  S last_seen      zset   robot_id -> ms of the last reading received
+  S journal:{id}   string marker: this journal entry was applied (makes apply idempotent)
+  S meta:built     string when the counters were last rebuilt from PostgreSQL; its absence on
+                          any shard means Redis lost them (a restart without persistence, a
+                          node lost), so they are rebuilt
+  S meta:run_id    string the run_id of the server holding this shard when last looked at (a
+                          restart changes it)
+  {prefix}status   hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
+                          registered robots only (the bridge filters and prunes); one key, so
+                          any slot
 
 Every update of one batch (a JournalEntry, `ingest/journal_entry.py`) runs in one Lua script,
-so a batch is applied whole or not at all.
+so a batch is applied whole or not at all. A script declares its shard's journal marker (or
+the status key) in KEYS, which routes it to the node holding that slot; the other keys it
+builds carry the same hash tag, so they are in that slot too (Redis refuses a script touching
+a key of another slot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError
 
 # Redis is away (down, restarting, unreachable): counter updates wait in the journal.
 COUNTERS_AWAY_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
+# One Redis server or a Redis Cluster: the commands used here exist on both clients.
+AnyRedis = Redis | RedisCluster
+
+
+def redis_client(url: str, *, cluster: bool = False, **options: Any) -> AnyRedis:
+    """A client of one server, or of a cluster reached through any of its nodes (`url`); the
+    caller closes it (`aclose`)."""
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
+
+@contextlib.asynccontextmanager
+async def open_redis(url: str, *, cluster: bool = False, **options: Any) -> AsyncIterator[AnyRedis]:
+    client = redis_client(url, cluster=cluster, **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def shard_tags(shards: int) -> list[str]:
+    """The hash tag of each of `shards` shards: shard i's slot lies in the i-th of `shards`
+    equal slices of the slot range, as `redis-cli --cluster create` slices it among masters.
+    The count is part of each tag: keys of different counts never mix."""
+    if shards < 1:
+        raise ValueError(f"counter shards must be >= 1, not {shards}")
+    tags = []
+    for i in range(shards):
+        low = i * REDIS_CLUSTER_HASH_SLOTS // shards
+        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+        k = 0
+        while not low <= key_slot(f"{shards}.{i}.{k}".encode()) < high:
+            k += 1
+        tags.append(f"{shards}.{i}.{k}")
+    return tags
+
+
 # cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
 # the epoch (13 digits) survive, microseconds would not.
+# KEYS[1]: the journal marker (in the shard); ARGV: shard key prefix, entry JSON, ttl.
 _APPLY_LUA = """
 local p = ARGV[1]
-if not redis.call('SET', p .. 'journal:' .. ARGV[2], '1', 'NX', 'EX', ARGV[4]) then
+local ttl = ARGV[3]
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl) then
   return 0
 end
-local e = cjson.decode(ARGV[3])
-local ttl = ARGV[4]
+local e = cjson.decode(ARGV[2])
 local touched = {}
 for _, g in ipairs(e.groups) do
   local robot, sensor, minute, n = g.robot, g.sensor, g.minute, g.count
@@ -90,35 +155,39 @@ return 1
 """
 
 
-# Rewrites one minute's reading counts, if its total is still what the caller saw (a batch
-# applied meanwhile changes it, and the caller's figures would be stale).
-_REPLACE_MINUTE_LUA = """
-local mk = ARGV[1] .. 'm:' .. ARGV[2]
-local cur = redis.call('HGET', mk .. ':t', '*')
-if (cur or '') ~= ARGV[3] then
+# Adds a correction to one minute's reading counts in the first shard, unless another
+# correction landed since the caller read the minute (its figures would be stale). Batches
+# applied meanwhile need no check: a difference adds to them rather than overwriting them.
+# KEYS[1]: the minute's correction counter; ARGV: minute key prefix, the counter as read, ttl,
+# then the differences {"t": {field: n}, "r": {robot: n}, "rs": {robot/sensor: n}}.
+_CORRECT_MINUTE_LUA = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then
   return 0
 end
-redis.call('DEL', mk .. ':t', mk .. ':r', mk .. ':rs')
-local groups = cjson.decode(ARGV[5])
-for _, g in ipairs(groups) do
-  local robot, sensor, n = g[1], g[2], g[3]
-  redis.call('HINCRBY', mk .. ':t', '*', n)
-  redis.call('HINCRBY', mk .. ':t', sensor, n)
+local mk = ARGV[1]
+local ttl = ARGV[3]
+local d = cjson.decode(ARGV[4])
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ttl)
+for f, n in pairs(d.t) do
+  redis.call('HINCRBY', mk .. ':t', f, n)
+end
+for robot, n in pairs(d.r) do
   redis.call('ZINCRBY', mk .. ':r', n, robot)
-  redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
 end
-if #groups > 0 then
-  redis.call('EXPIRE', mk .. ':t', ARGV[4])
-  redis.call('EXPIRE', mk .. ':r', ARGV[4])
-  redis.call('EXPIRE', mk .. ':rs', ARGV[4])
+for f, n in pairs(d.rs) do
+  redis.call('HINCRBY', mk .. ':rs', f, n)
 end
+redis.call('EXPIRE', mk .. ':t', ttl)
+redis.call('EXPIRE', mk .. ':r', ttl)
+redis.call('EXPIRE', mk .. ':rs', ttl)
 return 1
 """
 
 
 _SET_STATUSES_LUA = """
-local key = ARGV[1]
-for i = 2, #ARGV, 3 do
+local key = KEYS[1]
+for i = 1, #ARGV, 3 do
   local cur = redis.call('HGET', key, ARGV[i])
   if (not cur) or cjson.decode(cur).status ~= ARGV[i + 1] then
     redis.call('HSET', key, ARGV[i], ARGV[i + 2])
@@ -130,10 +199,40 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class MinuteBucket:
-    """One minute's reading counts as Redis holds them."""
+    """One minute's reading counts as Redis holds them, summed over the shards (counts that sum
+    to 0 left out, as if never counted)."""
 
-    total: int | None  # `*` of m:{minute}:t; None when the bucket is absent
-    by_robot_sensor: dict[str, int]  # `{robot_id}/{sensor_type}` -> readings
+    total: int | None  # `*` of m:{minute}:t; None when the bucket is absent (or sums to 0)
+    by_robot_sensor: dict[str, int]  # m:{minute}:rs, `{robot_id}/{sensor_type}` -> readings
+    by_sensor: dict[str, int] = field(default_factory=dict)  # m:{minute}:t without `*`
+    by_robot: dict[str, int] = field(default_factory=dict)  # m:{minute}:r
+    corrections: int = 0  # m:{minute}:v: a correction must see it unchanged
+
+    @classmethod
+    def of(cls, groups: Iterable[tuple[str, str, int]]) -> MinuteBucket:
+        """The bucket that counts exactly `groups` (robot, sensor type, readings)."""
+        by_robot_sensor: dict[str, int] = {}
+        by_sensor: dict[str, int] = {}
+        by_robot: dict[str, int] = {}
+        for robot, sensor, n in groups:
+            if n:
+                by_robot_sensor[f"{robot}/{sensor}"] = n
+                by_sensor[sensor] = by_sensor.get(sensor, 0) + n
+                by_robot[robot] = by_robot.get(robot, 0) + n
+        return cls(
+            sum(by_robot_sensor.values()) or None,
+            by_robot_sensor,
+            {k: v for k, v in by_sensor.items() if v},
+            {k: v for k, v in by_robot.items() if v},
+        )
+
+    def same_counts(self, other: MinuteBucket) -> bool:
+        return (self.total, self.by_robot_sensor, self.by_sensor, self.by_robot) == (
+            other.total,
+            other.by_robot_sensor,
+            other.by_sensor,
+            other.by_robot,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,64 +257,93 @@ class WindowCounts:
     robots_with_status: int
 
 
+def _sum_nonzero(parts: Sequence[Mapping[bytes, bytes | int]]) -> dict[str, int]:
+    """Hashes of counts added up field by field; fields summing to 0 (a correction may leave
+    +n on one shard and -n on another) are left out, as if never counted."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            key = k.decode()
+            out[key] = out.get(key, 0) + int(v)
+    return {k: v for k, v in out.items() if v}
+
+
 class Counters:
     """The Redis side of the pipeline: writes (the Lua script, statuses, rebuild support) and
-    the read API. Every read is one Redis round trip. Takes a connected client; does not own
-    it."""
+    the read API. Every read is one Redis round trip (a pipeline, which a cluster client sends
+    to each node concerned at once). Takes a connected client; does not own it."""
 
-    def __init__(self, *, redis: Redis, prefix: str = "rs:", ttl_s: int = 26 * 3600) -> None:
+    def __init__(
+        self, *, redis: AnyRedis, prefix: str = "rs:", ttl_s: int = 26 * 3600, shards: int = 1
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.shards = shards
+        self._shard_prefixes = [f"{prefix}{{{tag}}}:" for tag in shard_tags(shards)]
         self._apply = redis.register_script(_APPLY_LUA)
-        self._replace_minute = redis.register_script(_REPLACE_MINUTE_LUA)
+        self._correct_minute = redis.register_script(_CORRECT_MINUTE_LUA)
         self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
 
-    # Keys (the layout above; the Lua script builds the same names from the prefix).
+    # Keys (the layout above; the Lua scripts build the same names from a shard's prefix).
 
-    def _minute_key(self, minute: int, kind: str) -> str:
-        return f"{self.prefix}m:{minute}:{kind}"
+    def _shard_of(self, entry_id: int | str) -> str:
+        """The key prefix of the shard a journal entry is applied to, always the same one."""
+        if self.shards == 1:
+            return self._shard_prefixes[0]
+        return self._shard_prefixes[zlib.crc32(str(entry_id).encode()) % self.shards]
 
-    def _latest_key(self, robot_id: str) -> str:
-        return f"{self.prefix}latest:{robot_id}"
+    def minute_keys(self, minute: int, kind: str) -> list[str]:
+        """A minute's key of one kind (t, r, rs, x) in every shard, the first shard first
+        (where corrections go)."""
+        return [f"{s}m:{minute}:{kind}" for s in self._shard_prefixes]
 
-    def _seq_key(self, robot_id: str, sensor_type: str) -> str:
-        return f"{self.prefix}seq:{robot_id}/{sensor_type}"
+    def _latest_keys(self, robot_id: str) -> list[str]:
+        return [f"{s}latest:{robot_id}" for s in self._shard_prefixes]
+
+    def _seq_keys(self, robot_id: str, sensor_type: str) -> list[str]:
+        return [f"{s}seq:{robot_id}/{sensor_type}" for s in self._shard_prefixes]
 
     def _journal_key(self, entry_id: int | str) -> str:
-        return f"{self.prefix}journal:{entry_id}"
+        return f"{self._shard_of(entry_id)}journal:{entry_id}"
+
+    def _corrections_key(self, minute: int) -> str:
+        return f"{self._shard_prefixes[0]}m:{minute}:v"
 
     @property
     def _status_key(self) -> str:
         return f"{self.prefix}status"
 
     @property
-    def _last_seen_key(self) -> str:
-        return f"{self.prefix}last_seen"
+    def _last_seen_keys(self) -> list[str]:
+        return [f"{s}last_seen" for s in self._shard_prefixes]
 
     @property
-    def _built_key(self) -> str:
-        return f"{self.prefix}meta:built"
+    def _built_keys(self) -> list[str]:
+        return [f"{s}meta:built" for s in self._shard_prefixes]
 
     @property
-    def _run_id_key(self) -> str:
-        return f"{self.prefix}meta:run_id"
+    def _run_id_keys(self) -> list[str]:
+        return [f"{s}meta:run_id" for s in self._shard_prefixes]
 
     # Writes.
 
     async def apply(self, entry_id: int | str, entry: str) -> bool:
         """Applies a journal entry (JournalEntry JSON) once; False when it had been already."""
-        applied = await self._apply(args=[self.prefix, str(entry_id), entry, self.ttl_s])
+        shard = self._shard_of(entry_id)
+        applied = await self._apply(
+            keys=[f"{shard}journal:{entry_id}"], args=[shard, entry, self.ttl_s]
+        )
         return bool(applied)
 
     async def set_statuses(self, statuses: Iterable[tuple[str, str, int]]) -> None:
         """Records each robot's status, keeping `at` (when it changed) if it is unchanged: the
         broker resends retained statuses on every re-subscription."""
-        args: list[str | bytes] = [self._status_key]
+        args: list[str | bytes] = []
         for robot, status, at_ms in statuses:
             args += [robot, status, orjson.dumps({"status": status, "at": at_ms})]
-        if len(args) > 1:
-            await self._set_statuses(args=args)
+        if args:
+            await self._set_statuses(keys=[self._status_key], args=args)
 
     async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not robot_ids:
@@ -224,32 +352,61 @@ class Counters:
         return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
 
     async def minute_buckets(self, minutes: Sequence[int]) -> list[MinuteBucket]:
+        n = self.shards
         async with self.redis.pipeline(transaction=False) as pipe:
             for minute in minutes:
-                pipe.hget(self._minute_key(minute, "t"), "*")
-                pipe.hgetall(self._minute_key(minute, "rs"))
+                for kind in ("t", "rs"):
+                    for key in self.minute_keys(minute, kind):
+                        pipe.hgetall(key)
+                for key in self.minute_keys(minute, "r"):
+                    pipe.zrange(key, 0, -1, withscores=True)
+                pipe.get(self._corrections_key(minute))
             results = await pipe.execute()
-        return [
-            MinuteBucket(
-                None if total is None else int(total),
-                {k.decode(): int(v) for k, v in rs.items()},
+        buckets = []
+        step = 3 * n + 1
+        for i in range(len(minutes)):
+            row = results[i * step : (i + 1) * step]
+            t = _sum_nonzero(row[:n])
+            robots = _sum_nonzero([{k: int(v) for k, v in z} for z in row[2 * n : 3 * n]])
+            buckets.append(
+                MinuteBucket(
+                    t.pop("*", None),
+                    _sum_nonzero(row[n : 2 * n]),
+                    t,
+                    robots,
+                    int(row[3 * n] or 0),
+                )
             )
-            for total, rs in zip(results[::2], results[1::2], strict=True)
-        ]
+        return buckets
 
     async def replace_minute(
-        self, minute: int, *, total_before: int | None, groups: Sequence[tuple[str, str, int]]
+        self, minute: int, *, seen: MinuteBucket, groups: Sequence[tuple[str, str, int]]
     ) -> bool:
-        """Sets a minute's counts to `groups` (robot, sensor type, readings) unless its total
-        changed from `total_before`; True when it did."""
-        done = await self._replace_minute(
+        """Makes a minute's counts `groups` (robot, sensor type, readings) by adding to the
+        first shard the difference from `seen` (as `minute_buckets` read it), unless another
+        correction of the minute came first; True when it did."""
+        want = MinuteBucket.of(groups)
+
+        def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: d for k in a.keys() | b.keys() if (d := a.get(k, 0) - b.get(k, 0))}
+
+        t = diff(want.by_sensor, seen.by_sensor)
+        if total := (want.total or 0) - (seen.total or 0):
+            t["*"] = total
+        diffs = {
+            "t": t,
+            "r": diff(want.by_robot, seen.by_robot),
+            "rs": diff(want.by_robot_sensor, seen.by_robot_sensor),
+        }
+        done = await self._correct_minute(
+            keys=[self._corrections_key(minute)],
             args=[
-                self.prefix,
-                minute,
-                "" if total_before is None else str(total_before),
+                f"{self._shard_prefixes[0]}m:{minute}",
+                str(seen.corrections),
                 self.ttl_s,
-                orjson.dumps([list(g) for g in groups]).decode() if groups else "[]",
-            ]
+                # An empty table encodes as `{}`, which cjson decodes as a table too.
+                orjson.dumps(diffs).decode(),
+            ],
         )
         return bool(done)
 
@@ -263,14 +420,25 @@ class Counters:
             found = await pipe.execute()
         return {i for i, f in zip(entry_ids, found, strict=True) if f}
 
+    async def _run_id_of_shard(self, shard: int) -> str:
+        if isinstance(self.redis, RedisCluster):
+            node = self.redis.get_node_from_key(self._run_id_keys[shard])
+            info = await self.redis.info("server", target_nodes=node)
+        else:
+            info = await self.redis.info("server")
+        return str(info["run_id"])
+
     async def restarted_since_last_look(self) -> bool:
-        """True when the Redis server restarted since any process last asked, which it may do
-        stale (from an older snapshot) or empty. The server's run_id changes at each start;
-        the one last seen is kept in Redis itself, so a snapshot brings back an older one, and
-        GETSET tells one asker only."""
-        run_id = str((await self.redis.info("server"))["run_id"])
-        previous = cast(bytes | None, await self.redis.getset(self._run_id_key, run_id))
-        return previous is not None and previous.decode() != run_id
+        """True when a Redis server holding a shard restarted since any process last asked,
+        which it may do stale (from an older snapshot) or empty. A server's run_id changes at
+        each start; the one last seen is kept in the shard itself, so a snapshot brings back
+        an older one, and GETSET tells one asker only."""
+        restarted = False
+        for shard, key in enumerate(self._run_id_keys):
+            run_id = await self._run_id_of_shard(shard)
+            previous = cast(bytes | None, await self.redis.getset(key, run_id))
+            restarted |= previous is not None and previous.decode() != run_id
+        return restarted
 
     async def status_robot_ids(self) -> list[str]:
         ids = await self.redis.hkeys(self._status_key)
@@ -283,16 +451,26 @@ class Counters:
         return dropped
 
     async def clear(self) -> int:
-        """Deletes every key under the prefix (before a rebuild)."""
+        """Deletes every key under the prefix (before a rebuild), on every node."""
         deleted = 0
         batch: list[bytes] = []
+
+        async def unlink() -> int:
+            # One key per command: a cluster refuses a multi-key command across slots (and the
+            # cluster pipeline's own `unlink` splits by slot outside the pipeline).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.execute_command("UNLINK", key)
+                done = await pipe.execute()
+            batch.clear()
+            return sum(done)
+
         async for key in self.redis.scan_iter(match=f"{self.prefix}*", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
-                deleted += await self.redis.unlink(*batch)
-                batch.clear()
+                deleted += await unlink()
         if batch:
-            deleted += await self.redis.unlink(*batch)
+            deleted += await unlink()
         return deleted
 
     async def mark_applied(self, entry_ids: Iterable[int]) -> None:
@@ -303,11 +481,18 @@ class Counters:
             await pipe.execute()
 
     async def mark_built(self, at: datetime) -> None:
-        await self.redis.set(self._built_key, at.isoformat())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._built_keys:
+                pipe.set(key, at.isoformat())
+            await pipe.execute()
 
     async def present(self) -> bool:
-        """Whether Redis still holds counters (built once and not lost since)."""
-        return bool(await self.redis.exists(self._built_key))
+        """Whether Redis still holds counters (built once and lost on no shard since)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._built_keys:
+                pipe.exists(key)
+            found = await pipe.execute()
+        return all(found)
 
     # Reads.
 
@@ -320,9 +505,10 @@ class Counters:
         ids = list(robot_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(self._status_key, ids)
-            pipe.zmscore(self._last_seen_key, ids)
-            statuses, seen = await pipe.execute()
-        return list(statuses), list(seen)
+            for key in self._last_seen_keys:
+                pipe.zmscore(key, ids)
+            statuses, *seen = await pipe.execute()
+        return list(statuses), _greatest(seen)
 
     async def robot_detail(
         self, robot_id: str
@@ -330,59 +516,115 @@ class Counters:
         """A robot's status document, last-seen ms and latest readings (as in `latest`)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self._status_key, robot_id)
-            pipe.zscore(self._last_seen_key, robot_id)
-            pipe.hgetall(self._latest_key(robot_id))
-            status, seen, latest = await pipe.execute()
-        return status, seen, _latest_readings(latest)
+            for key in self._last_seen_keys:
+                pipe.zscore(key, robot_id)
+            for key in self._latest_keys(robot_id):
+                pipe.hgetall(key)
+            status, *rest = await pipe.execute()
+        n = self.shards
+        [seen] = _greatest([[s] for s in rest[:n]])
+        return status, seen, _latest_readings(rest[n:])
 
     async def latest(self, robot_ids: Sequence[str]) -> list[dict[str, bytes]]:
         """For each robot, its newest reading of each sensor type: type -> the reading's JSON."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for robot_id in robot_ids:
-                pipe.hgetall(self._latest_key(robot_id))
+                for key in self._latest_keys(robot_id):
+                    pipe.hgetall(key)
             results: list[dict[bytes, bytes]] = await pipe.execute()
-        return [_latest_readings(r) for r in results]
+        n = self.shards
+        return [_latest_readings(results[i * n : (i + 1) * n]) for i in range(len(robot_ids))]
 
     async def recently_seen(self, limit: int) -> list[str]:
         """Robot ids by last-seen time, newest first."""
-        ids = await self.redis.zrevrange(self._last_seen_key, 0, limit - 1)
-        return [i.decode() for i in cast(list[bytes], ids)]
+        if self.shards == 1:
+            ids = await self.redis.zrevrange(self._last_seen_keys[0], 0, limit - 1)
+            return [i.decode() for i in cast(list[bytes], ids)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._last_seen_keys:
+                pipe.zrevrange(key, 0, limit - 1, withscores=True)
+            results: list[list[tuple[bytes, float]]] = await pipe.execute()
+        newest: dict[bytes, float] = {}
+        for part in results:
+            for robot, ms in part:
+                newest[robot] = max(ms, newest.get(robot, ms))
+        ranked = sorted(newest.items(), key=lambda item: item[1], reverse=True)
+        return [robot.decode() for robot, _ in ranked[:limit]]
 
     async def seq_stats(self, robot_id: str, sensor_type: str) -> SeqStats | None:
         """The sequence numbers inserted for a robot's sensor type (gaps: readings missing)."""
-        raw = cast(
-            dict[bytes, bytes], await self.redis.hgetall(self._seq_key(robot_id, sensor_type))
-        )
-        if not raw:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._seq_keys(robot_id, sensor_type):
+                pipe.hgetall(key)
+            parts = [p for p in cast(list[dict[bytes, bytes]], await pipe.execute()) if p]
+        if not parts:
             return None
-        return SeqStats(int(raw[b"n"]), int(raw[b"min"]), int(raw[b"max"]))
+        # Each reading is counted once, in the shard its batch went to: counts add up.
+        return SeqStats(
+            sum(int(p[b"n"]) for p in parts),
+            min(int(p[b"min"]) for p in parts),
+            max(int(p[b"max"]) for p in parts),
+        )
 
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
+        n = self.shards
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in minutes:
-                pipe.hgetall(self._minute_key(m, "t"))
+                for key in self.minute_keys(m, "t"):
+                    pipe.hgetall(key)
             for m in minutes:
-                pipe.hgetall(self._minute_key(m, "x"))
-            # ZUNION answers in ascending score order: the top N are its tail.
-            pipe.zunion([self._minute_key(m, "r") for m in minutes], withscores=True)
+                for key in self.minute_keys(m, "x"):
+                    pipe.hgetall(key)
+            # A shard's minutes share its slot, so each shard unions its own; the shards' unions
+            # are merged here. ZUNION answers in ascending score order.
+            for shard in range(n):
+                pipe.zunion([self.minute_keys(m, "r")[shard] for m in minutes], withscores=True)
             pipe.hvals(self._status_key)
             results = await pipe.execute()
-        n = len(minutes)
-
-        def ints(raw: dict[bytes, bytes]) -> dict[str, int]:
-            return {k.decode(): int(v) for k, v in raw.items()}
-
-        union: list[tuple[bytes, float]] = results[2 * n]
-        statuses: list[bytes] = results[2 * n + 1]
+        k = len(minutes) * n
+        unions: list[list[tuple[bytes, float]]] = results[2 * k : 2 * k + n]
+        statuses: list[bytes] = results[2 * k + n]
+        if n == 1:
+            ranked = [(m.decode(), int(s)) for m, s in reversed(unions[0])]
+        else:
+            summed: dict[bytes, float] = {}
+            for union in unions:
+                for robot, score in union:
+                    summed[robot] = summed.get(robot, 0.0) + score
+            ranked = sorted(((m.decode(), int(s)) for m, s in summed.items()), key=lambda r: -r[1])
         return WindowCounts(
-            totals=[ints(r) for r in results[:n]],
-            rejected=[ints(r) for r in results[n : 2 * n]],
-            top_robots=[(m.decode(), int(s)) for m, s in reversed(union[-top:] if top else [])],
+            totals=[_sum_nonzero(results[i * n : (i + 1) * n]) for i in range(len(minutes))],
+            rejected=[
+                _sum_nonzero(results[k + i * n : k + (i + 1) * n]) for i in range(len(minutes))
+            ],
+            top_robots=[r for r in ranked if r[1] > 0][:top] if top else [],
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )
 
 
-def _latest_readings(raw: dict[bytes, bytes]) -> dict[str, bytes]:
-    """A `latest:{robot}` hash without its `{type}:ts` fields, which only order updates."""
-    return {k.decode(): v for k, v in raw.items() if not k.endswith(b":ts")}
+def _greatest(per_shard: list[list[float | None]]) -> list[float | None]:
+    """Per position, the greatest value any shard holds (None where none does)."""
+    if len(per_shard) == 1:
+        return list(per_shard[0])
+    return [
+        max((v for v in values if v is not None), default=None)
+        for values in zip(*per_shard, strict=True)
+    ]
+
+
+def _latest_readings(per_shard: Sequence[dict[bytes, bytes]]) -> dict[str, bytes]:
+    """A robot's `latest:{robot}` hashes of every shard merged: for each sensor type the
+    reading with the greatest `{type}:ts` (those fields only order updates, and are dropped)."""
+    if len(per_shard) == 1:
+        return {k.decode(): v for k, v in per_shard[0].items() if not k.endswith(b":ts")}
+    best: dict[str, tuple[int, bytes]] = {}
+    for raw in per_shard:
+        for k, v in raw.items():
+            if k.endswith(b":ts"):
+                continue
+            ts = int(raw.get(k + b":ts", b"0"))
+            sensor = k.decode()
+            if sensor not in best or best[sensor][0] < ts:
+                best[sensor] = (ts, v)
+    return {sensor: v for sensor, (_, v) in best.items()}

@@ -15,7 +15,9 @@ when the comparison cannot be fooled by a batch in flight:
 A minute is left for the next round when R1 != R2 (an update landed meanwhile, maybe of a batch
 the snapshot did not see) or when an entry of the snapshot not yet applied touches it (Redis
 will count it soon). Otherwise Redis and the snapshot describe the same batches, and a
-difference is drift. The rewrite itself is conditional on the total being still R2's.
+difference is drift. The repair adds the difference (Redis plus it equals the snapshot), which
+stays right when a batch the snapshot did not see lands meanwhile, and is refused when another
+reconciler repaired the minute since R2 (it would be added twice).
 Only reading counts are repaired: refusal counts, latest readings and seq statistics are not.
 """
 
@@ -31,7 +33,7 @@ import asyncpg
 
 from db.journal import journal_entries_up_to
 from db.stats import count_readings_by_minute
-from ingest.counters import Counters
+from ingest.counters import Counters, MinuteBucket
 from ingest.journal_entry import decode_entry
 
 log = logging.getLogger(__name__)
@@ -93,11 +95,11 @@ async def reconcile_minutes(
             continue
         want = expected.get(minute, {})
         want_total = sum(want.values()) if want else None
-        if want == seen.by_robot_sensor and want_total == seen.total:
-            continue
         # Robot ids cannot hold "/" (telemetry.topics): the key splits back unambiguously.
         rows = [(*_split_key(key), n) for key, n in want.items()]
-        if await counters.replace_minute(minute, total_before=seen.total, groups=rows):
+        if seen.same_counts(MinuteBucket.of(rows)):
+            continue
+        if await counters.replace_minute(minute, seen=seen, groups=rows):
             repaired += 1
             keys = want.keys() | seen.by_robot_sensor.keys()
             off = sum(abs(want.get(k, 0) - seen.by_robot_sensor.get(k, 0)) for k in keys)

@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "rs:"
+    # REDIS_URL names any node of a Redis Cluster when this is set (docs/scaling.md).
+    redis_cluster: bool = False
+    # Counter key shards (ingest/counters.py); every process must agree. One server: 1; a
+    # cluster: at least its number of masters, so that each master applies a share.
+    redis_counter_shards: int = Field(default=1, ge=1, le=64)
     mqtt_url: str = DEFAULT_MQTT_URL
     log_level: str = "INFO"
 

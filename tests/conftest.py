@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from db.connect import open_pool
 from db.migrate import prepare_database
 from harness.bridge import BridgeProcess
-from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto
+from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto, RedisCluster
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
 
@@ -72,6 +72,18 @@ async def redis() -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+# Counter shards on the test cluster: one per master, as docs/scaling.md advises.
+CLUSTER_SHARDS = 3
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster on free loopback ports, for the session (started when a test
+    first asks for it)."""
+    with RedisCluster(workdir=tmp_path_factory.mktemp("redis-cluster"), masters=3) as cluster:
+        yield cluster
 
 
 @pytest.fixture
