@@ -1,0 +1,120 @@
+"""The counters' shards: entries spread over them, reads merge them, corrections add up right
+(on one Redis server with one shard and on a 3-master Redis Cluster with three)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import RedisCluster as RedisClusterClient
+from redis.crc import key_slot
+
+from harness.services import RedisCluster
+from harness.waiting import eventually
+from ingest.counters import Counters, MinuteBucket, open_redis, shard_tags
+from ingest.journal_entry import JournalEntry, LastSeen, LatestReading, MinuteCount
+
+
+def entry(robot: str, minute: int, n: int, *, ts_ms: int, seq0: int) -> str:
+    return JournalEntry(
+        groups=[MinuteCount(robot, "gps", minute, n, n, seq0, seq0 + n - 1)],
+        latest=[LatestReading(robot, "gps", ts_ms, orjson.dumps({"ts": ts_ms}).decode())],
+        last_seen=[LastSeen(robot, ts_ms)],
+    ).to_json()
+
+
+def shard_of_each(counters: Counters, ids: range) -> dict[str, int]:
+    """Which shard (by its journal key's tag) each entry id goes to: entry id -> shard index."""
+    tags = shard_tags(counters.shards)
+    return {
+        str(i): next(k for k, t in enumerate(tags) if f"{{{t}}}" in counters._journal_key(i))
+        for i in ids
+    }
+
+
+def test_shard_tags_slice_the_slot_range_evenly() -> None:
+    for shards in (1, 3, 5):
+        slots = [key_slot(t.encode()) for t in shard_tags(shards)]
+        assert [s * shards // 16384 for s in slots] == list(range(shards))
+
+
+async def test_reads_merge_what_the_shards_hold(counters: Counters) -> None:
+    minute = 60 * 29_000_000
+    # Ten entries, newest first: on several shards, an older reading is applied after a newer.
+    ids = range(1, 11)
+    for i in ids:
+        applied = await counters.apply(i, entry("r1", minute, 10, ts_ms=1000 - i, seq0=10 * i))
+        assert applied
+    assert not await counters.apply(3, entry("r1", minute, 10, ts_ms=5000, seq0=0))
+    if counters.shards > 1:
+        assert len(set(shard_of_each(counters, ids).values())) == counters.shards
+
+    window = await counters.window([minute], top=3)
+    assert window.totals == [{"*": 100, "gps": 100}]
+    assert window.top_robots == [("r1", 100)]
+    [latest] = await counters.latest(["r1"])
+    assert orjson.loads(latest["gps"]) == {"ts": 999}
+    _, seen = await counters.robot_live(["r1"])
+    assert seen == [999.0]
+    assert await counters.recently_seen(5) == ["r1"]
+    seq = await counters.seq_stats("r1", "gps")
+    assert seq is not None and (seq.count, seq.first, seq.last, seq.gaps) == (100, 10, 109, 0)
+    assert await counters.applied_entries(list(range(1, 13))) == set(ids)
+
+
+async def test_a_correction_commutes_with_batches_and_is_not_made_twice(
+    counters: Counters,
+) -> None:
+    minute = 60 * 29_000_001
+    for i in range(1, 5):
+        await counters.apply(i, entry("r1", minute, 10, ts_ms=i, seq0=10 * i))
+    [seen] = await counters.minute_buckets([minute])
+    assert seen.total == 40
+    # A batch lands after the reconciler read the minute; the correction must not erase it.
+    await counters.apply(5, entry("r2", minute, 7, ts_ms=5, seq0=0))
+    want = [("r1", "gps", 30)]
+    assert await counters.replace_minute(minute, seen=seen, groups=want)
+    # A second reconciler that read the minute before the first corrected it is refused.
+    assert not await counters.replace_minute(minute, seen=seen, groups=want)
+    [after] = await counters.minute_buckets([minute])
+    assert after.same_counts(MinuteBucket.of([("r1", "gps", 30), ("r2", "gps", 7)]))
+    assert (await counters.window([minute], top=5)).top_robots == [("r1", 30), ("r2", 7)]
+
+
+async def test_a_different_shard_count_finds_no_counters(counters: Counters) -> None:
+    await counters.mark_built(datetime.now(UTC))
+    assert await counters.present()
+    other = Counters(redis=counters.redis, prefix=counters.prefix, shards=counters.shards + 1)
+    assert not await other.present()
+
+
+@pytest.mark.slow
+async def test_a_restarted_cluster_node_is_noticed_and_its_shard_missed(tmp_path: Path) -> None:
+    """A master restarted without persistence comes back empty: the shard it held has lost its
+    counters, so they count as lost (the bridge rebuilds them) until rebuilt."""
+    with RedisCluster(workdir=tmp_path / "cluster") as cluster:
+        async with open_redis(cluster.url, cluster=True) as client:
+            counters = Counters(redis=client, prefix="t:", shards=3)
+            await counters.mark_built(datetime.now(UTC))
+            assert not await counters.restarted_since_last_look()
+            assert await counters.present()
+
+            node = cluster.nodes[1]
+            node.kill()
+            node.start()
+            assert isinstance(client, RedisClusterClient)
+
+            async def present() -> bool | str:
+                try:
+                    return await counters.present()
+                except Exception as exc:  # noqa: BLE001 - the node rejoining: ask again
+                    return repr(exc)
+
+            assert await eventually(present, False) is False
+            # The restarted node holds one shard: the other two kept their markers.
+            found = [bool(await client.exists(k)) for k in counters._built_keys]
+            assert sorted(found) == [False, True, True]
+            await counters.mark_built(datetime.now(UTC))
+            assert await counters.present()
