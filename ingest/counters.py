@@ -585,19 +585,23 @@ class Counters:
         unions: list[list[tuple[bytes, float]]] = results[2 * k : 2 * k + n]
         statuses: list[bytes] = results[2 * k + n]
         if n == 1:
-            ranked = [(m.decode(), int(s)) for m, s in reversed(unions[0])]
+            # The top N are the union's tail (a correction may leave a robot at 0: not counted).
+            tail = reversed(unions[0][-top:] if top else [])
+            ranked = [(m.decode(), int(s)) for m, s in tail if s > 0]
         else:
             summed: dict[bytes, float] = {}
             for union in unions:
                 for robot, score in union:
                     summed[robot] = summed.get(robot, 0.0) + score
-            ranked = sorted(((m.decode(), int(s)) for m, s in summed.items()), key=lambda r: -r[1])
+            ranked = sorted(
+                ((m.decode(), int(s)) for m, s in summed.items() if s > 0), key=lambda r: -r[1]
+            )[:top]
         return WindowCounts(
             totals=[_sum_nonzero(results[i * n : (i + 1) * n]) for i in range(len(minutes))],
             rejected=[
                 _sum_nonzero(results[k + i * n : k + (i + 1) * n]) for i in range(len(minutes))
             ],
-            top_robots=[r for r in ranked if r[1] > 0][:top] if top else [],
+            top_robots=ranked if top else [],
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )

@@ -1,0 +1,117 @@
+"""The cost of the counters' two hot operations: applying a journal entry (one bridge batch)
+and the stats read (`Counters.window` over an hour, as GET /api/stats does), on one Redis
+server or a Redis Cluster, with any shard count.
+
+    .venv/bin/python -m loadtest.counter_ops --url redis://127.0.0.1:21500/0 --seconds 10
+    .venv/bin/python -m loadtest.counter_ops --url redis://127.0.0.1:21510/0 --cluster --shards 3
+
+Sequential, one client: latency per call and calls per second. Written against the Counters
+API that predates sharding too (`--shards 1` passes no shard count), so the same script run
+with PYTHONPATH pointing at an older checkout measures "before". Uses a prefix of its own and
+deletes it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+
+from ingest.counters import Counters
+from ingest.journal_entry import JournalEntry, LastSeen, LatestReading, MinuteCount
+
+_ROBOTS = 10  # robots per batch, as one bridge batch of a 10-robot publisher carries
+_READINGS = 500  # readings per batch
+
+
+def batch_entry(i: int, minute: int) -> str:
+    now_ms = minute * 1000 + i % 60_000
+    reading = '{"ts":"2026-11-28T00:00:00+00:00","seq":1,"data":{"ax":0.1,"ay":0.2,"az":9.8}}'
+    robots = [f"bench-{(i + r) % 100}" for r in range(_ROBOTS)]
+    per = _READINGS // _ROBOTS
+    return JournalEntry(
+        groups=[
+            MinuteCount(r, "imu", minute, per, per, i * per, i * per + per - 1) for r in robots
+        ],
+        latest=[LatestReading(r, "imu", now_ms, reading) for r in robots],
+        last_seen=[LastSeen(r, now_ms) for r in robots],
+    ).to_json()
+
+
+async def timed(seconds: float, call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    i = 0
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        await call(i)
+        latencies.append(time.perf_counter() - t0)
+        i += 1
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "calls_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 3),
+        "calls": len(latencies),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--cluster", action="store_true")
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--label", default="")
+    args = parser.parse_args()
+
+    client: Redis | RedisCluster = (
+        RedisCluster.from_url(args.url) if args.cluster else Redis.from_url(args.url)
+    )
+    sharding: dict[str, Any] = {"shards": args.shards} if args.shards != 1 else {}
+    counters = Counters(redis=client, prefix=f"rsbench-ops-{uuid.uuid4().hex[:8]}:", **sharding)
+    now_minute = int(time.time()) // 60 * 60
+    minutes = [now_minute - 60 * k for k in range(60)]
+    run = uuid.uuid4().hex[:6]
+    try:
+        # An hour of history, so the stats read has 60 full minutes to sum.
+        for k, minute in enumerate(minutes):
+            for j in range(5):
+                await counters.apply(f"fill-{run}-{k}-{j}", batch_entry(k * 5 + j, minute))
+        apply = await timed(
+            args.seconds, lambda i: counters.apply(f"{run}-{i}", batch_entry(i, now_minute))
+        )
+        stats = await timed(args.seconds, lambda i: counters.window(minutes, top=10))
+        robots = [f"bench-{r}" for r in range(10)]
+        latest = await timed(args.seconds, lambda i: counters.latest(robots))
+    finally:
+        await counters.clear()
+        await client.aclose()
+    result = {
+        "label": args.label,
+        "cluster": args.cluster,
+        "shards": args.shards,
+        "apply (500 readings, 10 robots)": apply,
+        "stats read (window 60 min, top 10)": stats,
+        "latest (10 robots)": latest,
+    }
+    print(json.dumps(result))
+    for name, figures in result.items():
+        if isinstance(figures, dict):
+            print(
+                f"{args.label:>10} {name:<36} {figures['calls_per_s']:>9,.0f}/s  "
+                f"p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
