@@ -31,6 +31,14 @@ async def readiness(res: ResourcesDep) -> Response:
     except _POSTGRESQL_NOT_READY as exc:
         log.warning("postgresql not ready: %s", exc)
         postgresql = "unavailable"
+    if res.read_pool.replica:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                await res.read_pool.fetchval("SELECT 1")
+        except _POSTGRESQL_NOT_READY as exc:
+            # The read routes need it as much as the primary.
+            log.warning("postgresql read replica not ready: %s", exc)
+            postgresql = "unavailable"
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
             await res.redis.ping()

@@ -20,7 +20,7 @@ from api.settings import ApiSettings
 from db.api_keys import find_api_key, insert_api_key
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
-from db.read_pool import ReadPool
+from db.read_pool import ReadPool, open_read_pool
 from ingest.counters import COUNTERS_AWAY_ERRORS, AnyRedis, Counters, redis_client
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
@@ -39,7 +39,8 @@ _REPLAY_OLDER_THAN_S = 10.0
 class Resources:
     settings: ApiSettings
     pool: asyncpg.Pool[Any]
-    # The same pool for routes that only read: a read is retried once on a dead connection.
+    # For routes that only read: the replica's pool when DATABASE_READ_URL is set, else the
+    # same pool; a read is retried once on a dead connection.
     read_pool: ReadPool
     redis: AnyRedis
     counters: Counters
@@ -86,12 +87,21 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
     if not secret:
         log.warning("CURSOR_SECRET unset: cursors are valid for this process only")
         secret = secrets.token_hex(32)
-    async with open_pool(
-        dsn=settings.database_url,
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-        application_name="robosense-api",
-    ) as pool:
+    async with (
+        open_pool(
+            dsn=settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            application_name="robosense-api",
+        ) as pool,
+        open_read_pool(
+            pool,
+            read_url=settings.database_read_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            application_name="robosense-api-reads",
+        ) as read_pool,
+    ):
         if settings.api_bootstrap_admin_key is not None:
             await _bootstrap_admin_key(pool, settings.api_bootstrap_admin_key.get_secret_value())
         redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
@@ -114,8 +124,9 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
         )
         committer.start()
         replay = asyncio.create_task(_replay_journal(writer), name="journal-replay")
-        # Key lookups are reads too: one that meets a connection PostgreSQL dropped is retried.
-        read_pool = ReadPool(pool)
+        # Key lookups are reads too (one that meets a connection PostgreSQL dropped is retried),
+        # but of the primary: a key works as soon as it is created, and stops when revoked.
+        primary_reads = read_pool if not read_pool.replica else ReadPool(pool)
         try:
             yield Resources(
                 settings=settings,
@@ -128,7 +139,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 decoder=PayloadDecoder(window=settings.time_window),
                 cursors=CursorCodec(secret.encode()),
                 mqtt_identities=IdentityStore(files) if (files := settings.files) else None,
-                keys=KeyStore(read_pool, ttl_s=settings.api_key_cache_ttl_s),
+                keys=KeyStore(primary_reads, ttl_s=settings.api_key_cache_ttl_s),
             )
         finally:
             replay.cancel()

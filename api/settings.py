@@ -24,6 +24,9 @@ class ApiSettings(MqttAuthSettings):
     # database serves best, and the group committer needs only one or two of them.
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=8, ge=1)
+    # A streaming replica for the read routes (docs/scaling.md, "Read replicas"); unset, they
+    # read the primary (DATABASE_URL). Writes, key checks and read-your-writes stay on it.
+    database_read_url: str | None = None
 
     # Signs keyset cursors. Empty: `python -m api` makes one per run and hands it to its
     # workers, so cursors stay valid across workers but not across restarts.

@@ -17,13 +17,20 @@ async def _init(conn: asyncpg.Connection[Any]) -> None:
 
 @asynccontextmanager
 async def open_pool(
-    *, dsn: str, min_size: int = 1, max_size: int = 4, application_name: str = "robosense"
+    *,
+    dsn: str,
+    min_size: int = 1,
+    max_size: int = 4,
+    application_name: str = "robosense",
+    read_only: bool = False,
 ) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """`read_only`: for a replica, which refuses the write path's per-connection staging
+    table (and every other write)."""
     pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init,
+        init=None if read_only else _init,
         server_settings={"application_name": application_name},
     )
     try:

@@ -271,6 +271,7 @@ class RedisCluster:
             while True:
                 out = subprocess.run(
                     [cli, "-p", str(node.port), "cluster", "info"],
+                    check=False,
                     capture_output=True,
                     text=True,
                     timeout=timeout,
