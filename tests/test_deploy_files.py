@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 
 from harness.services import POSTGRES_URL, ROOT, free_port
+from telemetry.settings import ServiceSettings
 from telemetry.topics import DEFAULT_MQTT_URL
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -71,6 +72,27 @@ def test_first_start_dependencies() -> None:
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
     assert services["bridge"]["ports"] == ["127.0.0.1:9108:9108"]
     assert services["bridge"]["environment"]["METRICS_HOST"] == "0.0.0.0"
+
+
+def test_cluster_profile_has_a_redis_cluster_the_settings_can_reach() -> None:
+    compose = _compose()
+    services = compose["services"]
+    nodes = [f"redis-node-{i}" for i in (1, 2, 3)]
+    for node in nodes:
+        assert services[node]["profiles"] == ["cluster"]
+        command = services[node]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+    create = services["redis-cluster-create"]
+    assert create["profiles"] == ["cluster"]
+    assert set(create["depends_on"]) == set(nodes)
+    script = "\n".join(create["command"])
+    assert "--cluster create" in script and all(node in script for node in nodes)
+    # What the cluster profile's processes merge into their environment: settings they read.
+    env = compose["x-redis-cluster-env"]
+    settings = ServiceSettings(**{k.lower(): v for k, v in env.items()})
+    assert settings.redis_cluster
+    assert settings.redis_counter_shards == len(nodes)
+    assert urlsplit(settings.redis_url).hostname in nodes
 
 
 class _LateForwarder:
