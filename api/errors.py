@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -163,5 +163,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http)
     for database_away in DATABASE_AWAY_ERRORS:
         app.add_exception_handler(database_away, _on_postgres_down)
-    app.add_exception_handler(RedisError, _on_redis_down)
+    # Not OSError, which COUNTERS_AWAY_ERRORS also lists: redis-py wraps its socket errors,
+    # and any other OSError is no sign of Redis.
+    for redis_away in (RedisError, RedisClusterException):
+        app.add_exception_handler(redis_away, _on_redis_down)
     app.add_exception_handler(Exception, _on_unexpected)

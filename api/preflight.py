@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from api.settings import ApiSettings
-from ingest.counters import open_redis
+from ingest.counters import COUNTERS_AWAY_ERRORS, open_redis
 from telemetry.logs import unreachable
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ async def services_reachable(settings: ApiSettings) -> bool:
             settings.redis_url, cluster=settings.redis_cluster, socket_connect_timeout=_TIMEOUT_S
         ) as redis:
             await redis.ping()
-    except (OSError, RedisError) as exc:
+    except COUNTERS_AWAY_ERRORS as exc:
         _cannot_start("Redis", settings.redis_url, exc)
         return False
     return True

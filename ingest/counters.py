@@ -57,10 +57,11 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-# Redis is away (down, restarting, unreachable): counter updates wait in the journal.
-COUNTERS_AWAY_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
+# Redis is away (down, restarting, unreachable; in a cluster also a slot no reachable node
+# serves, which redis-py raises outside RedisError): counter updates wait in the journal.
+COUNTERS_AWAY_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 # One Redis server or a Redis Cluster: the commands used here exist on both clients.
 AnyRedis = Redis | RedisCluster

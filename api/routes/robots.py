@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import orjson
 from fastapi import APIRouter, Path, Query
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.auth import ReadRes, RegistryRes
@@ -45,6 +44,7 @@ from db.robots import (
     register_robot,
     update_robot,
 )
+from ingest.counters import COUNTERS_AWAY_ERRORS
 from mqtt_auth.identities import Identity, IdentityError, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
@@ -69,7 +69,7 @@ async def _robot_live(
     is in PostgreSQL, so robots are still served, marked `live_unavailable`."""
     try:
         statuses, seen = await res.counters.robot_live(robot_ids)
-    except RedisError as exc:
+    except COUNTERS_AWAY_ERRORS as exc:
         log.warning("redis unavailable, robots served without live fields: %s", exc)
         return None
     return list(zip(statuses, seen, strict=True))
@@ -204,7 +204,7 @@ async def get_robot(robot_id: RobotIdPath, res: ReadRes) -> Response:
         raise NotFoundError("robot", robot_id)
     try:
         status, seen, latest = await res.counters.robot_detail(robot_id)
-    except RedisError as exc:
+    except COUNTERS_AWAY_ERRORS as exc:
         log.warning("redis unavailable, robot served without live fields: %s", exc)
         return JSONBytes({**robot_doc(row, None), "latest": None})
     doc = robot_doc(row, (status, seen))
