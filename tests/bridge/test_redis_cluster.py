@@ -1,5 +1,6 @@
 """Two bridges counting into a 3-master Redis Cluster: stored once, counted once, the counters
-spread over every master, and rebuilt there by `python -m bridge rebuild-counters`."""
+spread over every master, rebuilt there by `python -m bridge rebuild-counters`, and by a
+running bridge when the cluster loses them."""
 
 from __future__ import annotations
 
@@ -109,3 +110,9 @@ async def test_bridges_count_into_a_redis_cluster(
     assert await counters.present()
     [latest] = await counters.latest(["r2"])
     assert orjson.loads(latest["battery"])["seq"] == 999
+
+    # A running bridge notices the loss on its own (its counter care) and rebuilds.
+    start_bridge("third", journal_replay_interval_s="0.5", **cluster_settings)
+    assert await counters.clear() > 0
+    assert await eventually(lambda: redis_total(counters, start, 1000), 4000) == 4000
+    assert await eventually(counters.present, True)
