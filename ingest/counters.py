@@ -285,8 +285,9 @@ def _sum_nonzero(parts: Sequence[Mapping[bytes, bytes | int]]) -> dict[str, int]
 
 class Counters:
     """The Redis side of the pipeline: writes (the Lua script, statuses, rebuild support) and
-    the read API. Every read is one Redis round trip (a pipeline, which a cluster client sends
-    to each node concerned at once). Takes a connected client; does not own it."""
+    the read API. Every read is one Redis round trip: a pipeline on one server; on a cluster a
+    pipeline that the client splits by node, or for the large reads (stats, latest) one script
+    per shard, the shards at once. Takes a connected client; does not own it."""
 
     def __init__(
         self, *, redis: AnyRedis, prefix: str = "rs:", ttl_s: int = 26 * 3600, shards: int = 1
