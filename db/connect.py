@@ -15,6 +15,17 @@ async def _init(conn: asyncpg.Connection[Any]) -> None:
     await prepare_connection(conn)
 
 
+async def _reset(conn: asyncpg.Connection[Any]) -> None:
+    """Run on each release to the pool instead of asyncpg's default reset query
+    (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`): that query is a round
+    trip on every acquire/release, i.e. on every API request and every commit, for session
+    state this code never leaves behind (no session-level SET, LISTEN, cursor or advisory lock
+    outside a transaction; migrations lock on their own connection). A transaction left open
+    is still rolled back. Its cost: BENCHMARKS.md, "HTTP: CPU per request"."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 @asynccontextmanager
 async def open_pool(
     *,
@@ -31,6 +42,7 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         init=None if read_only else _init,
+        reset=_reset,
         server_settings={"application_name": application_name},
     )
     try:

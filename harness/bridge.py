@@ -21,8 +21,12 @@ class BridgeProcess:
         mqtt_url: str,
         log_path: Path,
         client_id: str = "test-bridge",
+        root: Path = ROOT,
         **settings: str,
     ) -> None:
+        """`root`: the checkout whose bridge runs (benchmarks run an older commit beside
+        this one); `settings`: environment variables, by lower-case name."""
+        self.root = root
         self.log_path = log_path
         self.metrics_port = free_port()
         self.env = {
@@ -41,7 +45,7 @@ class BridgeProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "bridge"], cwd=self.root, env=self.env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

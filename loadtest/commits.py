@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime
 
 import asyncpg
@@ -150,3 +151,34 @@ async def commit_series(conn: asyncpg.Connection, poller: CommitPoller) -> Commi
         latency=latency,
         unmatched=unmatched,
     )
+
+
+async def per_second(conn: asyncpg.Connection, started: float) -> dict[str, list[Any]]:
+    """Per second since `started` (epoch s): readings sent (by their `ts`, the send time),
+    committed, and the p99 publish-to-commit lag of those committed. Call after
+    `commit_series` on the same connection (it fills the commit times' table)."""
+    sent = await conn.fetch(
+        """SELECT floor(extract(epoch FROM ts) - $1)::int AS s, count(*) AS n
+           FROM sensor_readings GROUP BY 1 ORDER BY 1""",
+        started,
+    )
+    done = await conn.fetch(
+        """SELECT floor(extract(epoch FROM c.at) - $1)::int AS s, count(*) AS n,
+                  percentile_cont(0.99) WITHIN GROUP (
+                      ORDER BY extract(epoch FROM c.at - r.ts) * 1000) AS p99
+           FROM sensor_readings r JOIN bench_commits c ON c.xid = r.xmin::text::bigint
+           GROUP BY 1 ORDER BY 1""",
+        started,
+    )
+    last = max([r["s"] for r in sent] + [r["s"] for r in done] + [0])
+    out: dict[str, list[Any]] = {
+        "offered": [0] * (last + 1),
+        "done": [0] * (last + 1),
+        "lag_p99_ms": [None] * (last + 1),
+    }
+    for r in sent:
+        out["offered"][max(r["s"], 0)] += int(r["n"])
+    for r in done:
+        out["done"][max(r["s"], 0)] += int(r["n"])
+        out["lag_p99_ms"][max(r["s"], 0)] = float(r["p99"])
+    return out

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import asyncpg
 import uvloop
 
 from harness.bridge import BridgeProcess
-from harness.services import Mosquitto
+from harness.services import ROOT, Mosquitto
 from ingest.counters import Counters
 from loadtest import report
 from loadtest.ceilings import (
@@ -48,7 +50,9 @@ from loadtest.ceilings import (
     postgres_ceilings,
     publisher_rate,
 )
-from loadtest.commits import CommitPoller, commit_series
+from loadtest import sustained
+from loadtest.baseline import checkout, describe, python_env
+from loadtest.commits import CommitPoller, commit_series, per_second
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
 from mqtt_auth.identities import Identity, Role
@@ -93,6 +97,7 @@ async def run_config(
     workdir: Path,
     settle_s: float,
     profile_dir: Path | None = None,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     await empty_readings(conn)
@@ -110,6 +115,8 @@ async def run_config(
             log_path=workdir / f"bridge-{k}.log",
             client_id=f"bench-bridge-{k}",
             share_group=broker.share_group,
+            root=root,
+            **python_env(root),
         )
         for k in range(config.bridges)
     ]
@@ -118,6 +125,7 @@ async def run_config(
     try:
         for b in bridges:
             b.start()
+        cpu_at_start = sum(_cpu_seconds(b) for b in bridges)  # imports and connects excluded
         spies = [_py_spy(b, config, k, profile_dir) for k, b in enumerate(bridges) if profile_dir]
         poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
@@ -150,6 +158,7 @@ async def run_config(
             _metric(b.metrics_port, "bridge_readings_duplicate_total") for b in bridges
         )
         rejected = sum(_metric(b.metrics_port, "bridge_rejected_total") for b in bridges)
+        bridge_cpu_s = sum(_cpu_seconds(b) for b in bridges) - cpu_at_start
         for b in bridges:
             b.stop()
         for spy in spies:  # py-spy writes its file when the bridge exits
@@ -163,6 +172,7 @@ async def run_config(
         started = min(p.started_at for p in pubs)
         last_commit = series.times[-1] if series.times else started
         redis_total = await _redis_total(counters, started, time.time())
+        seconds = await per_second(conn, started) if config.rate else None
     finally:
         poller.stop()
         if poll_task and not poll_task.done():
@@ -185,12 +195,23 @@ async def run_config(
         "redis_minus_rows": redis_total - stored,
         "seq_identity_unique": bool(distinct_ok),
         "rejected": int(rejected),
+        # From the first publish to the last commit (and a few idle polls): bridges' CPU per
+        # message, which machine load disturbs far less than their rate.
+        "bridge_cpu_us_per_message": bridge_cpu_s * 1e6 / max(sum(p.messages for p in pubs), 1),
         "sustained_readings_per_s": series.sustained_rate(),
         "overall_readings_per_s": stored / max(last_commit - started, 1e-9),
         "latency": asdict(series.latency) if series.latency else None,
         "rows_without_commit_time": series.unmatched,
         "commits": {"t": [t - started for t in series.times], "n": series.readings},
+        "per_second": seconds,
     }
+
+
+def _cpu_seconds(bridge: BridgeProcess) -> float:
+    """User + system CPU seconds of a running bridge process so far (Linux /proc)."""
+    assert bridge.proc is not None
+    stat = Path(f"/proc/{bridge.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _py_spy(bridge: BridgeProcess, config: Config, k: int, out: Path) -> subprocess.Popen[bytes]:
@@ -362,6 +383,131 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"results: {base}.json .md -throughput.png -latency.png")
 
 
+async def sustained_main(args: argparse.Namespace) -> None:
+    """`--sustain`: each offered rate held for `--duration` s, verdict per run (loadtest.sustained),
+    this tree and `--baseline` interleaved, medians of `--repeat` runs."""
+    robots = robot_ids(publishers=args.publishers, robots_per_publisher=args.robots_per_publisher)
+    flat = [r for group in robots for r in group]
+    workdir = Path(tempfile.mkdtemp(prefix="rs-bench-sustain-"))
+    if args.duration < sustained.MIN_SECONDS:
+        print(f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict")
+    data: dict[str, Any] = {
+        "benchmark": "ingest-sustained",
+        "machine": report.machine(),
+        "started_at": report.stamp(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "results": [],
+    }
+    with ExitStack() as stack:
+        trees = [("this", ROOT)]
+        if args.baseline:
+            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        data["trees"] = {label: describe(root) for label, root in trees}
+        for label, _ in trees:
+            print(f"{label}: {data['trees'][label]}", flush=True)
+        async with (
+            scratch_database(label="sustain") as dsn,
+            scratch_counters(label="sustain") as counters,
+        ):
+            conn = await asyncpg.connect(dsn)
+            await register_robots(conn, flat)
+            await conn.close()
+            for per_message in args.per_message:
+                for n_bridges in args.bridges:
+                    for qos in args.qos:
+                        for rate in args.sustain:
+                            config = Config(per_message, n_bridges, qos, rate=rate)
+                            runs: dict[str, list[dict[str, Any]]] = {t: [] for t, _ in trees}
+                            for _ in range(args.repeat):
+                                for label, root in trees:
+                                    r = await run_config(
+                                        config,
+                                        dsn=dsn,
+                                        counters=counters,
+                                        robots=robots,
+                                        readings=int(rate * args.duration),
+                                        workdir=workdir,
+                                        settle_s=args.settle_s,
+                                        root=root,
+                                    )
+                                    series = sustained.Series(**r["per_second"])
+                                    v = sustained.verdict(series, offering_s=args.duration)
+                                    r["verdict"] = v.as_dict()
+                                    r["tree"] = label
+                                    print(f"  [{label}] {config.label}: {v.line()}", flush=True)
+                                    _print_result(r)
+                                    runs[label].append(r)
+                            data["results"].append(_sustained_summary(config, runs))
+                            _sustained_plot(config, runs, data["started_at"])
+    markdown = _sustained_markdown(data)
+    base = report.write(name="ingest-sustained", data=data, markdown=markdown)
+    print(markdown)
+    print(f"results: {base}.json .md; plots ingest-sustained-{data['started_at']}-*.png")
+
+
+def _sustained_summary(config: Config, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"config": asdict(config), "label": config.label, "trees": {}}
+    for label, rs in runs.items():
+        done = [r["verdict"]["done_per_s"] for r in rs]
+        ranked = sorted(rs, key=lambda r: r["verdict"]["done_per_s"])
+        median = ranked[(len(ranked) - 1) // 2]
+        out["trees"][label] = {
+            "done_per_s_median": statistics.median(done),
+            "done_per_s_runs": done,
+            "sustained_runs": [r["verdict"]["sustained"] for r in rs],
+            "lag_p99_last_ms_runs": [r["verdict"]["lag_p99_last_ms"] for r in rs],
+            "bridge_cpu_us_per_message_runs": [r["bridge_cpu_us_per_message"] for r in rs],
+            "lost_runs": [r["lost"] for r in rs],
+            "median_run": {k: v for k, v in median.items() if k != "commits"},
+        }
+    return out
+
+
+def _sustained_plot(config: Config, runs: dict[str, list[dict[str, Any]]], stamp: str) -> None:
+    series = {
+        f"{label} run {k + 1}": sustained.Series(**r["per_second"])
+        for label, rs in runs.items()
+        for k, r in enumerate(rs)
+    }
+    name = f"ingest-sustained-{stamp}-{config.per_message}msg-{config.bridges}b-{int(config.rate)}"
+    report.RESULTS.mkdir(exist_ok=True)
+    sustained.plot(
+        report.RESULTS / f"{name}.png",
+        title=f"Offered {config.rate:,.0f} readings/s: {config.label}",
+        runs=series,
+        unit="readings",
+    )
+
+
+def _sustained_markdown(data: dict[str, Any]) -> str:
+    rows = []
+    for res in data["results"]:
+        for label, t in res["trees"].items():
+            m = t["median_run"]
+            rows.append(
+                {
+                    "configuration": res["label"],
+                    "tree": f"{label} ({data['trees'][label].split(' ')[0]})",
+                    "committed/s (median)": t["done_per_s_median"],
+                    "runs": ", ".join(f"{x:,.0f}" for x in t["done_per_s_runs"]),
+                    "sustained? (runs)": ", ".join("yes" if x else "no" for x in t["sustained_runs"]),
+                    "lag p99 last third ms (runs)": ", ".join(
+                        f"{x:.0f}" for x in t["lag_p99_last_ms_runs"]
+                    ),
+                    "bridge CPU µs/msg (runs)": ", ".join(
+                        f"{x:.1f}" for x in t["bridge_cpu_us_per_message_runs"]
+                    ),
+                    "lost (runs)": ", ".join(str(x) for x in t["lost_runs"]),
+                    "backlog slope/s (median run)": m["verdict"]["backlog_slope_per_s"],
+                }
+            )
+    return (
+        f"## Ingest, sustained mode, {data['started_at']} ({data['args']['duration']:.0f} s per "
+        f"run; load average at start {data['machine']['load_average_at_start'][0]:.1f})\n\n"
+        + report.markdown_table(rows, list(rows[0]) if rows else [])
+    )
+
+
 def _add_ratios(
     results: list[dict[str, Any]],
     *,
@@ -394,6 +540,7 @@ def _print_result(r: dict[str, Any]) -> None:
         f"{r['overall_readings_per_s']:,.0f}/s, publishers {r['publisher_readings_per_s']:,.0f}/s; "
         f"p50/p99 {lat.get('p50_ms', 0):.0f}/{lat.get('p99_ms', 0):.0f} ms; "
         f"stored {r['stored']}/{r['published_readings']} lost {r['lost']} "
+        f"bridge CPU {r['bridge_cpu_us_per_message']:.1f} µs/msg "
         f"dup-absorbed {r['duplicates_absorbed']} redis-minus-rows {r['redis_minus_rows']}",
         flush=True,
     )
@@ -490,10 +637,25 @@ def main() -> None:
     p.add_argument("--profile", type=Path, help="py-spy each bridge; collapsed stacks here")
     p.add_argument("--no-ceilings", dest="ceilings", action="store_false")
     p.add_argument("--quick", action="store_true", help="1 and 10 per message, 1 bridge, QoS 1")
+    p.add_argument(
+        "--sustain",
+        type=float,
+        nargs="+",
+        metavar="RATE",
+        help="sustained mode: offer each RATE readings/s (total) for --duration s and say "
+        "whether backlog and lag stayed bounded (loadtest.sustained); no flat-out runs",
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="sustained mode: seconds offered")
+    p.add_argument("--baseline", help="sustained mode: a git revision run beside this tree")
     args = p.parse_args()
     report.require_plotting()
     if args.quick:
         args.per_message, args.bridges, args.qos = [1, 10], [1], [1]
+    if args.sustain:
+        if args.qos == [0, 1]:
+            args.qos = [1]
+        uvloop.run(sustained_main(args))
+        return
     uvloop.run(main_async(args))
 
 

@@ -43,6 +43,7 @@ from db.connect import open_pool
 from harness.services import ROOT, free_port, wait_for_port
 from ingest.rebuild import rebuild_counters
 from loadtest import report
+from loadtest.baseline import python_env
 from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
 
 ROBOTS = [str(i) for i in range(1, 11)]
@@ -214,8 +215,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 class ApiProcess:
-    def __init__(self, *, dsn: str, redis_prefix: str, workers: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        redis_prefix: str,
+        workers: int,
+        log_path: Path,
+        root: Path = ROOT,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
+        self.root = root
         self.key = generate_key().token
         self.env = {
             **os.environ,
@@ -225,6 +236,8 @@ class ApiProcess:
             "API_PORT": str(self.port),
             "API_WORKERS": str(workers),
             "API_BOOTSTRAP_ADMIN_KEY": self.key,
+            **python_env(root),
+            **{k.upper(): v for k, v in settings.items()},
         }
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -232,15 +245,19 @@ class ApiProcess:
     def __enter__(self) -> ApiProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "api"], cwd=self.root, env=self.env, stdout=log, stderr=log
         )
         wait_for_port(self.port, timeout=30)
         return self
 
     def cpu_seconds(self) -> float:
         """User + system CPU of `python -m api` and its workers so far (Linux /proc)."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """User + system CPU seconds of `python -m api` and each of its descendants, by pid."""
         assert self.proc is not None
-        pids, total = [self.proc.pid], 0.0
+        pids, out = [self.proc.pid], {}
         while pids:
             pid = pids.pop()
             try:
@@ -248,9 +265,9 @@ class ApiProcess:
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             except FileNotFoundError:
                 continue
-            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            out[pid] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
             pids.extend(int(c) for c in children)
-        return total
+        return out
 
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:

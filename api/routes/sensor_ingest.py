@@ -11,13 +11,15 @@ from starlette.responses import Response
 from api.auth import IngestRes
 from api.compat import older_ingest_fields
 from api.http_errors import ReadingsRejectedError
+from api.lean_route import LeanRoute
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, IngestResult
 from api.sensor_bodies import ingest_body_schema, parse_ingest_body
 from telemetry.errors import ContractError, UnknownRobotError
 from telemetry.payload import Rejection
 
-router = APIRouter(prefix="/api/sensors", tags=["sensors"])
+# A LeanRoute: the hottest endpoint, no per-request dependency solving (api/lean_route.py).
+router = APIRouter(prefix="/api/sensors", tags=["sensors"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)
