@@ -15,8 +15,10 @@ forgets when it restarts, what robots publish before a bridge has subscribed aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -25,6 +27,7 @@ from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -40,6 +43,11 @@ from telemetry.topics import (
 )
 
 log = logging.getLogger(__name__)
+
+PUBACK = PacketTypes.PUBACK << 4
+# A PUBACK is 4 bytes: type, remaining length 2, the message id (big-endian).
+_PUBACK_HEADER = (PUBACK << 24) | (2 << 16)
+_PUBACKS_PER_WRITE = 4096
 
 
 class MqttSubscriber:
@@ -115,8 +123,13 @@ class MqttSubscriber:
         tb: TracebackType | None,
     ) -> None:
         self._inbox.close()
-        # Queued PUBACKs go out before the DISCONNECT: paho writes its queue in order.
-        self._client.publish(self._presence, BRIDGE_OFFLINE, qos=1, retain=True)
+        offline = self._client.publish(self._presence, BRIDGE_OFFLINE, qos=1, retain=True)
+        # The broker handles a connection's packets in order: once it acknowledged this
+        # publish, it has taken every PUBACK queued before it. Without waiting, loop_stop
+        # could end paho's thread with the last batch's PUBACKs unwritten, and the next
+        # session got those messages again (tests/bridge/test_mqtt_acks.py).
+        with contextlib.suppress(RuntimeError, ValueError):  # not connected: nothing to flush
+            await asyncio.to_thread(offline.wait_for_publish, 5.0)
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
@@ -125,14 +138,21 @@ class MqttSubscriber:
 
         Messages from an earlier connection are not acked: the broker redelivers them on the
         resumed session under the same ids, and the idempotent merge absorbs the repeat.
+
+        A batch's PUBACKs go out as one write: `Client.ack` queues each as its own packet,
+        which costs a wake-up of paho's thread and a socket write per message (a third of the
+        per-message cost of single-reading messages; BENCHMARKS.md, "Single-reading
+        messages: CPU per message"). The packets are the same 4 bytes each, in order.
         """
         current = self._generation
-        acked = 0
-        for m in messages:
-            if m.qos and m.generation == current:
-                self._client.ack(m.mid, m.qos)
-                acked += 1
-        return acked
+        mids = [m.mid for m in messages if m.qos == 1 and m.generation == current]
+        for start in range(0, len(mids), _PUBACKS_PER_WRITE):
+            chunk = mids[start : start + _PUBACKS_PER_WRITE]
+            packets = struct.pack(f"!{len(chunk)}I", *(_PUBACK_HEADER | mid for mid in chunk))
+            # paho's own queue (what Client.ack uses), so the write keeps its order with
+            # everything else paho sends; pinned paho version (constraints.txt).
+            self._client._packet_queue(PUBACK, packets, 0, 0)
+        return len(mids)
 
     def refresh_statuses(self) -> None:
         """Has the broker resend every retained status (Redis lost the online/offline state).
@@ -213,14 +233,16 @@ class MqttSubscriber:
             log.warning("mqtt disconnected; paho reconnects", extra={"reason": str(reason_code)})
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        # The hottest Python in the bridge for single-reading messages (paho's thread, which
+        # holds the GIL meanwhile): nothing here that the loop can do later.
         self._inbox.put(
             InboundMessage(
                 self._generation,
                 message.mid,
                 message.qos,
                 message.topic,
-                bytes(message.payload),
+                message.payload,  # type: ignore[arg-type]  # bytes: paho unpacks it with struct
                 time.time(),
-                bool(message.retain),
+                message.retain,
             )
         )

@@ -21,12 +21,11 @@ class BridgeProcess:
         mqtt_url: str,
         log_path: Path,
         client_id: str = "test-bridge",
-        root: Path = ROOT,
         **settings: str,
     ) -> None:
-        """`root`: the checkout whose bridge runs (benchmarks run an older commit beside
-        this one); `settings`: environment variables, by lower-case name."""
-        self.root = root
+        """`settings`: environment variables, by lower-case name."""
+        # The checkout whose bridge runs: benchmarks point it at an older commit's worktree.
+        self.root = ROOT
         self.log_path = log_path
         self.metrics_port = free_port()
         self.env = {

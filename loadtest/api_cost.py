@@ -62,9 +62,7 @@ def batch_body(rng: random.Random, seqs: _Seqs, n: int = 100) -> bytes:
         {
             "robot_id": rng.choice(ROBOTS),
             "sensor_type": "imu",
-            "readings": [
-                {"ts": now_ms - n + i, "seq": first + i, "data": _IMU} for i in range(n)
-            ],
+            "readings": [{"ts": now_ms - n + i, "seq": first + i, "data": _IMU} for i in range(n)],
         }
     )
 
@@ -195,7 +193,7 @@ async def measure(
         root=root,
     ) as api:
         await register(api.port, api.key)
-        time.sleep(1.0)  # workers past their start-up
+        await asyncio.sleep(1.0)  # workers past their start-up
         for shape in shapes:
             make = shape_maker(shape)
             await send(
@@ -274,7 +272,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.baseline:
             trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
         data["trees"] = {label: describe(root) for label, root in trees}
-        for label, root in trees:
+        for label, _root in trees:
             print(f"{label}: {data['trees'][label]}")
         async with (
             scratch_database(label="apicost") as dsn,
@@ -282,13 +280,13 @@ async def main_async(args: argparse.Namespace) -> None:
         ):
             for r in range(args.rounds):
                 print(f"round {r + 1} of {args.rounds}", flush=True)
-                for label, root in trees:  # interleaved: machine load hits both alike
+                for label, tree in trees:  # interleaved: machine load hits both alike
                     last = r == args.rounds - 1
                     data["rounds"].append(
                         {
                             "tree": label,
                             "shapes": await measure(
-                                root=root,
+                                root=tree,
                                 label=label,
                                 shapes=args.shapes,
                                 args=args,

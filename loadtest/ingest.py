@@ -41,7 +41,8 @@ import uvloop
 from harness.bridge import BridgeProcess
 from harness.services import ROOT, Mosquitto
 from ingest.counters import Counters
-from loadtest import report
+from loadtest import report, sustained
+from loadtest.baseline import checkout, describe, python_env
 from loadtest.ceilings import (
     CEILING_SUBSCRIBER,
     Ceiling,
@@ -50,8 +51,6 @@ from loadtest.ceilings import (
     postgres_ceilings,
     publisher_rate,
 )
-from loadtest import sustained
-from loadtest.baseline import checkout, describe, python_env
 from loadtest.commits import CommitPoller, commit_series, per_second
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
@@ -115,11 +114,12 @@ async def run_config(
             log_path=workdir / f"bridge-{k}.log",
             client_id=f"bench-bridge-{k}",
             share_group=broker.share_group,
-            root=root,
             **python_env(root),
         )
         for k in range(config.bridges)
     ]
+    for b in bridges:
+        b.root = root
     poller = CommitPoller(dsn=dsn)
     poll_task: asyncio.Task[None] | None = None
     try:
@@ -138,19 +138,7 @@ async def run_config(
             rate=config.rate,
         )
         published = sum(p.readings for p in pubs)
-        # Wait for the bridges to store everything (or, at QoS 0, to stop making progress).
-        last, last_change = -1.0, time.monotonic()
-        while True:
-            inserted = sum(
-                _metric(b.metrics_port, "bridge_readings_inserted_total") for b in bridges
-            )
-            if inserted >= published:
-                break
-            if inserted != last:
-                last, last_change = inserted, time.monotonic()
-            elif time.monotonic() - last_change > settle_s:
-                break
-            await asyncio.sleep(0.1)
+        await _wait_stored(bridges, published, settle_s)
         await asyncio.sleep(0.1)  # a last poll after the last commit
         poller.stop()
         await poll_task
@@ -205,6 +193,20 @@ async def run_config(
         "commits": {"t": [t - started for t in series.times], "n": series.readings},
         "per_second": seconds,
     }
+
+
+async def _wait_stored(bridges: list[BridgeProcess], published: int, settle_s: float) -> None:
+    """Until the bridges stored everything (or, at QoS 0, stopped making progress)."""
+    last, last_change = -1.0, time.monotonic()
+    while True:
+        inserted = sum(_metric(b.metrics_port, "bridge_readings_inserted_total") for b in bridges)
+        if inserted >= published:
+            return
+        if inserted != last:
+            last, last_change = inserted, time.monotonic()
+        elif time.monotonic() - last_change > settle_s:
+            return
+        await asyncio.sleep(0.1)
 
 
 def _cpu_seconds(bridge: BridgeProcess) -> float:
@@ -390,7 +392,9 @@ async def sustained_main(args: argparse.Namespace) -> None:
     flat = [r for group in robots for r in group]
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-sustain-"))
     if args.duration < sustained.MIN_SECONDS:
-        print(f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict")
+        print(
+            f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"
+        )
     data: dict[str, Any] = {
         "benchmark": "ingest-sustained",
         "machine": report.machine(),
@@ -490,7 +494,9 @@ def _sustained_markdown(data: dict[str, Any]) -> str:
                     "tree": f"{label} ({data['trees'][label].split(' ')[0]})",
                     "committed/s (median)": t["done_per_s_median"],
                     "runs": ", ".join(f"{x:,.0f}" for x in t["done_per_s_runs"]),
-                    "sustained? (runs)": ", ".join("yes" if x else "no" for x in t["sustained_runs"]),
+                    "sustained? (runs)": ", ".join(
+                        "yes" if x else "no" for x in t["sustained_runs"]
+                    ),
                     "lag p99 last third ms (runs)": ", ".join(
                         f"{x:.0f}" for x in t["lag_p99_last_ms_runs"]
                     ),

@@ -74,6 +74,8 @@ def parse_sensor_topic(topic: str) -> SensorTopic:
 
 def parse_status_topic(topic: str) -> str | None:
     """The robot id of a status topic, or None for any other topic."""
+    if not topic.endswith("/status"):  # every reading's topic: decided without splitting
+        return None
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "robots" and parts[2] == "status":
         return parts[1] if is_valid_robot_id(parts[1]) else None

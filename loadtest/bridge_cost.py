@@ -1,0 +1,117 @@
+"""CPU per single-reading message on the bridge's own Python path, in process:
+
+    python -m loadtest.bridge_cost [--messages 50000] [--rounds 7] [--profile FILE.html]
+
+The end-to-end figure is `loadtest.ingest`'s bridge CPU per message (the whole process:
+paho's socket reads and packet parsing, our callback, decoding, batching, the write and the
+acks). This isolates the parts that are ours, on messages that paho parsed for real
+(`paho.MQTTMessage`, as its network thread hands them over): the callback that hands a message
+to the loop (`MqttSubscriber._on_message` into an `Inbox`), and the loop's side (`Inbox.take`
+and `BatchBuilder.add`: topic, decode, validation, batching), each in CPU µs per message
+(process time, median of `--rounds`), and the PUBACKs of a batch queued on a paho client.
+`--profile` writes a pyinstrument profile of the loop's side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import timedelta
+
+import paho.mqtt.client as paho
+
+from bridge.batcher import BatchBuilder
+from bridge.inbox import Inbox
+from bridge.mqtt import MqttSubscriber
+from telemetry.payload import PayloadDecoder, TimeWindow
+from telemetry.settings import MqttTarget
+
+_BODY = (
+    b'{"ts":%d,"seq":%d,"data":{"accel":{"x":0.12,"y":-0.03,"z":9.81},'
+    b'"gyro":{"x":0.001,"y":0.002,"z":-0.004}}}'
+)
+
+
+def paho_messages(n: int) -> list[paho.MQTTMessage]:
+    now_ms = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        m = paho.MQTTMessage(mid=i % 65535 + 1, topic=f"robots/r{i % 20}/sensors/imu".encode())
+        m.payload = _BODY % (now_ms - n + i, i)
+        m.qos = 1
+        out.append(m)
+    return out
+
+
+def _subscriber(inbox: Inbox) -> MqttSubscriber:
+    return MqttSubscriber(
+        target=MqttTarget("mqtt://127.0.0.1:1"),
+        client_id="bridge-cost",
+        share_group="g",
+        inbox=inbox,
+    )
+
+
+async def one_round(messages: list[paho.MQTTMessage]) -> tuple[float, float, float]:
+    """(callback µs, loop side µs, acks µs) per message."""
+    loop = asyncio.get_running_loop()
+    inbox = Inbox(loop=loop, high_water=len(messages) + 1)
+    sub = _subscriber(inbox)
+    client = sub._client
+    builder = BatchBuilder(decoder=PayloadDecoder(window=TimeWindow(max_age=timedelta(days=1))))
+    on_message = sub._on_message
+    t0 = time.process_time()
+    for m in messages:
+        on_message(client, None, m)
+    t1 = time.process_time()
+    while len(inbox):
+        for item in inbox.take(256):
+            builder.add(item)
+    t2 = time.process_time()
+    batch = builder.take()
+    sub.ack(batch.messages)
+    t3 = time.process_time()
+    n = len(messages)
+    if len(batch.decoded.readings) != n:
+        raise RuntimeError(f"{len(batch.decoded.readings)} readings of {n}: {batch.decoded}")
+    return (t1 - t0) * 1e6 / n, (t2 - t1) * 1e6 / n, (t3 - t2) * 1e6 / n
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    messages = paho_messages(args.messages)
+    await one_round(messages)  # warm-up
+    rounds = [await one_round(messages) for _ in range(args.rounds)]
+    callback, loop_side, acks = (statistics.median(x) for x in zip(*rounds, strict=True))
+    print(
+        f"CPU per single-reading message (median of {args.rounds} rounds of {args.messages:,}): "
+        f"paho callback -> inbox {callback:.2f} µs; inbox -> batch (decode, validate) "
+        f"{loop_side:.2f} µs; PUBACKs queued {acks:.2f} µs; "
+        f"total {callback + loop_side + acks:.2f} µs"
+    )
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
+        for _ in range(3):
+            await one_round(messages)
+        profiler.stop()
+        args.profile.write_text(profiler.output_text(unicode=True, show_all=False))
+        print(f"profile: {args.profile}")
+
+
+def main() -> None:
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m loadtest.bridge_cost", description=__doc__)
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--profile", type=Path, help="pyinstrument text profile of 3 rounds, here")
+    args = p.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
