@@ -14,11 +14,13 @@ from typing import cast
 
 import uvicorn
 import uvloop
+from uvicorn.config import STARTUP_FAILURE
 
 from api.http_server import HttpLimits, LimitedHttpToolsProtocol
 from api.keys_cli import main as keys_main
 from api.preflight import services_reachable
 from api.settings import ApiSettings
+from api.workers import run_workers
 from telemetry.logs import configure_logging
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     else:
         metrics_dir = None
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "api.app:create_app",
             factory=True,
             host=settings.api_host,
@@ -71,6 +73,14 @@ def main() -> None:
             log_config=None,
             proxy_headers=False,
         )
+        if settings.api_workers > 1:
+            # A listening socket per worker, so that connections spread (api/workers.py).
+            run_workers(config)
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                sys.exit(STARTUP_FAILURE)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -35,13 +35,17 @@ def checkout(rev: str) -> Iterator[Path]:
 
 
 def describe(root: Path) -> str:
-    """`<short hash> <subject>` of the tree at `root`."""
-    return subprocess.run(
-        ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()[:72]
+    """`<short hash> <subject>` of the tree at `root` (`<hash>+changes` when it has
+    uncommitted changes, which are what runs)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    dirty = "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    short, _, subject = git("log", "-1", "--format=%h %s").partition(" ")
+    return f"{short}{dirty} {subject}"[:72]
 
 
 def python_env(root: Path) -> dict[str, str]:

@@ -93,6 +93,16 @@ def _socket_owner(workers: list[int], api_port: int, client_port: int) -> int:
     raise AssertionError(f"no worker holds socket {inode}")
 
 
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on `port` (state 0A in /proc/net/tcp)."""
+    return sum(
+        1
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        for line in Path(table).read_text().splitlines()[1:]
+        if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "0A"
+    )
+
+
 def _children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(p) for p in text.split()]
@@ -253,3 +263,28 @@ def test_simulator_registers_robots_with_a_registry_key(
         f"{api_process.url}/api/robots", headers={"X-API-Key": api_process.admin}
     ).json()["items"]
     assert {"keysim-0000", "keysim-0001"} <= {r["id"] for r in robots}
+
+
+def test_connections_opened_at_once_spread_over_both_workers(api_process: Api) -> None:
+    """Each worker listens on its own SO_REUSEPORT socket (api/workers.py). With one shared
+    socket, 32 connections opened together all landed on the worker that woke first."""
+    workers = _children(api_process.pid)
+    deadline = time.monotonic() + 60  # the second worker may still be starting
+    while _listening_sockets(api_process.port) < 2:
+        assert time.monotonic() < deadline, "the two workers do not both listen"
+        time.sleep(0.1)
+    conns = [
+        http.client.HTTPConnection("127.0.0.1", api_process.port, timeout=10) for _ in range(32)
+    ]
+    for conn in conns:
+        conn.connect()  # all 32 queued for accepting before any request is sent
+    owners: dict[int, int] = {}
+    for conn in conns:
+        assert _get(conn, "/api/stats", api_process.admin) == 200
+        assert conn.sock is not None
+        owner = _socket_owner(workers, api_process.port, conn.sock.getsockname()[1])
+        owners[owner] = owners.get(owner, 0) + 1
+    for conn in conns:
+        conn.close()
+    # By a hash of the addresses: fewer than 4 of 32 on one side has odds of ~1e-5.
+    assert len(owners) == 2 and min(owners.values()) >= 4, owners
