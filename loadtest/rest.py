@@ -25,10 +25,12 @@ import asyncio
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,8 +44,8 @@ from api.keys import generate_key
 from db.connect import open_pool
 from harness.services import ROOT, free_port, wait_for_port
 from ingest.rebuild import rebuild_counters
-from loadtest import report
-from loadtest.baseline import python_env
+from loadtest import report, sustained
+from loadtest.baseline import checkout, describe, python_env
 from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
 
 ROBOTS = [str(i) for i in range(1, 11)]
@@ -201,6 +203,175 @@ async def drive_mix(
         c.close()
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return result, duration_s, cpu
+
+
+async def drive_rate(
+    *, port: int, key: str, connections: int, rate: float, duration_s: float, seed: int
+) -> tuple[sustained.Series, dict[str, int], float]:
+    """Open loop: the mix offered at `rate` requests/s for `duration_s`, whatever the answers'
+    pace. A request waits for a free connection when all are busy (that wait is part of its
+    lag: from its scheduled time to its answer, so a server that falls behind shows it).
+    Returns per-second series (offered by schedule, answered, each answer's lag), the
+    non-2xx answers by endpoint, and the client's CPU seconds."""
+    weights_and_makers = mix()
+    makers = [m for _, m in weights_and_makers]
+    weights = [w for w, _ in weights_and_makers]
+    clock = _Clock()
+    rng = random.Random(seed)
+    idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(await HttpConnection.open(port, key))
+    seconds = int(duration_s) + 1
+    series = sustained.Series(
+        offered=[0] * seconds, done=[0] * seconds, lag_p99_ms=[None] * seconds, lag_ms=[]
+    )
+    lags: list[list[float]] = [[] for _ in range(seconds)]
+    errors: dict[str, int] = {}
+    total = int(rate * duration_s)
+    start = time.monotonic()
+
+    def at(k: int) -> None:
+        while k >= len(series.done):
+            series.offered.append(0)
+            series.done.append(0)
+            series.lag_p99_ms.append(None)
+            lags.append([])
+
+    async def one(scheduled: float, request: Request) -> None:
+        label, line, body = request
+        conn = await idle.get()
+        try:
+            status, _ = await conn.request(line, body)
+        finally:
+            idle.put_nowait(conn)
+        now = time.monotonic()
+        k = int(now - start)
+        at(k)
+        series.done[k] += 1
+        lags[k].append((now - scheduled) * 1000)
+        if status >= 300:
+            errors[label] = errors.get(label, 0) + 1
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    async with asyncio.TaskGroup() as tasks:
+        for i in range(total):
+            scheduled = start + i / rate
+            if (delay := scheduled - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            series.offered[int(i / rate)] += 1
+            tasks.create_task(one(scheduled, rng.choices(makers, weights)[0](rng, clock)))
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    while not idle.empty():
+        idle.get_nowait().close()
+    series.lag_ms = lags
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return series, errors, cpu
+
+
+async def sustained_main(args: argparse.Namespace) -> None:
+    """`--rate`: each offered rate held for `--duration` s against this tree and `--baseline`
+    (interleaved, `--repeat` times), with a verdict per run (loadtest.sustained)."""
+    if args.duration < sustained.MIN_SECONDS:
+        print(
+            f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"
+        )
+    data: dict[str, Any] = {
+        "benchmark": "rest-sustained",
+        "machine": report.machine(),
+        "started_at": report.stamp(),
+        "args": vars(args),
+        "results": [],
+    }
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rs-bench-rest-{os.getpid()}"
+    workdir.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        trees = [("this", ROOT)]
+        if args.baseline:
+            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        data["trees"] = {label: describe(root) for label, root in trees}
+        for label, _root in trees:
+            print(f"{label}: {data['trees'][label]}", flush=True)
+        async with (
+            scratch_database(label="restsustain") as dsn,
+            scratch_counters(label="restsustain") as counters,
+        ):
+            for rate in args.rate:
+                runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+                plotted: dict[str, sustained.Series] = {}
+                for i in range(args.repeat):
+                    for label, root in trees:
+                        with ApiProcess(
+                            dsn=dsn,
+                            redis_prefix=counters.prefix,
+                            workers=args.workers,
+                            log_path=workdir / f"api-{label}.log",
+                            root=root,
+                        ) as api:
+                            await register(api.port, api.key)
+                            cpu0 = api.cpu_seconds()
+                            series, errors, client_cpu = await drive_rate(
+                                port=api.port,
+                                key=api.key,
+                                connections=args.connections,
+                                rate=rate,
+                                duration_s=args.duration,
+                                seed=i,
+                            )
+                            api_cpu = api.cpu_seconds() - cpu0
+                        v = sustained.verdict(series, offering_s=args.duration)
+                        answered = sum(series.done)
+                        run = {
+                            "verdict": v.as_dict(),
+                            "errors": errors,
+                            "api_cpu_ms_per_request": api_cpu * 1000 / max(answered, 1),
+                            "client_cpu_share": client_cpu / args.duration,
+                            "per_second": {"offered": series.offered, "done": series.done},
+                        }
+                        runs[label].append(run)
+                        plotted[f"{label} run {i + 1}"] = series
+                        print(
+                            f"  [{label}] {rate:,.0f} req/s: {v.line()}; errors {errors}; API CPU "
+                            f"{run['api_cpu_ms_per_request']:.3f} ms/request",
+                            flush=True,
+                        )
+                data["results"].append({"rate": rate, "runs": runs})
+                sustained.plot(
+                    report.RESULTS / f"rest-sustained-{data['started_at']}-{int(rate)}.png",
+                    title=f"REST mix offered at {rate:,.0f} req/s ({args.workers} workers)",
+                    runs=plotted,
+                    unit="requests",
+                )
+    rows = []
+    for res in data["results"]:
+        for label, rs in res["runs"].items():
+            rows.append(
+                {
+                    "offered req/s": res["rate"],
+                    "tree": f"{label} ({data['trees'][label].split(' ')[0]})",
+                    "answered/s (median)": statistics.median(
+                        r["verdict"]["done_per_s"] for r in rs
+                    ),
+                    "sustained? (runs)": ", ".join(
+                        "yes" if r["verdict"]["sustained"] else "no" for r in rs
+                    ),
+                    "lag p99 last third ms (runs)": ", ".join(
+                        f"{r['verdict']['lag_p99_last_ms']:.0f}" for r in rs
+                    ),
+                    "API CPU ms/request (runs)": ", ".join(
+                        f"{r['api_cpu_ms_per_request']:.3f}" for r in rs
+                    ),
+                    "errors (runs)": ", ".join(str(sum(r["errors"].values())) for r in rs),
+                }
+            )
+    markdown = (
+        f"## REST mix, sustained mode, {data['started_at']} ({args.duration:.0f} s per run, "
+        f"{args.workers} workers, {args.connections} connections; load average at start "
+        f"{data['machine']['load_average_at_start'][0]:.1f})\n\n"
+        + report.markdown_table(rows, list(rows[0]) if rows else [])
+    )
+    base = report.write(name="rest-sustained", data=data, markdown=markdown)
+    print(markdown)
+    print(f"results: {base}.json .md; plots rest-sustained-{data['started_at']}-*.png")
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -521,8 +692,19 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--sizes", type=int, nargs="*", default=[0, 1_000_000, 10_000_000])
     p.add_argument("--read-requests", type=int, default=200)
+    p.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        help="sustained mode: offer the mix at each RATE req/s (open loop) for --duration s "
+        "and say whether backlog and lag stayed bounded (loadtest.sustained)",
+    )
+    p.add_argument("--baseline", help="sustained mode: a git revision run beside this tree")
     args = p.parse_args()
     report.require_plotting()
+    if args.rate:
+        uvloop.run(sustained_main(args))
+        return
     uvloop.run(main_async(args))
 
 
