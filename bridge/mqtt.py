@@ -50,6 +50,24 @@ _PUBACK_HEADER = (PUBACK << 24) | (2 << 16)
 _PUBACKS_PER_WRITE = 4096
 
 
+class _Client(paho.Client):
+    """paho's client, without its per-message topic matching.
+
+    paho matches every message's topic against the filters of `message_callback_add`
+    (a trie walk, ~9 % of a bridge's samples with single-reading messages; BENCHMARKS.md,
+    "Single-reading messages: CPU per message"), even when, as here, there are none and
+    `on_message` takes everything. This hands the message straight to `on_message`, under
+    the same lock and with the same error behaviour (exceptions propagate). Overrides a
+    private method of the pinned paho version (constraints.txt); tests/bridge/ cover it.
+    """
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
+
+
 class MqttSubscriber:
     """Subscribes to readings (plain or shared) and statuses, feeding an Inbox; acks on
     request."""
@@ -71,7 +89,7 @@ class MqttSubscriber:
         self.last_error: OSError | None = None
         self._said_at = -1e9
         self._address_url = f"mqtt://{target.host}:{target.port}"
-        self._client = paho.Client(
+        self._client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv311,

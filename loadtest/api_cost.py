@@ -67,6 +67,23 @@ def batch_body(rng: random.Random, seqs: _Seqs, n: int = 100) -> bytes:
     )
 
 
+class GranianApi(ApiProcess):
+    """The same app under Granian (Rust HTTP server, its own workers), for comparison only:
+    our uvicorn protocol's header limits and connection cap do not apply under it."""
+
+    def command(self) -> list[str]:
+        workers = self.env["API_WORKERS"]
+        self.env["API_WORKERS"] = "1"  # Granian makes the workers; the app must not
+        self.env["GRANIAN_WORKERS"] = workers
+        self.env.setdefault("CURSOR_SECRET", "granian-comparison-" + self.key[-16:])
+        return [
+            str(Path(sys.executable).with_name("granian")),
+            *("--interface", "asgi", "--loop", "uvloop", "--no-access-log"),
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+            "loadtest.granian_app:app",
+        ]
+
+
 def shape_maker(shape: str) -> Callable[[random.Random], Request]:
     clock, seqs = _Clock(), _Seqs()
     if shape == "ingest3":
@@ -185,7 +202,8 @@ async def measure(
     profile_to: Path | None,
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    with ApiProcess(
+    server = GranianApi if args.server == "granian" else ApiProcess
+    with server(
         dsn=dsn,
         redis_prefix=prefix,
         workers=args.workers,
@@ -333,6 +351,12 @@ def main() -> None:
     p.add_argument("--baseline", help="a git revision to measure beside this tree, interleaved")
     p.add_argument("--profile", type=Path, help="py-spy the workers; stacks and summaries here")
     p.add_argument("--workdir", default="/tmp", help="where the API's logs go")
+    p.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="granian: the same app under Granian (a comparison; pip install granian)",
+    )
     args = p.parse_args()
     uvloop.run(main_async(args))
 

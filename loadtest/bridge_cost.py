@@ -6,7 +6,8 @@ The end-to-end figure is `loadtest.ingest`'s bridge CPU per message (the whole p
 paho's socket reads and packet parsing, our callback, decoding, batching, the write and the
 acks). This isolates the parts that are ours, on messages that paho parsed for real
 (`paho.MQTTMessage`, as its network thread hands them over): the callback that hands a message
-to the loop (`MqttSubscriber._on_message` into an `Inbox`), and the loop's side (`Inbox.take`
+to the loop (paho's dispatch `Client._handle_on_message` and `MqttSubscriber._on_message` into an
+`Inbox`), and the loop's side (`Inbox.take`
 and `BatchBuilder.add`: topic, decode, validation, batching), each in CPU µs per message
 (process time, median of `--rounds`), and the PUBACKs of a batch queued on a paho client.
 `--profile` writes a pyinstrument profile of the loop's side.

@@ -416,10 +416,13 @@ class ApiProcess:
     def __enter__(self) -> ApiProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=self.root, env=self.env, stdout=log, stderr=log
+            self.command(), cwd=self.root, env=self.env, stdout=log, stderr=log
         )
         wait_for_port(self.port, timeout=30)
         return self
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "api"]
 
     def cpu_seconds(self) -> float:
         """User + system CPU of `python -m api` and its workers so far (Linux /proc)."""
