@@ -18,12 +18,10 @@ async def _init(conn: asyncpg.Connection[Any]) -> None:
 async def _reset(conn: asyncpg.Connection[Any]) -> None:
     """Run on each release to the pool instead of asyncpg's default reset query
     (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`): that query is a round
-    trip on every acquire/release, i.e. on every API request and every commit, for session
-    state this code never leaves behind (no session-level SET, LISTEN, cursor or advisory lock
-    outside a transaction; migrations lock on their own connection). A transaction left open
-    is still rolled back. Its cost: BENCHMARKS.md, "HTTP: CPU per request"."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    trip on every release, i.e. on every API request and every commit, for session state this
+    code never leaves behind (no session-level SET, LISTEN, cursor or advisory lock outside a
+    transaction; migrations lock on their own connection). A transaction left open is rolled
+    back by asyncpg before this is called. Its cost: BENCHMARKS.md, "HTTP: CPU per request"."""
 
 
 @asynccontextmanager

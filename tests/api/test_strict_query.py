@@ -58,3 +58,13 @@ async def test_allowed_names_come_from_each_routes_own_parameters() -> None:
         assert ok.status_code == 200 and ok.json() == {"n": 6}
         bad = await c.get("/items", params={"page_size": 3})
         assert bad.status_code == 422 and bad.json()["parameter"] == "page_size"
+
+
+async def test_the_lean_ingest_route_still_refuses_unknown_query(
+    client: httpx.AsyncClient,
+) -> None:
+    """POST /api/sensors skips FastAPI's dependency solving (api/lean_route.py) and runs the
+    app-wide query check itself."""
+    response = await client.post("/api/sensors", params={"dry_run": "1"}, json={})
+    assert response.status_code == 422, response.text
+    assert response.json()["parameter"] == "dry_run"
