@@ -21,6 +21,7 @@ from api.resources import open_resources
 from api.responses import JSONBytes
 from api.routes import (
     compat,
+    dead_letters,
     health,
     keys,
     robots,
@@ -68,6 +69,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sensor_aggregates.router,
         stats.router,
         keys.router,
+        dead_letters.router,
         health.router,
     ):
         app.include_router(router)

@@ -148,6 +148,38 @@ class RobotDetail(RobotOut):
     latest: dict[str, LatestReading] | None = Field(
         description="Newest reading per sensor type; null when live_unavailable."
     )
+    sequence_gaps: dict[str, int] | None = Field(
+        description="Per sensor type that sent sequence numbers: how many numbers between its "
+        "lowest and highest stored `seq` never arrived (readings lost before the broker, or "
+        "still to come). Null when live_unavailable."
+    )
+
+
+class PayloadEncoding(StrEnum):
+    UTF8 = "utf-8"
+    BASE64 = "base64"
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    received_at: datetime
+    topic: str
+    robot_id: str | None = Field(description="The topic's robot (`robots/{id}/...`), if any.")
+    reason: str
+    detail: str
+    payload: str = Field(
+        description="What was refused, as sent: the text when it is valid UTF-8, else base64 "
+        "(`payload_encoding` says which). A JSON string, never markup: escape it before "
+        "putting it in a page."
+    )
+    payload_encoding: PayloadEncoding
+    payload_size: int = Field(description="Bytes that arrived; only the first ones are kept.")
+    payload_truncated: bool
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
 
 
 class SensorReadingOut(BaseModel):

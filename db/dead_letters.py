@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from db import Connection
+from db.executor import Reader
 from telemetry.payload import Rejection, storable_text
 
 _COLUMNS = ("received_at", "topic", "reason", "detail", "payload", "payload_size")
@@ -50,3 +55,57 @@ async def delete_dead_letters_before(
         deleted += n
         if n < chunk:
             return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters to list: all when every field is None. `robot_id` is the topic's
+    second segment (`robots/{id}/...`), so refusals of a malformed topic under a robot's
+    prefix count for that robot too. `since` inclusive, `until` exclusive."""
+
+    robot_id: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterKey:
+    """Where a page ended, in the listing's order (newest first)."""
+
+    received_at: datetime
+    id: int
+
+
+# Each condition spells its column exactly as the index of migration 0003 does, so every
+# filter is a range scan of an index that ends in (received_at, id), read backwards.
+_CONDITIONS = {
+    "robot_id": "split_part(topic, '/', 2) = ${}",
+    "reason": "reason = ${}",
+    "since": "received_at >= ${}",
+    "until": "received_at < ${}",
+}
+_LIST_COLUMNS = "id, received_at, topic, reason, detail, payload, payload_size"
+
+
+async def list_dead_letters(
+    db: Reader, where: DeadLetterFilter, *, after: DeadLetterKey | None, limit: int
+) -> list[asyncpg.Record]:
+    """Dead letters newest first (received_at, then id, descending), after `after`."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    for name, condition in _CONDITIONS.items():
+        value = getattr(where, name)
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(len(args)))
+    if after is not None:
+        args.extend((after.received_at, after.id))
+        conditions.append(f"(received_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (
+        f"SELECT {_LIST_COLUMNS} FROM dead_letters"
+        + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        + f" ORDER BY received_at DESC, id DESC LIMIT ${len(args)}"
+    )
+    return await db.fetch(sql, *args)

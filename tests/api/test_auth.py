@@ -37,6 +37,7 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("POST", "/api/keys"): Scope.ADMIN,
     ("GET", "/api/keys"): Scope.ADMIN,
     ("DELETE", "/api/keys/{key_id}"): Scope.ADMIN,
+    ("GET", "/api/dead-letters"): Scope.READ,
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
