@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +18,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
@@ -54,12 +57,42 @@ COMMIT_SECONDS = Histogram(
 )
 
 
-def render_metrics() -> tuple[bytes, str]:
+class _FleetGauges(Collector):
+    """Fleet-wide values read from Redis at scrape time. Gaps live in Redis, shared by every
+    bridge and worker: one process's own counter would see only its share, and a late reading
+    that fills a hole lowers the total, so this is a gauge of the current value. Labelled by
+    sensor type only (a handful of series whatever the fleet's size); per robot it is in
+    `GET /api/robots/{id}`. A scrape reads every robot's sequence hashes (one pipeline)."""
+
+    def __init__(self, sequence_gaps: dict[str, int]) -> None:
+        self.sequence_gaps = sequence_gaps
+
+    def collect(self) -> Iterator[Metric]:
+        gaps = GaugeMetricFamily(
+            "robosense_sequence_gaps",
+            "Sequence numbers missing between each robot's lowest and highest stored seq, "
+            "summed over the fleet",
+            labels=["sensor_type"],
+        )
+        for sensor_type, total in sorted(self.sequence_gaps.items()):
+            gaps.add_metric([sensor_type], total)
+        yield gaps
+
+
+def render_metrics(*, sequence_gaps: dict[str, int] | None = None) -> tuple[bytes, str]:
+    """The process's metrics (every worker's, with several), then the fleet's gauges (left
+    out when Redis could not be read)."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    if sequence_gaps is not None:
+        fleet = CollectorRegistry()
+        fleet.register(_FleetGauges(sequence_gaps))
+        body += generate_latest(fleet)
+    return body, CONTENT_TYPE_LATEST
 
 
 class MetricsMiddleware:

@@ -262,6 +262,14 @@ class SeqStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RobotDetail:
+    status: bytes | None  # the status document (JSON)
+    last_seen_ms: float | None
+    latest: dict[str, bytes]  # as in `latest`
+    sequence_gaps: dict[str, int]  # sensor types that sent sequence numbers only
+
+
+@dataclass(frozen=True, slots=True)
 class WindowCounts:
     """What the per-minute counters hold for a run of minutes, fetched in one round trip."""
 
@@ -544,20 +552,52 @@ class Counters:
             statuses, *seen = await pipe.execute()
         return list(statuses), _greatest(seen)
 
-    async def robot_detail(
-        self, robot_id: str
-    ) -> tuple[bytes | None, float | None, dict[str, bytes]]:
-        """A robot's status document, last-seen ms and latest readings (as in `latest`)."""
+    async def robot_detail(self, robot_id: str, sensor_types: Sequence[str]) -> RobotDetail:
+        """A robot's live fields in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self._status_key, robot_id)
             for key in self._last_seen_keys:
                 pipe.zscore(key, robot_id)
             for key in self._latest_keys(robot_id):
                 pipe.hgetall(key)
+            for sensor_type in sensor_types:
+                for key in self._seq_keys(robot_id, sensor_type):
+                    pipe.hmget(key, "n", "min", "max")
             status, *rest = await pipe.execute()
         n = self.shards
         [seen] = _greatest([[s] for s in rest[:n]])
-        return status, seen, _latest_readings(rest[n:])
+        latest = _latest_readings(rest[n : 2 * n])
+        seqs = rest[2 * n :]
+        gaps = {}
+        for i, sensor_type in enumerate(sensor_types):
+            stats = _merged_seq(seqs[i * n : (i + 1) * n])
+            if stats is not None:
+                gaps[sensor_type] = stats.gaps
+        return RobotDetail(status, seen, latest, gaps)
+
+    async def fleet_sequence_gaps(self, sensor_types: Sequence[str]) -> dict[str, int]:
+        """Gaps per sensor type summed over every robot that sent readings: its sequence
+        numbers are merged over shards first (one robot's readings may be counted in several),
+        so this reads every robot's `seq` hashes: O(robots x sensor types x shards) commands,
+        in one pipeline (a scrape's worth, not a request's)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._last_seen_keys:
+                pipe.zrange(key, 0, -1)
+            parts: list[list[bytes]] = await pipe.execute()
+        robot_ids = sorted({r.decode() for part in parts for r in part})
+        pairs = [(r, t) for r in robot_ids for t in sensor_types]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for robot_id, sensor_type in pairs:
+                for key in self._seq_keys(robot_id, sensor_type):
+                    pipe.hmget(key, "n", "min", "max")
+            seqs = await pipe.execute()
+        n = self.shards
+        totals: dict[str, int] = {}
+        for i, (_, sensor_type) in enumerate(pairs):
+            stats = _merged_seq(seqs[i * n : (i + 1) * n])
+            if stats is not None:
+                totals[sensor_type] = totals.get(sensor_type, 0) + stats.gaps
+        return totals
 
     async def latest(self, robot_ids: Sequence[str]) -> list[dict[str, bytes]]:
         """For each robot, its newest reading of each sensor type: type -> the reading's JSON."""
@@ -600,16 +640,8 @@ class Counters:
         """The sequence numbers inserted for a robot's sensor type (gaps: readings missing)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in self._seq_keys(robot_id, sensor_type):
-                pipe.hgetall(key)
-            parts = [p for p in cast(list[dict[bytes, bytes]], await pipe.execute()) if p]
-        if not parts:
-            return None
-        # Each reading is counted once, in the shard its batch went to: counts add up.
-        return SeqStats(
-            sum(int(p[b"n"]) for p in parts),
-            min(int(p[b"min"]) for p in parts),
-            max(int(p[b"max"]) for p in parts),
-        )
+                pipe.hmget(key, "n", "min", "max")
+            return _merged_seq(await pipe.execute())
 
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
         if self._read_by_script:
@@ -683,6 +715,20 @@ class Counters:
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )
+
+
+def _merged_seq(per_shard: Sequence[Sequence[bytes | None]]) -> SeqStats | None:
+    """One robot's sensor type's `seq` hash (n, min, max) from each shard, merged; None when
+    no shard has one. Each reading is counted once, in the shard its batch went to: counts add
+    up."""
+    parts = [
+        (int(n), int(lo), int(hi))
+        for n, lo, hi in per_shard
+        if n is not None and lo is not None and hi is not None
+    ]
+    if not parts:
+        return None
+    return SeqStats(sum(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts))
 
 
 def _hash(flat: list[bytes]) -> dict[bytes, bytes]:

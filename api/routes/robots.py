@@ -49,6 +49,7 @@ from mqtt_auth.identities import Identity, IdentityError, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
 from telemetry.errors import ConflictError
+from telemetry.sensors import SENSOR_SCHEMAS
 from telemetry.topics import ROBOT_ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ async def rotate_mqtt_credentials(robot_id: RobotIdPath, res: RegistryRes) -> Re
     return JSONBytes(await _new_mqtt_credentials(store, robot_id))
 
 
+_SENSOR_TYPES = tuple(SENSOR_SCHEMAS)
+
 # Robots read per round when filtering on the live connection state (Redis, not SQL).
 _CONNECTION_SCAN = 500
 
@@ -198,17 +201,19 @@ async def get_robots(
 
 @router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
 async def get_robot(robot_id: RobotIdPath, res: ReadRes) -> Response:
-    """A robot with its newest reading per sensor type (from Redis, no table scan)."""
+    """A robot with its newest reading and its sequence gaps per sensor type (from Redis, no
+    table scan)."""
     row = await find_robot(res.read_pool, robot_id)
     if row is None:
         raise NotFoundError("robot", robot_id)
     try:
-        status, seen, latest = await res.counters.robot_detail(robot_id)
+        live = await res.counters.robot_detail(robot_id, _SENSOR_TYPES)
     except COUNTERS_AWAY_ERRORS as exc:
         log.warning("redis unavailable, robot served without live fields: %s", exc)
-        return JSONBytes({**robot_doc(row, None), "latest": None})
-    doc = robot_doc(row, (status, seen))
-    doc["latest"] = latest_docs(latest)
+        return JSONBytes({**robot_doc(row, None), "latest": None, "sequence_gaps": None})
+    doc = robot_doc(row, (live.status, live.last_seen_ms))
+    doc["latest"] = latest_docs(live.latest)
+    doc["sequence_gaps"] = live.sequence_gaps
     return JSONBytes(doc)
 
 

@@ -234,3 +234,21 @@ async def test_list_filters_on_the_live_connection_and_walks_pages(
     assert other.status_code == 400
     bad = await client.get("/api/robots", params={"connection": "stale"})
     assert bad.status_code == 422
+
+
+async def test_sequence_gaps_in_the_robot_and_the_metrics(client: httpx.AsyncClient) -> None:
+    ts = now_ms()
+    readings = [{"ts": ts + i, "seq": i, "data": IMU} for i in range(10) if i not in (2, 3, 7)]
+    body = {"robot_id": "r1", "sensor_type": "imu", "readings": readings}
+    assert (await client.post("/api/sensors", json=body)).status_code in (200, 201)
+    no_seq = {"robot_id": "r2", "sensor_type": "imu", "ts": ts, "data": IMU}
+    assert (await client.post("/api/sensors", json=no_seq)).status_code in (200, 201)
+    assert (await client.get("/api/robots/r1")).json()["sequence_gaps"] == {"imu": 3}
+    # A robot that sends no sequence numbers has no gaps to show, rather than zero.
+    assert (await client.get("/api/robots/r2")).json()["sequence_gaps"] == {}
+    metrics = (await client.get("/metrics")).text
+    assert 'robosense_sequence_gaps{sensor_type="imu"} 3.0' in metrics
+    late = {"robot_id": "r1", "sensor_type": "imu", "ts": ts + 7, "seq": 7, "data": IMU}
+    assert (await client.post("/api/sensors", json=late)).status_code in (200, 201)
+    assert (await client.get("/api/robots/r1")).json()["sequence_gaps"] == {"imu": 2}
+    assert 'robosense_sequence_gaps{sensor_type="imu"} 2.0' in (await client.get("/metrics")).text

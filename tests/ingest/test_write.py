@@ -144,6 +144,25 @@ async def test_seq_gaps_and_latest(writer: IngestWriter, counters: Counters) -> 
     assert orjson.loads(latest["battery"])["seq"] == 109
 
 
+async def test_fleet_gaps_follow_every_robot_and_fall_when_a_hole_fills(
+    writer: IngestWriter, counters: Counters
+) -> None:
+    start = int(time.time() * 1000)
+    r1 = decode_batch("r1", 10, start_ms=start, seq0=0).readings
+    r2 = decode_batch("r2", 10, start_ms=start, seq0=50).readings
+    await writer.write([r for r in r1 if r.seq not in (3, 4, 5)])
+    await writer.write([r for r in r2 if r.seq != 55])
+    assert await counters.fleet_sequence_gaps(["battery", "imu"]) == {"battery": 4}
+    detail = await counters.robot_detail("r1", ["battery", "imu"])
+    assert detail.sequence_gaps == {"battery": 3}
+    # Late readings of r1 fill two of its three holes; a redelivery changes nothing.
+    late = [r for r in r1 if r.seq in (3, 4)]
+    await writer.write(late)
+    await writer.write(late)
+    assert await counters.fleet_sequence_gaps(["battery", "imu"]) == {"battery": 2}
+    assert (await counters.robot_detail("r1", ["battery"])).sequence_gaps == {"battery": 1}
+
+
 async def test_journal_makes_counters_exact_after_a_lost_redis_update(
     writer: IngestWriter, counters: Counters, clean_db: asyncpg.Pool[Any]
 ) -> None:
