@@ -22,6 +22,7 @@ from api.responses import JSONBytes
 from api.routes import (
     compat,
     dead_letters,
+    fleet_page,
     health,
     keys,
     robots,
@@ -71,8 +72,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         keys.router,
         dead_letters.router,
         health.router,
+        fleet_page.router,
     ):
         app.include_router(router)
+    app.mount(fleet_page.STATIC_PATH, fleet_page.static_files(), name="static")
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequireJsonMiddleware)

@@ -77,7 +77,7 @@ class DeadLetterKey:
     id: int
 
 
-# Each condition spells its column exactly as the index of migration 0003 does, so every
+# Each condition spells its column exactly as the index of migration 0004 does, so every
 # filter is a range scan of an index that ends in (received_at, id), read backwards.
 _CONDITIONS = {
     "robot_id": "split_part(topic, '/', 2) = ${}",

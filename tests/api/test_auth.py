@@ -46,6 +46,7 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/docs"): None,
     ("GET", "/docs/oauth2-redirect"): None,
     ("GET", "/redoc"): None,
+    ("GET", "/"): None,
 }
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +117,22 @@ def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> Non
         proc.wait(timeout=60)
 
 
+def _assert_fleet_page_link(log: str) -> None:
+    """The banner's fleet page link opens the page, and its key reads but can do no more."""
+    link = re.search(r"run: fleet page: (http://\S+)/#key=(\S+)", log)
+    assert link, log
+    base, key = link.groups()
+    with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+        assert b"/static/fleet.js" in page.read()
+    robots = urllib.request.Request(f"{base}/api/robots", headers={"X-API-Key": key})
+    with urllib.request.urlopen(robots, timeout=10) as response:
+        assert response.status == 200
+    keys = urllib.request.Request(f"{base}/api/keys", headers={"X-API-Key": key})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(keys, timeout=10)
+    assert refused.value.code == 403
+
+
 def test_ctrl_c_through_tee_stops_everything_and_keeps_the_summary(
     tmp_path: Path, database_url: str, redis_prefix: str
 ) -> None:
@@ -131,6 +148,7 @@ def test_ctrl_c_through_tee_stops_everything_and_keeps_the_summary(
             "robots online",
             lambda: _statuses(prefix) == {"sim-0000": "online", "sim-0001": "online"},
         )
+        _assert_fleet_page_link(log.read_text())
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: script and tee
         assert proc.wait(timeout=90) != 0
     finally:
