@@ -143,7 +143,11 @@ async def run(settings: BridgeSettings) -> None:
                     retention_days=settings.retention_days,
                 )
             if created or dropped:
-                log.info("partitions maintained", extra={"created": created, "dropped": dropped})
+                # `created` is a LogRecord attribute: as an `extra` key it made logging raise.
+                log.info(
+                    "partitions maintained",
+                    extra={"partitions_created": created, "partitions_dropped": dropped},
+                )
 
         await keep_partitions()
         await _wait_for_redis(settings, lambda: writer.keep_counters(replay_older_than_s=0))

@@ -82,6 +82,20 @@ async def test_stale_statuses_are_pruned_and_late_registrations_get_theirs(
     assert first["late"]["status"] == "online"
 
 
+async def test_the_bridge_starts_when_it_creates_partitions(
+    clean_db: asyncpg.Pool[Any], start_bridge: StartBridge
+) -> None:
+    """Partitions further ahead than the session's database has: the bridge creates them at
+    start and logs it (that log line once made the bridge exit: `created` is a LogRecord
+    attribute)."""
+    ahead = (datetime.now(UTC) + timedelta(days=9)).strftime("%Y%m%d")
+    bridge = start_bridge(partition_days_ahead="9")
+    assert bridge.running
+    assert '"partitions maintained"' in bridge.log_path.read_text()
+    tables = await clean_db.fetch("SELECT relname FROM pg_class WHERE relname LIKE $1", f"%{ahead}")
+    assert len(tables) == 1
+
+
 async def test_old_dead_letters_are_deleted(
     registered: asyncpg.Pool[Any], start_bridge: StartBridge
 ) -> None:
