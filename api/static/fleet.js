@@ -1,10 +1,12 @@
 // The fleet page: the live stream (/api/live, Server-Sent Events) drives a table of robots,
 // a robot's detail (charts of its decimated sensor values, its GPS track) and the alerts.
 //
-// Smooth with 1,000 robots: events only record what changed (a Set of dirty robots); one
-// requestAnimationFrame callback writes the DOM, touching only the cells whose text changed,
-// and rows are created once and updated in place. Text from the wire is always set with
-// textContent, never parsed as markup.
+// Smooth with 1,000 robots: events only record what changed; one requestAnimationFrame
+// callback writes the DOM. The table is virtual: it holds the rows on screen (and a few
+// more) whatever the fleet's size, recycled as it scrolls, each cell written only when its
+// text changed, so a frame costs the same for 20 robots or 1,000 and the browser never lays
+// out a thousand rows. Text from the wire is always set with textContent, never parsed as
+// markup.
 
 const KEY_STORE = "robosense.readKey";
 // History kept for the robot on show (points per field); the others keep their newest only.
@@ -61,16 +63,17 @@ async function apiGet(path, key) {
 
 // ---- State -------------------------------------------------------------------------------
 
-const robots = new Map(); // id -> {id, summary, row, cells, text}
-const sortedIds = []; // robots' ids in table order
-const dirty = new Set();
-let created = []; // robots whose rows exist but are not in the table yet
+const robots = new Map(); // id -> {id, summary}
+let sortedIds = []; // every robot's id, in table order
+let idsDirty = false; // robots were added
+let order = []; // the robots the filter lets through, in table order
+let orderDirty = true;
+let tableDirty = true;
 const activeAlerts = new Map(); // alert id -> Alert
 let clearedAlerts = []; // newest first
 let alertsDirty = true;
 let fleetSummary = null;
 let fleetDirty = true;
-let clockDirty = false;
 let missed = 0;
 let selected = null; // {id, history: Map("sensor.field" -> [[ts, value]...]), gps: [[ts, lat, lon]]}
 let detailDirty = false;
@@ -88,12 +91,15 @@ function schedule() {
 function onSummary(summary) {
   let robot = robots.get(summary.robot_id);
   if (robot === undefined) {
-    robot = newRobot(summary.robot_id);
+    robot = { id: summary.robot_id, summary };
     robots.set(summary.robot_id, robot);
-    created.push(robot);
+    idsDirty = true;
+    orderDirty = true;
+  } else if (filterState && robot.summary.state !== summary.state) {
+    orderDirty = true; // it may enter or leave the filtered list
   }
   robot.summary = summary;
-  dirty.add(robot);
+  tableDirty = true;
   if (selected && selected.id === summary.robot_id) {
     recordHistory(selected, summary.sensors);
     detailDirty = true;
@@ -129,13 +135,27 @@ function onDropped(info) {
   schedule();
 }
 
-// ---- The table ---------------------------------------------------------------------------
+// ---- The table (virtual: only the rows on screen exist) ---------------------------------------
 
 const COLUMNS = ["robot", "state", "battery", "seen", "rate", "gaps", "alerts"];
+// Rows drawn beyond each edge of the visible part, so a scroll shows no gap.
+const OVERSCAN = 10;
+const pool = []; // row slots: {row, cells, link, badge, fill, level, text, robot}
+let rowHeight = 0; // measured from the first row shown
+let topSpacer = null;
+let bottomSpacer = null;
 
-function newRobot(id) {
+function spacer() {
   const row = document.createElement("tr");
-  row.dataset.robotId = id;
+  row.className = "spacer";
+  const cell = document.createElement("td");
+  cell.colSpan = COLUMNS.length;
+  row.appendChild(cell);
+  return row;
+}
+
+function newSlot() {
+  const row = document.createElement("tr");
   const cells = {};
   for (const name of COLUMNS) {
     const cell = document.createElement("td");
@@ -144,8 +164,6 @@ function newRobot(id) {
     cells[name] = cell;
   }
   const link = document.createElement("a");
-  link.href = `#robot=${encodeURIComponent(id)}`;
-  link.textContent = id;
   cells.robot.appendChild(link);
   const badge = document.createElement("span");
   badge.className = "badge";
@@ -156,40 +174,13 @@ function newRobot(id) {
   bar.appendChild(fill);
   const level = document.createElement("span");
   cells.battery.append(bar, level);
-  row.addEventListener("click", (event) => {
-    if (event.target.tagName !== "A") location.hash = `robot=${encodeURIComponent(id)}`;
-  });
-  const robot = { id, summary: null, row, cells, badge, fill, level, text: {} };
-  rowRobot.set(row, robot);
-  onScreen.observe(row);
-  return robot;
+  return { row, cells, link, badge, fill, level, text: {}, robot: null };
 }
 
-// Only rows on screen are written: a robot scrolled out of view keeps its newest summary and
-// is drawn when it comes back. With 1,000 robots a few dozen rows are written per frame
-// instead of every row, and the browser lays out what changed on screen only.
-const rowRobot = new WeakMap();
-const visible = new Set();
-const onScreen = new IntersectionObserver(
-  (entries) => {
-    for (const entry of entries) {
-      const robot = rowRobot.get(entry.target);
-      if (entry.isIntersecting) {
-        visible.add(robot);
-        if (robot.summary) dirty.add(robot);
-      } else {
-        visible.delete(robot);
-      }
-    }
-    schedule();
-  },
-  { rootMargin: "200px 0px" },
-);
-
 // Writes a text only when it changed: most cells stay the same from one summary to the next.
-function setText(robot, name, element, text) {
-  if (robot.text[name] !== text) {
-    robot.text[name] = text;
+function setText(slot, name, element, text) {
+  if (slot.text[name] !== text) {
+    slot.text[name] = text;
     element.textContent = text;
   }
 }
@@ -213,95 +204,118 @@ function fmtBattery(percent) {
   return percent == null ? "–" : `${percent.toFixed(0)} %`;
 }
 
-function renderRow(robot, now) {
+function fillRow(slot, robot, now) {
   const s = robot.summary;
-  const row = robot.row;
-  // State and filter apply to every row (they decide what is shown); the rest waits until
-  // the row is on screen.
-  if (row.dataset.state !== s.state) {
+  const row = slot.row;
+  if (slot.robot !== robot) {
+    // The slot shows another robot now: every cell is written again.
+    slot.robot = robot;
+    slot.text = {};
+    row.dataset.robotId = robot.id;
+    slot.link.href = `#robot=${encodeURIComponent(robot.id)}`;
+    slot.link.textContent = robot.id;
+  }
+  row.classList.toggle("selected", selected !== null && selected.id === robot.id);
+  if (slot.text.stateAttr !== s.state) {
+    slot.text.stateAttr = s.state;
     row.dataset.state = s.state;
-    robot.badge.dataset.state = s.state;
+    slot.badge.dataset.state = s.state;
   }
-  applyFilter(robot);
-  if (!visible.has(robot)) return;
-  row.dataset.at = String(s.at);
-  setText(robot, "state", robot.badge, s.state);
+  if (slot.text.at !== s.at) {
+    slot.text.at = s.at;
+    row.dataset.at = String(s.at);
+  }
+  setText(slot, "state", slot.badge, s.state);
   const battery = fmtBattery(s.battery_percent);
-  if (robot.text.battery !== battery) {
-    robot.fill.style.width = `${Math.max(0, Math.min(100, s.battery_percent ?? 0))}%`;
-    robot.fill.className = s.battery_percent != null && s.battery_percent < 20 ? "low" : "";
+  if (slot.text.battery !== battery) {
+    slot.fill.style.width = `${Math.max(0, Math.min(100, s.battery_percent ?? 0))}%`;
+    slot.fill.className = s.battery_percent != null && s.battery_percent < 20 ? "low" : "";
   }
-  setText(robot, "battery", robot.level, battery);
-  setText(robot, "seen", robot.cells.seen, ago(s.last_seen, now));
-  setText(robot, "rate", robot.cells.rate, `${s.rate_hz.toFixed(1)}/s`);
+  setText(slot, "battery", slot.level, battery);
+  setText(slot, "seen", slot.cells.seen, ago(s.last_seen, now));
+  setText(slot, "rate", slot.cells.rate, `${s.rate_hz.toFixed(1)}/s`);
   const gaps = sumValues(s.gaps_total);
-  setText(robot, "gaps", robot.cells.gaps, gaps ? String(gaps) : "0");
-  robot.cells.gaps.classList.toggle("some", gaps > 0);
-  setText(robot, "alerts", robot.cells.alerts, s.active_alerts.join(", "));
-}
-
-// Robots first shown are put in id order: all at once (one sort, one fragment) when many
-// arrive together, as the whole fleet does on connect; by binary search when few.
-function placeCreated() {
-  if (created.length === 0) return;
-  const tbody = $("robots").tBodies[0];
-  if (created.length > 32) {
-    for (const robot of created) sortedIds.push(robot.id);
-    sortedIds.sort();
-    const fragment = document.createDocumentFragment();
-    for (const id of sortedIds) fragment.appendChild(robots.get(id).row);
-    tbody.appendChild(fragment);
-  } else {
-    for (const robot of created) {
-      let lo = 0;
-      let hi = sortedIds.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (sortedIds[mid] < robot.id) lo = mid + 1;
-        else hi = mid;
-      }
-      const before = lo < sortedIds.length ? robots.get(sortedIds[lo]).row : null;
-      sortedIds.splice(lo, 0, robot.id);
-      tbody.insertBefore(robot.row, before);
-    }
-  }
-  created = [];
-  $("no-robots").hidden = true;
-  if (selected) markSelected();
+  if (slot.text.gaps !== String(gaps)) slot.cells.gaps.classList.toggle("some", gaps > 0);
+  setText(slot, "gaps", slot.cells.gaps, String(gaps));
+  setText(slot, "alerts", slot.cells.alerts, s.active_alerts.join(", "));
 }
 
 let filterText = "";
 let filterState = "";
 
-function applyFilter(robot) {
+function matches(robot) {
   const s = robot.summary;
-  let shown = !filterText || robot.id.toLowerCase().includes(filterText);
-  if (shown && filterState) {
-    shown = filterState === "alerting" ? s.active_alerts.length > 0 : s.state === filterState;
-  }
-  if (robot.row.hidden === shown) robot.row.hidden = !shown;
+  if (filterText && !robot.id.toLowerCase().includes(filterText)) return false;
+  if (!filterState) return true;
+  return filterState === "alerting" ? s.active_alerts.length > 0 : s.state === filterState;
 }
 
 function refilter() {
   filterText = $("filter-text").value.trim().toLowerCase();
   filterState = $("filter-state").value;
-  for (const robot of robots.values()) if (robot.summary) applyFilter(robot);
+  orderDirty = true;
+  tableDirty = true;
   fleetDirty = true;
   schedule();
 }
 
+function renderTable(now) {
+  if (idsDirty) {
+    sortedIds = [...robots.keys()].sort();
+    idsDirty = false;
+  }
+  if (orderDirty) {
+    order = [];
+    for (const id of sortedIds) {
+      const robot = robots.get(id);
+      if (matches(robot)) order.push(robot);
+    }
+    orderDirty = false;
+    fleetDirty = true;
+  }
+  const wrap = $("table-wrap");
+  const tbody = $("robots").tBodies[0];
+  if (topSpacer === null) {
+    topSpacer = spacer();
+    bottomSpacer = spacer();
+    tbody.append(topSpacer, bottomSpacer);
+  }
+  const height = rowHeight || 30;
+  const top = Math.max(0, wrap.scrollTop - tbody.offsetTop);
+  const first = Math.min(order.length, Math.max(0, Math.floor(top / height) - OVERSCAN));
+  const last = Math.min(order.length, first + Math.ceil(wrap.clientHeight / height) + 2 * OVERSCAN);
+  const shown = last - first;
+  while (pool.length < shown) pool.push(newSlot());
+  // Slots in use sit between the spacers, in order; the others leave the table.
+  for (let k = 0; k < pool.length; k += 1) {
+    const slot = pool[k];
+    if (k < shown) {
+      if (slot.row.parentNode !== tbody) tbody.insertBefore(slot.row, bottomSpacer);
+      fillRow(slot, order[first + k], now);
+    } else if (slot.row.parentNode === tbody) {
+      slot.row.remove();
+      slot.robot = null;
+    }
+  }
+  topSpacer.style.height = `${first * height}px`;
+  bottomSpacer.style.height = `${(order.length - last) * height}px`;
+  if (!rowHeight && shown > 0) {
+    rowHeight = pool[0].row.getBoundingClientRect().height;
+    if (rowHeight > 0 && rowHeight !== height) tableDirty = true; // draw again, measured
+  }
+  $("no-robots").hidden = robots.size > 0;
+}
+
 function renderFleet() {
   const counts = { online: 0, stale: 0, offline: 0, unknown: 0 };
-  let shown = 0;
   for (const robot of robots.values()) {
     counts[robot.summary.state] = (counts[robot.summary.state] || 0) + 1;
-    if (!robot.row.hidden) shown += 1;
   }
   for (const [state, n] of Object.entries(counts)) $(`count-${state}`).textContent = String(n);
   const rate = fleetSummary ? fleetSummary.rate_hz : sumRates();
   $("fleet-rate").textContent = rate.toFixed(0);
   $("count-alerts").textContent = String(activeAlerts.size);
-  $("shown-count").textContent = `${shown} of ${robots.size} robots`;
+  $("shown-count").textContent = `${order.length} of ${robots.size} robots`;
   const dropped = $("dropped");
   dropped.hidden = missed === 0;
   dropped.textContent = `${missed} updates skipped while this page was behind`;
@@ -447,21 +461,14 @@ async function seedHistory(view, key) {
   schedule();
 }
 
-function markSelected() {
-  for (const row of $("robots").tBodies[0].querySelectorAll("tr.selected")) {
-    row.classList.remove("selected");
-  }
-  const robot = selected && robots.get(selected.id);
-  if (robot) robot.row.classList.add("selected");
-}
-
 function select(id, key) {
   if (selected && selected.id === id) return;
   selected = id ? { id, history: new Map(), gps: [] } : null;
   $("detail").hidden = !selected;
   $("charts").replaceChildren();
   charts.clear();
-  markSelected();
+  tableDirty = true;
+  schedule();
   if (!selected) return;
   const robot = robots.get(id);
   if (robot && robot.summary) recordHistory(selected, robot.summary.sensors);
@@ -647,15 +654,11 @@ function renderDetail(now) {
 function render() {
   frameAsked = false;
   const now = Date.now();
-  placeCreated();
-  if (clockDirty) {
-    // "Last seen 3 s ago" moves on without events: the rows on screen, changed texts only.
-    for (const robot of visible) if (robot.summary) dirty.add(robot);
-    clockDirty = false;
+  if (tableDirty) {
+    tableDirty = false;
+    renderTable(now);
+    if (tableDirty) schedule();
   }
-  for (const robot of dirty) renderRow(robot, now);
-  if (dirty.size) fleetDirty = true;
-  dirty.clear();
   if (fleetDirty) {
     renderFleet();
     fleetDirty = false;
@@ -783,11 +786,27 @@ function main() {
     route();
   });
   window.addEventListener("resize", () => {
+    tableDirty = true;
     detailDirty = true;
     schedule();
   });
+  $("table-wrap").addEventListener(
+    "scroll",
+    () => {
+      tableDirty = true;
+      schedule();
+    },
+    { passive: true },
+  );
+  $("robots").tBodies[0].addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-robot-id]");
+    if (row && event.target.tagName !== "A") {
+      location.hash = `robot=${encodeURIComponent(row.dataset.robotId)}`;
+    }
+  });
+  // "Last seen 3 s ago" moves on without events.
   setInterval(() => {
-    clockDirty = true;
+    tableDirty = true;
     detailDirty = true;
     schedule();
   }, 1000);
