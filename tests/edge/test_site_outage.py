@@ -258,7 +258,12 @@ async def test_a_clean_restart_of_the_site_broker_during_the_outage_loses_nothin
     cut_at = await cut(wan, watch)
     await acked_during_outage(fleet, cut_at, 2000)
     stored_before = await unchanged_for(registered, 1.0)
-    site.stop()  # SIGTERM: Mosquitto saves its queue
+    stopping_at = time.time()
+    assert site.proc is not None
+    site.proc.terminate()  # SIGTERM: Mosquitto saves its queue and exits 0
+    assert site.proc.wait(timeout=30) == 0
+    site.proc = None
+    assert (site.data_dir / "mosquitto.db").stat().st_mtime >= stopping_at - 1
     site.start()
     await acked_during_outage(fleet, time.time(), 1000)
     await restore(wan, watch)
