@@ -387,12 +387,15 @@ async def test_a_full_site_queue_drops_the_newest_readings_and_says_so(
     await eventually(settled, 0, timeout=120)
     stored = {i for _, i in await stored_indexes(registered, start_ms)}
     missing = sorted(set(fleet[0].acked_at) - stored)
-    # The robot was acknowledged for all; what the full queue refused is one run of the
-    # newest readings of the outage: older ones were kept, later ones (after the link came
-    # back) stored.
+    # The robot was acknowledged for all; what the full queue refused is the newest readings
+    # of the outage: older ones were kept, later ones (after the link came back) stored. While
+    # the bridge tries to reconnect, Mosquitto counts its in-flight window out of the limit,
+    # so a few readings of that stretch may still be admitted (docs/edge.md).
     assert len(missing) >= QUEUE_LIMIT
-    assert missing == list(range(missing[0], missing[-1] + 1))
+    stretch = range(missing[0], missing[-1] + 1)
+    assert len(missing) >= 0.9 * len(stretch)
     assert max(stored) > missing[-1]
+    assert all(i in stored for i in range(missing[0]))
     assert len(stored) + len(missing) == 3000
     # The operator is told: the site's dropped counter reaches the cloud ($SYS, forwarded).
     dropped = site_dropped_topic(SITE)
