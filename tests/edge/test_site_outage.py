@@ -69,6 +69,17 @@ async def unchanged_for(pool: asyncpg.Pool[Any], seconds: float) -> int:
     return after
 
 
+async def settled(pool: asyncpg.Pool[Any], *, quiet_s: float = 2.0) -> None:
+    """Waits until the count has not changed for `quiet_s`; raises if it keeps changing."""
+
+    async def still() -> bool:
+        before = await row_count(pool)
+        await asyncio.sleep(quiet_s)
+        return await row_count(pool) == before
+
+    await eventually(still, True, timeout=30)
+
+
 # --- 100 robots of the edge simulator, a 60 s outage ------------------------------------------
 
 SIM_ROBOTS = 100
@@ -123,6 +134,8 @@ async def test_a_60_s_uplink_outage_of_100_robots_stores_every_reading_once_in_o
         # The link works: readings of the site reach PostgreSQL.
         await eventually(lambda: _positive(clean_db), True, timeout=60)
         cut_at = await cut(wan, watch)
+        # What the cloud had received before the cut is still being committed for a moment.
+        await settled(clean_db)
         stored_at_cut = await unchanged_for(clean_db, OUTAGE_S - (time.time() - cut_at))
         restored_at = await restore(wan, watch)
         code = await asyncio.wait_for(sim.wait(), duration + 120)
