@@ -35,7 +35,9 @@ def build_parser(defaults: MqttAuthSettings) -> argparse.ArgumentParser:
     add.add_argument("role", choices=[str(r) for r in Role])
     add.add_argument("username", help="for a robot: its robot id")
     add.add_argument(
-        "--robots", default="", help=f"a gateway's robots, comma-separated ({ALL_ROBOTS!r}: all)"
+        "--robots",
+        default="",
+        help=f"a gateway's or site's robots, comma-separated ({ALL_ROBOTS!r}: all)",
     )
     how = add.add_mutually_exclusive_group()
     how.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
@@ -79,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 identity = Identity.robot(args.username, hashed)
             elif role is Role.GATEWAY:
                 identity = Identity.gateway(args.username, hashed, robots)
+            elif role is Role.SITE:
+                identity = Identity.site(args.username, hashed, robots)
             else:
                 identity = Identity(args.username, role, hashed)
         except IdentityError as exc:
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     elif args.command == "list":
         for i in store.identities():
-            assigned = f" {','.join(i.robots)}" if i.role is Role.GATEWAY else ""
+            assigned = f" {','.join(i.robots)}" if i.role in (Role.GATEWAY, Role.SITE) else ""
             auth = "password" if i.password_hash else "certificate"
             print(f"{i.username} {i.role} {auth}{assigned}")
     elif args.command == "render":

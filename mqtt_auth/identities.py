@@ -7,6 +7,9 @@ reloads in ~0.1 s. A pattern applies to every user, so every other identity's bl
 denying its own `robots/<name>/#` (a user's denials are checked before any pattern); robot
 ids and other usernames share one namespace, so no robot is shut out by that. Nobody reads
 `$SYS`; the only read a robot has is the bridges' presence markers (`robosense/bridges/+`).
+
+A site (docs/edge.md) is a site broker's bridge connection to the cloud broker: a gateway for
+the site's robots that also keeps the site's status topic (its Last Will).
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from enum import StrEnum
 from telemetry.topics import (
     BRIDGE_PRESENCE_FILTER,
     READINGS_FILTER,
+    SITE_STATUS_FILTER,
+    SITES_FILTER,
     STATUS_FILTER,
     bridge_presence_topic,
     is_valid_robot_id,
+    is_valid_site_id,
+    site_topics,
 )
 
 # Usernames end up in the password file (`user:hash`), in ACL lines and, with
@@ -36,6 +43,7 @@ ALL_ROBOTS = "+"
 class Role(StrEnum):
     ROBOT = "robot"  # publishes its own readings and status
     GATEWAY = "gateway"  # one connection publishing for the robots assigned to it
+    SITE = "site"  # a site broker's bridge: a gateway for its robots, plus the site's status
     BRIDGE = "bridge"  # reads readings (shared or not) and statuses
     OPERATOR = "operator"  # reads robot and fleet topics, never publishes
 
@@ -65,7 +73,9 @@ class Identity:
             self.robots != (self.username,) or not is_valid_robot_id(self.username)
         ):
             raise IdentityError(f"a robot identity is its robot id: {self.username!r}")
-        if self.role is Role.GATEWAY:
+        if self.role is Role.SITE and not is_valid_site_id(self.username):
+            raise IdentityError(f"a site id is 1-64 of [A-Za-z0-9_-], not {self.username!r}")
+        if self.role in (Role.GATEWAY, Role.SITE):
             if not self.robots:
                 raise IdentityError(f"gateway {self.username!r} has no robots assigned")
             for robot in self.robots:
@@ -82,6 +92,10 @@ class Identity:
     def gateway(cls, username: str, password_hash: str | None, robots: Iterable[str]) -> Identity:
         return cls(username, Role.GATEWAY, password_hash, tuple(dict.fromkeys(robots)))
 
+    @classmethod
+    def site(cls, site_id: str, password_hash: str | None, robots: Iterable[str]) -> Identity:
+        return cls(site_id, Role.SITE, password_hash, tuple(dict.fromkeys(robots)))
+
     def acl_lines(self) -> list[str]:
         """This identity's block of the ACL file (none for a robot: ROBOT_PATTERN covers it)."""
         if self.role is Role.ROBOT:
@@ -91,18 +105,25 @@ class Identity:
             # The robots' pattern would let it publish under its own name; a gateway named
             # after one of its robots (the simulator's, with malformed messages) keeps that.
             lines.append(f"topic deny robots/{self.username}/#")
-        if self.role is Role.GATEWAY:
+        if self.role in (Role.GATEWAY, Role.SITE):
             # The broker checks reads when it delivers, not when a client subscribes
-            # (docs/security.md): no read line means nothing is ever delivered to a gateway.
+            # (docs/security.md): no read line means nothing is ever delivered to a gateway
+            # (a site reads the bridges' presence markers through PRESENCE_PATTERN).
             lines += [f"topic write robots/{robot}/#" for robot in self.robots]
+            if self.role is Role.SITE:
+                # Its bridge's notifications ("1" on connect, "0" as its Last Will: Mosquitto
+                # refuses a CONNECT whose Will the ACL does not allow) and its broker's
+                # counters, all under sites/<site>/.
+                lines.append(f"topic write {site_topics(self.username)}")
         elif self.role is Role.BRIDGE:
             # A delivery is checked against the message's topic, so these cover the shared
             # subscription ($share/<group>/robots/+/sensors/+) and a plain one alike.
             lines += [f"topic read {READINGS_FILTER}", f"topic read {STATUS_FILTER}"]
+            lines.append(f"topic read {SITE_STATUS_FILTER}")
             # Its presence marker, under its username (the broker's client id for it).
             lines.append(f"topic write {bridge_presence_topic(self.username)}")
         else:
-            lines += ["topic read robots/#", "topic read fleet/#"]
+            lines += ["topic read robots/#", "topic read fleet/#", f"topic read {SITES_FILTER}"]
         return lines
 
     def to_json(self) -> dict[str, object]:

@@ -18,6 +18,15 @@ STATUS_FILTER = "robots/+/status"
 BRIDGE_PRESENCE_FILTER = "robosense/bridges/+"
 BRIDGE_ONLINE = b"online"
 BRIDGE_OFFLINE = b"offline"
+# A site broker's bridge to the cloud broker (edge/mosquitto.conf, docs/edge.md) keeps a
+# retained status here: Mosquitto's bridge notifications publish "1" when the connection is
+# up and leave "0" as the connection's Last Will, so the cloud sees a site go unreachable.
+SITE_STATUS_FILTER = "sites/+/status"
+# Everything of the sites: their status and their brokers' forwarded $SYS counters
+# (sites/<site>/broker/publish/messages/dropped, sites/<site>/broker/store/messages/count).
+SITES_FILTER = "sites/#"
+SITE_REACHABLE = b"1"
+SITE_UNREACHABLE = b"0"
 
 # Our broker (mosquitto.conf) listens here, not on MQTT's usual 1883: a machine's own broker
 # there keeps its distribution's defaults, which drop messages at our rates.
@@ -44,6 +53,33 @@ def status_topic(robot_id: str) -> str:
 
 def bridge_presence_topic(client_id: str) -> str:
     return f"robosense/bridges/{client_id}"
+
+
+def site_status_topic(site_id: str) -> str:
+    return f"sites/{site_id}/status"
+
+
+def site_topics(site_id: str) -> str:
+    """What a site's bridge may publish at the cloud broker besides its robots' topics."""
+    return f"sites/{site_id}/#"
+
+
+def site_dropped_topic(site_id: str) -> str:
+    """The site broker's count of messages it dropped (its queue was full), forwarded."""
+    return f"sites/{site_id}/broker/publish/messages/dropped"
+
+
+def parse_site_status_topic(topic: str) -> str | None:
+    """The site id of a site status topic, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "sites" and parts[2] == "status":
+        return parts[1] if is_valid_site_id(parts[1]) else None
+    return None
+
+
+def is_valid_site_id(site_id: str) -> bool:
+    # One topic level and one MQTT username (the site's identity at the cloud broker).
+    return _ROBOT_ID.fullmatch(site_id) is not None
 
 
 def readings_filter(share_group: str) -> str:

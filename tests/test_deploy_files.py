@@ -167,3 +167,16 @@ def test_migrate_waits_for_a_database_that_comes_up_late(database_url: str) -> N
         late.close()
     assert proc.returncode == 0, stderr
     assert "waiting for PostgreSQL" in stderr and '"database migrated"' in stderr
+
+
+def test_the_edge_profile_runs_a_site_broker_bridged_to_ours() -> None:
+    services = _compose()["services"]
+    for name in ("edge-config", "site-broker", "site-simulator"):
+        assert services[name]["profiles"] == ["edge"]
+    listener = re.search(r"^listener (\d+)$", (ROOT / "edge" / "mosquitto.conf").read_text(), re.M)
+    assert listener is not None
+    port = listener.group(1)
+    assert f"mqtt://site-broker:{port}" in services["site-simulator"]["command"]
+    assert services["site-broker"]["ports"] == [f"127.0.0.1:1885:{port}"]
+    config = "\n".join(services["edge-config"]["command"])
+    assert "--cloud mosquitto:1884" in config and "add site site-1" in config

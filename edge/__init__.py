@@ -1,0 +1,1 @@
+"""A site broker at the edge, bridged to the cloud broker (docs/edge.md)."""
