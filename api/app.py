@@ -23,6 +23,7 @@ from api.routes import (
     compat,
     health,
     keys,
+    live,
     robots,
     sensor_aggregates,
     sensor_ingest,
@@ -68,6 +69,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sensor_aggregates.router,
         stats.router,
         keys.router,
+        live.router,
         health.router,
     ):
         app.include_router(router)
