@@ -91,7 +91,7 @@ async def _bootstrap_admin_key(pool: asyncpg.Pool[Any], token: str) -> None:
 async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
     secret = settings.cursor_secret
     if not secret:
-        log.warning("CURSOR_SECRET unset: cursors are valid for this process only")
+        log.warning("CURSOR_SECRET unset: cursors and live tokens are valid for this process only")
         secret = secrets.token_hex(32)
     async with (
         open_pool(

@@ -28,8 +28,8 @@ class ApiSettings(MqttAuthSettings):
     # read the primary (DATABASE_URL). Writes, key checks and read-your-writes stay on it.
     database_read_url: str | None = None
 
-    # Signs keyset cursors. Empty: `python -m api` makes one per run and hands it to its
-    # workers, so cursors stay valid across workers but not across restarts.
+    # Signs keyset cursors and live-stream tokens. Empty: `python -m api` makes one per run
+    # and hands it to its workers, so both stay valid across workers but not restarts.
     cursor_secret: str = ""
 
     # API keys (docs/security.md). A whole key (`python -m api keys generate` prints a fresh
