@@ -25,6 +25,7 @@ from api.routes import (
     fleet_page,
     health,
     keys,
+    live,
     robots,
     sensor_aggregates,
     sensor_ingest,
@@ -71,6 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         stats.router,
         keys.router,
         dead_letters.router,
+        live.router,
         health.router,
         fleet_page.router,
     ):

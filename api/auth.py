@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 
 from api.http_errors import NotAuthenticatedError
-from api.keys import Scope
+from api.keys import Principal, Scope
 from api.resources import Resources
 
 _KEY_FORMAT = "`rsk_<id>_<secret>`, from `python -m api keys create` or `POST /api/keys`"
@@ -69,6 +69,14 @@ class KeyGuard(APIKeyHeader):
         return resources
 
 
+class PrincipalGuard(KeyGuard):
+    """The same check, for a route that needs to know which key called it."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        resources: Resources = request.app.state.resources
+        return await resources.keys.verify(presented_key(request.headers), self.scope)
+
+
 @cache
 def require_scope(scope: Scope | str) -> Any:
     """The guard of `scope` as a dependency, for `dependencies=[...]` or `Annotated`. One
@@ -80,6 +88,7 @@ ReadRes = Annotated[Resources, require_scope(Scope.READ)]
 IngestRes = Annotated[Resources, require_scope(Scope.INGEST)]
 RegistryRes = Annotated[Resources, require_scope(Scope.REGISTRY)]
 AdminRes = Annotated[Resources, require_scope(Scope.ADMIN)]
+ReadPrincipal = Annotated[Principal, Security(PrincipalGuard(Scope.READ))]
 
 
 def document_bearer(schema: dict[str, Any]) -> None:

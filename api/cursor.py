@@ -1,6 +1,6 @@
 """Opaque, signed keyset cursors.
 
-A cursor is base64url(JSON [scope, *position]) + "." + base64url(HMAC-SHA256[:16]). The scope is
+A cursor is JSON [scope, *position], signed (api/signing.py). The scope is
 a digest of the query the cursor continues (endpoint, filters, order), so a cursor replayed
 with other filters is refused rather than silently starting in the wrong place, and an edited
 cursor fails the signature.
@@ -8,26 +8,16 @@ cursor fails the signature.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from api.http_errors import InvalidCursorError
+from api.signing import BadSignatureError, Signer
 
 MAX_CURSOR_CHARS = 512
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def query_scope(*parts: object) -> str:
@@ -37,28 +27,17 @@ def query_scope(*parts: object) -> str:
 
 class CursorCodec:
     def __init__(self, secret: bytes) -> None:
-        self._secret = secret
-
-    def _sign(self, body: bytes) -> bytes:
-        return hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        self._signer = Signer(secret, "cursor")
 
     def encode(self, scope: str, position: Sequence[Any]) -> str:
-        body = orjson.dumps([scope, *position])
-        return f"{_b64encode(body)}.{_b64encode(self._sign(body))}"
+        return self._signer.sign(orjson.dumps([scope, *position]))
 
     def decode(self, cursor: str, scope: str) -> list[Any]:
         """The position the cursor holds; InvalidCursorError unless it is intact and ours."""
-        if len(cursor) > MAX_CURSOR_CHARS:
-            raise InvalidCursorError("too long")
-        body_text, dot, sig_text = cursor.partition(".")
-        if not dot:
-            raise InvalidCursorError("malformed")
         try:
-            body, sig = _b64decode(body_text), _b64decode(sig_text)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidCursorError("not base64url") from exc
-        if not hmac.compare_digest(sig, self._sign(body)):
-            raise InvalidCursorError("signature mismatch (edited, or from another deployment)")
+            body = self._signer.verify(cursor, max_chars=MAX_CURSOR_CHARS)
+        except BadSignatureError as exc:
+            raise InvalidCursorError(str(exc)) from exc
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -18,6 +18,8 @@ from api.http_errors import (
     ForbiddenError,
     InvalidCursorError,
     InvalidQueryError,
+    LiveStreamFullError,
+    LiveTokenError,
     NotAuthenticatedError,
     NotConfiguredError,
     NotFoundError,
@@ -99,6 +101,17 @@ def robosense_error_response(exc: RoboSenseError) -> JSONBytes:
                 status_code=401,
                 headers=_CHALLENGE,
             )
+        case LiveTokenError():
+            return JSONBytes(
+                {
+                    "error": "unauthorized",
+                    "detail": f"{exc}: get a new one from POST /api/live/token",
+                },
+                status_code=401,
+                headers=_CHALLENGE,
+            )
+        case LiveStreamFullError():
+            return overloaded_response(exc.retry_after_s, str(exc))
         case ForbiddenError():
             return error_body(403, "forbidden", str(exc), required_scope=exc.scope)
         case StorageUnavailableError():

@@ -78,3 +78,21 @@ class ForbiddenError(RoboSenseError):
     def __init__(self, scope: str) -> None:
         super().__init__(f"this API key lacks the {scope!r} scope")
         self.scope = scope
+
+
+class LiveTokenError(RoboSenseError):
+    """401 on the live stream: its token is missing, malformed, not ours, expired, or its
+    key was revoked or lost the read scope."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"live token {reason}")
+        self.reason = reason
+
+
+class LiveStreamFullError(RoboSenseError):
+    """503: this worker already serves its `LIVE_MAX_CLIENTS` streams."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"this server already serves {limit} live streams; retry later")
+        self.limit = limit
+        self.retry_after_s = retry_after_s

@@ -121,15 +121,28 @@ class KeyStore:
         parsed = parse_key(token)
         if parsed is None:
             raise NotAuthenticatedError("malformed")
-        now = time.monotonic()
-        entry = self._cache.get(parsed.key_id)
-        if entry is None or entry.expires <= now:
-            entry = await self._load(parsed.key_id, now)
+        entry = await self._entry(parsed.key_id)
         if not hmac.compare_digest(entry.secret_hash, hash_secret(parsed.key_id, parsed.secret)):
             raise NotAuthenticatedError("invalid")
         if not entry.principal.allows(scope):
             raise ForbiddenError(scope.value)
         return entry.principal
+
+    async def still_allows(self, key_id: str, scope: Scope) -> bool:
+        """Whether a key verified earlier (its id carried in a signed live-stream token) is
+        still unrevoked and allows `scope`."""
+        try:
+            entry = await self._entry(key_id)
+        except NotAuthenticatedError:
+            return False
+        return entry.principal.allows(scope)
+
+    async def _entry(self, key_id: str) -> _Entry:
+        now = time.monotonic()
+        entry = self._cache.get(key_id)
+        if entry is None or entry.expires <= now:
+            entry = await self._load(key_id, now)
+        return entry
 
     async def _load(self, key_id: str, now: float) -> _Entry:
         # No single-flight: when an entry expires under load, the few requests that miss at

@@ -16,6 +16,9 @@ from api.errors import overloaded_response
 SHED = Counter("robosense_api_shed_total", "Requests answered 503 because the worker was full")
 
 _NEVER_SHED = frozenset(("/healthz", "/readyz", "/health_check", "/metrics"))
+# A live stream stays open for minutes at no cost while idle; it has its own cap per worker
+# (LIVE_MAX_CLIENTS), and counting it here would let a few hundred browsers shed everything.
+_OWN_LIMIT = frozenset(("/api/live",))
 
 
 class LoadShedMiddleware:
@@ -26,7 +29,7 @@ class LoadShedMiddleware:
         self._shed = overloaded_response(retry_after_s, "the server is at capacity; retry later")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _NEVER_SHED:
+        if scope["type"] != "http" or scope["path"] in _NEVER_SHED or scope["path"] in _OWN_LIMIT:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

@@ -14,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -54,6 +55,18 @@ COMMIT_SECONDS = Histogram(
     "robosense_api_commit_seconds",
     "Time of one group commit (PostgreSQL and Redis)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+LIVE_CONNECTS = Counter(
+    "robosense_api_live_connects_total", "Live subscriptions made to the broker (fleet/#)"
+)
+LIVE_DISCONNECTS = Counter(
+    "robosense_api_live_disconnects_total", "Live subscriptions lost or refused, then retried"
+)
+LIVE_STREAMS = Gauge(
+    "robosense_api_live_streams", "Open live-stream clients", multiprocess_mode="livesum"
+)
+LIVE_DROPPED = Counter(
+    "robosense_api_live_dropped_total", "Summaries a live-stream client missed (superseded)"
 )
 
 

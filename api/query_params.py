@@ -44,15 +44,15 @@ def parse_duration(text: str, parameter: str, *, least: int, most: int) -> int:
     return seconds
 
 
-def parse_robot_ids(values: list[str]) -> tuple[str, ...]:
+def parse_robot_ids(values: list[str], *, most: int = MAX_ROBOTS_PER_QUERY) -> tuple[str, ...]:
     ids = {part for value in values for part in value.split(",") if part}
     for robot_id in ids:
         if not is_valid_robot_id(robot_id):
             raise InvalidQueryError(
                 "robot_id", f"not a robot id (1-64 of [A-Za-z0-9_-]): {robot_id!r}"
             )
-    if len(ids) > MAX_ROBOTS_PER_QUERY:
-        raise InvalidQueryError("robot_id", f"at most {MAX_ROBOTS_PER_QUERY} robots per query")
+    if len(ids) > most:
+        raise InvalidQueryError("robot_id", f"at most {most} robots per query")
     return tuple(sorted(ids))
 
 

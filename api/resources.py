@@ -16,6 +16,9 @@ from fastapi import Depends, Request
 from api.cursor import CursorCodec
 from api.group_commit import GroupCommitter
 from api.keys import KeyStore, Scope, key_hash
+from api.live_hub import LiveHub
+from api.live_mqtt import open_live
+from api.live_token import LiveTokens
 from api.settings import ApiSettings
 from db.api_keys import find_api_key, insert_api_key
 from db.connect import open_pool
@@ -51,6 +54,9 @@ class Resources:
     # None when MQTT_AUTH_DIR is unset: robots are registered without MQTT identities.
     mqtt_identities: IdentityStore | None
     keys: KeyStore
+    live_tokens: LiveTokens
+    # None when the API has no MQTT identity for the live stream (api/live_mqtt.py).
+    live: LiveHub | None
 
 
 async def _replay_journal(writer: IngestWriter) -> None:
@@ -85,7 +91,7 @@ async def _bootstrap_admin_key(pool: asyncpg.Pool[Any], token: str) -> None:
 async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
     secret = settings.cursor_secret
     if not secret:
-        log.warning("CURSOR_SECRET unset: cursors are valid for this process only")
+        log.warning("CURSOR_SECRET unset: cursors and live tokens are valid for this process only")
         secret = secrets.token_hex(32)
     async with (
         open_pool(
@@ -101,6 +107,7 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
             max_size=settings.db_pool_max,
             application_name="robosense-api-reads",
         ) as read_pool,
+        open_live(settings) as live,
     ):
         if settings.api_bootstrap_admin_key is not None:
             await _bootstrap_admin_key(pool, settings.api_bootstrap_admin_key.get_secret_value())
@@ -140,6 +147,8 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 cursors=CursorCodec(secret.encode()),
                 mqtt_identities=IdentityStore(files) if (files := settings.files) else None,
                 keys=KeyStore(primary_reads, ttl_s=settings.api_key_cache_ttl_s),
+                live_tokens=LiveTokens(secret.encode(), ttl_s=settings.live_token_ttl_s),
+                live=live,
             )
         finally:
             replay.cancel()

@@ -328,3 +328,8 @@ class ApiKeyCreated(ApiKeyOut):
 class ApiKeyPage(BaseModel):
     items: list[ApiKeyOut]
     next_cursor: str | None
+
+
+class LiveTokenOut(BaseModel):
+    token: str = Field(description="For `GET /api/live?token=`; opens a stream until it expires.")
+    expires_at: datetime

@@ -28,8 +28,8 @@ class ApiSettings(MqttAuthSettings):
     # read the primary (DATABASE_URL). Writes, key checks and read-your-writes stay on it.
     database_read_url: str | None = None
 
-    # Signs keyset cursors. Empty: `python -m api` makes one per run and hands it to its
-    # workers, so cursors stay valid across workers but not across restarts.
+    # Signs keyset cursors and live-stream tokens. Empty: `python -m api` makes one per run
+    # and hands it to its workers, so both stay valid across workers but not restarts.
     cursor_secret: str = ""
 
     # API keys (docs/security.md). A whole key (`python -m api keys generate` prints a fresh
@@ -51,6 +51,21 @@ class ApiSettings(MqttAuthSettings):
     max_connections: int = Field(default=1000, ge=1)
     max_concurrent_requests: int = Field(default=64, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
+
+    # The live stream (docs/api.md, "Live stream"), per worker. A token only opens a stream.
+    live_token_ttl_s: float = Field(default=60.0, gt=0, le=3600)
+    live_max_clients: int = Field(default=500, ge=1)
+    # Events waiting for one slow client; past it its oldest summaries are dropped (counted).
+    live_client_max_bytes: int = Field(default=256 * 1024, ge=4096)
+    # An SSE comment this often keeps proxies from closing an idle stream; the stream also
+    # checks its key is still valid at this interval.
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    live_reconnect_max_s: float = Field(default=30.0, gt=0)
+    # The subscriber's MQTT identity (role `api`, reads fleet/# only): MQTT_URL's user, for one
+    # worker; with LIVE_PROVISION_IDENTITY each worker adds its own to MQTT_AUTH_DIR at start
+    # (the broker makes the username the client id: workers sharing one would evict each
+    # other) and removes it when it stops. Neither: no live stream on this server.
+    live_provision_identity: bool = False
 
     # The older clients' `timestamp` without a zone: an IANA zone to read it in (the older
     # service took UTC), or `reject` to refuse it (docs/migrating.md).

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from telemetry.live import FLEET_FILTER
 from telemetry.topics import (
     BRIDGE_PRESENCE_FILTER,
     READINGS_FILTER,
@@ -46,6 +47,8 @@ class Role(StrEnum):
     SITE = "site"  # a site broker's bridge: a gateway for its robots, plus the site's status
     BRIDGE = "bridge"  # reads readings (shared or not) and statuses
     OPERATOR = "operator"  # reads robot and fleet topics, never publishes
+    LIVE = "live"  # the live service: publishes fleet/# (summaries, alerts), reads nothing
+    API = "api"  # the API's live-stream subscriber: reads the fleet topics only
 
 
 class IdentityError(ValueError):
@@ -81,7 +84,7 @@ class Identity:
             for robot in self.robots:
                 if robot != ALL_ROBOTS and not _TOPIC_LEVEL.fullmatch(robot):
                     raise IdentityError(f"not a robot id: {robot!r}")
-        if self.role in (Role.BRIDGE, Role.OPERATOR) and self.robots:
+        if self.role in (Role.BRIDGE, Role.OPERATOR, Role.LIVE, Role.API) and self.robots:
             raise IdentityError(f"a {self.role} is not assigned robots")
 
     @classmethod
@@ -122,8 +125,19 @@ class Identity:
             lines.append(f"topic read {SITE_STATUS_FILTER}")
             # Its presence marker, under its username (the broker's client id for it).
             lines.append(f"topic write {bridge_presence_topic(self.username)}")
+        elif self.role is Role.LIVE:
+            # Summaries and alerts only: a leaked live password cannot forge readings.
+            lines.append(f"topic write {FLEET_FILTER}")
+        elif self.role is Role.API:
+            # Decimated summaries and alerts only: the raw readings are no business of a
+            # browser's stream, and the API publishes nothing.
+            lines.append(f"topic read {FLEET_FILTER}")
         else:
-            lines += ["topic read robots/#", "topic read fleet/#", f"topic read {SITES_FILTER}"]
+            lines += [
+                "topic read robots/#",
+                f"topic read {FLEET_FILTER}",
+                f"topic read {SITES_FILTER}",
+            ]
         return lines
 
     def to_json(self) -> dict[str, object]:

@@ -38,6 +38,7 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/keys"): Scope.ADMIN,
     ("DELETE", "/api/keys/{key_id}"): Scope.ADMIN,
     ("GET", "/api/dead-letters"): Scope.READ,
+    ("POST", "/api/live/token"): Scope.READ,
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
@@ -48,6 +49,9 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/redoc"): None,
     ("GET", "/"): None,
 }
+# Routes that take a signed token instead of a key (browsers cannot set headers on an
+# EventSource); tests/api/test_live.py checks their tokens.
+TOKEN_ROUTES = {("GET", "/api/live")}
 
 
 def _app_routes() -> list[tuple[str, str]]:
@@ -82,11 +86,6 @@ async def test_route_access(
     pool: asyncpg.Pool[Any],
     api_keys: dict[Scope, str],
 ) -> None:
-    assert (method, path) in SCOPES, (
-        f"{method} {path} has no entry in SCOPES: guard it with require_scope (api/auth.py), "
-        "or list it as open, and document it"
-    )
-    scope = SCOPES[method, path]
     url = path.format(robot_id="r1", key_id="0" * 12)
     body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
 
@@ -94,6 +93,18 @@ async def test_route_access(
         response = await anonymous.request(method, url, headers=headers, json=body)
         is_json = response.headers.get("content-type", "").startswith("application/json")
         return response.status_code, response.json() if is_json and response.content else {}
+
+    if (method, path) in TOKEN_ROUTES:
+        # No key opens it, not even an admin's.
+        for headers in ({}, {"X-API-Key": api_keys[Scope.ADMIN]}):
+            code, doc = await status(headers)
+            assert (code, doc.get("error")) == (401, "unauthorized"), f"{headers}: {code} {doc}"
+        return
+    assert (method, path) in SCOPES, (
+        f"{method} {path} has no entry in SCOPES: guard it with require_scope (api/auth.py), "
+        "or list it as open, and document it"
+    )
+    scope = SCOPES[method, path]
 
     if scope is None:
         code, _ = await status({})
@@ -136,7 +147,7 @@ async def test_route_access(
 
 async def test_every_listed_route_exists() -> None:
     """The table holds no stale route (one that was renamed keeps its scope under its new name)."""
-    assert set(SCOPES) == set(_app_routes())
+    assert set(SCOPES) | TOKEN_ROUTES == set(_app_routes())
 
 
 async def test_401_is_json_with_a_challenge(anonymous: httpx.AsyncClient) -> None:
@@ -296,7 +307,10 @@ async def test_openapi_declares_both_schemes(anonymous: httpx.AsyncClient) -> No
     assert (schemes["Bearer"]["type"], schemes["Bearer"]["scheme"]) == ("http", "bearer")
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            if path.startswith("/api/"):
+            if (method.upper(), path) in TOKEN_ROUTES:
+                assert "security" not in operation, (method, path)
+                assert "401" in operation["responses"], (method, path)
+            elif path.startswith("/api/"):
                 assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}], (method, path)
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
             else:

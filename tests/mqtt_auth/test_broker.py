@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from harness.publisher import Publisher, battery_messages
-from harness.services import TEST_OPERATOR, Mosquitto
+from harness.services import TEST_OPERATOR, TEST_PUBLISHER, Mosquitto
 from harness.waiting import eventually
 from mqtt_auth.identities import Identity, Role
 from mqtt_auth.probe import connack
@@ -218,3 +218,26 @@ def test_a_bridge_cannot_publish_even_under_its_own_name(mosquitto: Mosquitto) -
     finally:
         reader.close()
         bridge.close()
+
+
+def test_the_api_identity_reads_the_fleet_topics_only(mosquitto: Mosquitto) -> None:
+    mosquitto.add(Identity("api-live-1", Role.API, None))
+    mosquitto.add(Identity("live", Role.LIVE, None))
+    api = Client(mosquitto, "api-live-1")
+    live = Client(mosquitto, "live")
+    operator = Client(mosquitto, TEST_OPERATOR)
+    gateway = Client(mosquitto, TEST_PUBLISHER)
+    try:
+        api.subscribe("#")
+        operator.subscribe("fleet/#")
+        gateway.publish(sensor_topic("r1", "battery"), reading(1))
+        api.publish("fleet/summary", b"forged")
+        # Each publish above was acknowledged before this one: had the broker delivered
+        # them, they would have come first.
+        live.publish("fleet/r1/summary", b"{}")
+        wait_until(lambda: len(api.messages) >= 1 and len(operator.messages) >= 1)
+        assert api.topics() == ["fleet/r1/summary"]
+        assert operator.topics() == ["fleet/r1/summary"]
+    finally:
+        for client in (api, live, operator, gateway):
+            client.close()

@@ -1,0 +1,326 @@
+"""Live-stream benchmark: many Server-Sent-Events clients on one API worker.
+
+    python -m loadtest.live_stream                                  # 200 clients, 100 robots
+    python -m loadtest.live_stream --clients 200 --robots 1000 --watch 1   # detail views
+
+It starts a private Mosquitto and `python -m api` (one worker, its live subscriber on
+fleet/#) on a scratch database, opens `--clients` streams, and publishes, as the `live`
+service would, one summary per robot every 1/`--rate-hz` s (a burst per round) for
+`--duration` s after `--warmup` s. Each client watches every robot (`--watch 0`, the fleet
+table) or `--watch` robots of its own (detail views). It measures:
+- memory: the API's RSS before the clients, with them connected and idle, and at the end
+  of the run (per client: the difference over the client count);
+- delivered: summaries received per second (all clients, and per client) against what they
+  asked for, and what the server told them they missed (`dropped`);
+- latency: from the publish call to the event's arrival at a client (one clock: both ends
+  run in this process), p50/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiomqtt
+import httpx
+import orjson
+import uvloop
+
+from api.keys import generate_key
+from harness.services import ROOT, Mosquitto, wait_for_port
+from loadtest import report
+from loadtest.rest import percentiles
+from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
+from mqtt_auth.identities import Identity, Role
+from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot_summary_topic
+
+API_IDENTITY = "api-live-bench"
+WRITER = "live-bench"
+ADMIN_KEY = generate_key().token
+_MARK = b'"t_pub":'
+
+
+@dataclass
+class ClientStats:
+    summaries: int = 0
+    missed: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@contextlib.contextmanager
+def api_process(
+    *, port: int, dsn: str, prefix: str, mqtt_url: str, clients: int, log: Path
+) -> Iterator[int]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "API_PORT": str(port),
+        "API_WORKERS": "1",
+        "API_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "MQTT_URL": mqtt_url,
+        "LIVE_MAX_CLIENTS": str(clients + 10),
+        # Each of `clients` connections is one stream; the edge's cap is per worker too.
+        "MAX_CONNECTIONS": str(clients + 100),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for_port(port, timeout=60)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def summary(robot_id: str, at_s: float) -> bytes:
+    at = int(at_s * 1000)
+    return encode(
+        RobotSummary(
+            robot_id=robot_id,
+            at=at,
+            state=RobotState.ONLINE,
+            last_seen=at,
+            rate_hz=13.2,
+            sensors={
+                "gps": SensorLatest(at, {"lat": 48.137, "lon": 11.575}),
+                "battery": SensorLatest(at, {"level": 81.5, "voltage": 24.1}),
+                "imu": SensorLatest(
+                    at, {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0, "y": 0, "z": 0}}
+                ),
+                "lidar": SensorLatest(at, {"distance": 3.5, "angle": 45.0}),
+                # The publish time at full resolution, for the latency (one clock: this process).
+                "bench": SensorLatest(at, {"t_pub": at_s}),
+            },
+            battery_percent=81.5,
+            gaps_total={"gps": 0, "imu": 0},
+            gaps_new=0,
+            rejected_new=0,
+            active_alerts=[],
+        )
+    )
+
+
+@dataclass
+class Reader:
+    """One client: a raw HTTP/1.1 connection. httpx's per-chunk cost, times 200 clients,
+    made this process (not the API) the bottleneck; events are counted from the raw bytes."""
+
+    port: int
+    query: str
+    stats: ClientStats
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, measuring: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(f"GET /api/live?{self.query} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"stream refused: {head[:200]!r}")
+            self.opened.set()
+            buffer = b""
+            while chunk := await reader.read(262144):
+                now = time.time()
+                buffer += chunk
+                # Chunked framing puts each event's size line before it: `in`, not startswith.
+                *events, buffer = buffer.split(b"\r\n\r\n")
+                if measuring.is_set():
+                    self._count(events, now)
+        finally:
+            writer.close()
+
+    def _count(self, events: list[bytes], now: float) -> None:
+        stats = self.stats
+        for event in events:
+            if b"event: summary" in event:
+                stats.summaries += 1
+                start = event.find(_MARK)
+                if start >= 0:
+                    start += len(_MARK)
+                    stats.latencies.append(now - float(event[start : event.find(b"}", start)]))
+            elif b"event: dropped" in event:
+                stats.missed += orjson.loads(event.split(b"data: ", 1)[1])["missed"]
+
+
+async def publish_rounds(
+    mqtt_port: int, password: str, robots: list[str], rate_hz: float, stop: asyncio.Event
+) -> int:
+    published = 0
+    async with aiomqtt.Client("127.0.0.1", mqtt_port, username=WRITER, password=password) as mqtt:
+        next_round = time.monotonic()
+        while not stop.is_set():
+            await asyncio.gather(
+                *(
+                    mqtt.publish(
+                        robot_summary_topic(r), summary(r, time.time()), qos=1, retain=True
+                    )
+                    for r in robots
+                )
+            )
+            published += len(robots)
+            next_round += 1 / rate_hz
+            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+    return published
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    robots = [f"robot-{i:04d}" for i in range(args.robots)]
+    broker = Mosquitto(workdir=workdir / "mosquitto", port=args.mqtt_port)
+    broker.add(Identity(API_IDENTITY, Role.API, None))
+    broker.add(Identity(WRITER, Role.LIVE, None))
+    with broker:
+        async with scratch_database(label="live") as dsn, scratch_counters(label="live") as ctr:
+            with api_process(
+                port=args.api_port,
+                dsn=dsn,
+                prefix=ctr.prefix,
+                mqtt_url=broker.url_for(API_IDENTITY),
+                clients=args.clients,
+                log=workdir / "api.log",
+            ) as pid:
+                return await measure(args, broker, pid, robots)
+
+
+async def measure(
+    args: argparse.Namespace, broker: Mosquitto, pid: int, robots: list[str]
+) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{args.api_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        token = (await client.post("/api/live/token", headers={"X-API-Key": ADMIN_KEY})).json()[
+            "token"
+        ]
+        await asyncio.sleep(2)  # the subscriber's first connect
+        rss_before = rss_mib(pid)
+        stats = [ClientStats() for _ in range(args.clients)]
+        measuring = asyncio.Event()
+        stop = asyncio.Event()
+        watched: list[int] = []
+        async with asyncio.TaskGroup() as tasks:
+            readers = []
+            clients = []
+            for k in range(args.clients):
+                params = [("token", token)]
+                if args.watch:
+                    mine = [robots[(k * args.watch + j) % len(robots)] for j in range(args.watch)]
+                    params += [("robot_id", r) for r in mine]
+                watched.append(args.watch or len(robots))
+                clients.append(Reader(args.api_port, urlencode(params), stats[k]))
+                readers.append(tasks.create_task(clients[-1].run(measuring)))
+            await asyncio.wait_for(asyncio.gather(*(c.opened.wait() for c in clients)), 120)
+            await asyncio.sleep(2)
+            rss_idle = rss_mib(pid)
+            publisher = tasks.create_task(
+                publish_rounds(broker.port, broker.passwords[WRITER], robots, args.rate_hz, stop)
+            )
+            await asyncio.sleep(args.warmup)
+            cpu0 = _cpu(pid)
+            measuring.set()
+            await asyncio.sleep(args.duration)
+            measuring.clear()
+            cpu1 = _cpu(pid)
+            rss_end = rss_mib(pid)
+            stop.set()
+            await publisher
+            for reader in readers:
+                reader.cancel()
+    latencies = [x for s in stats for x in s.latencies]
+    delivered = sum(s.summaries for s in stats)
+    asked = sum(w * args.rate_hz for w in watched)
+    return {
+        "clients": args.clients,
+        "robots": args.robots,
+        "watch": args.watch or "all",
+        "rate_hz": args.rate_hz,
+        "duration_s": args.duration,
+        "rss_before_mib": rss_before,
+        "rss_idle_mib": rss_idle,
+        "rss_end_mib": rss_end,
+        "kib_per_idle_client": (rss_idle - rss_before) * 1024 / args.clients,
+        "kib_per_client_at_end": (rss_end - rss_before) * 1024 / args.clients,
+        "asked_per_s": asked,
+        "delivered_per_s": delivered / args.duration,
+        "delivered_share": delivered / args.duration / asked if asked else 0.0,
+        "missed_per_s": sum(s.missed for s in stats) / args.duration,
+        "per_client_delivered_per_s": delivered / args.duration / args.clients,
+        "api_cpu_share": (cpu1 - cpu0) / args.duration,
+        "latency": percentiles(latencies),
+    }
+
+
+def _cpu(pid: int) -> float:
+    """The API process's CPU seconds so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtest.live_stream", description=__doc__)
+    p.add_argument("--clients", type=int, default=200)
+    p.add_argument("--robots", type=int, default=100)
+    p.add_argument("--watch", type=int, default=0, help="robots per client (0: all)")
+    p.add_argument("--rate-hz", type=float, default=1.0, help="summaries per robot per second")
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--api-port", type=int, default=21100)
+    p.add_argument("--mqtt-port", type=int, default=21101)
+    args = p.parse_args()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+    with tempfile.TemporaryDirectory(prefix="rs-live-bench-") as tmp:
+        result = uvloop.run(run(args, Path(tmp)))
+    result["machine"] = report.machine()
+    result["sustained"] = args.duration >= 60
+    columns = [
+        "clients",
+        "robots",
+        "watch",
+        "asked_per_s",
+        "delivered_per_s",
+        "delivered_share",
+        "missed_per_s",
+        "kib_per_idle_client",
+        "kib_per_client_at_end",
+        "api_cpu_share",
+    ]
+    lat = result["latency"]
+    table = report.markdown_table([result], columns)
+    kind = "Sustained" if result["sustained"] else "SHORT run (< 60 s)"
+    load = result["machine"]["load_average_at_start"]
+    text = (
+        f"{kind}: {args.duration:.0f} s, load average at start {load}\n\n{table}\n"
+        f"latency publish -> stream: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+        f"max {lat['max_ms']:.1f} ms; API RSS {result['rss_before_mib']:.1f} MiB before, "
+        f"{result['rss_idle_mib']:.1f} idle with clients, {result['rss_end_mib']:.1f} at the end\n"
+    )
+    print(text)
+    print(f"written: {report.write(name='live-stream', data=result, markdown=text)}")
+
+
+if __name__ == "__main__":
+    main()
