@@ -20,6 +20,7 @@ from api.metrics import MetricsMiddleware
 from api.resources import open_resources
 from api.responses import JSONBytes
 from api.routes import (
+    alerts,
     compat,
     dead_letters,
     fleet_page,
@@ -70,6 +71,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sensor_latest.router,
         sensor_aggregates.router,
         stats.router,
+        alerts.router,
         keys.router,
         dead_letters.router,
         live.router,

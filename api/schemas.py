@@ -137,6 +137,24 @@ class RobotPage(BaseModel):
     next_cursor: str | None
 
 
+class AlertOut(BaseModel):
+    """An alert (telemetry/live.py, Alert): times in epoch milliseconds."""
+
+    id: int
+    kind: str
+    severity: Literal["warning", "critical"]
+    robot_id: str | None
+    raised_at: int
+    cleared_at: int | None
+    message: str
+    detail: dict[str, Any]
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    next_cursor: str | None
+
+
 class LatestReading(BaseModel):
     ts: datetime
     received_at: datetime

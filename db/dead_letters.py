@@ -109,3 +109,27 @@ async def list_dead_letters(
         + f" ORDER BY received_at DESC, id DESC LIMIT ${len(args)}"
     )
     return await db.fetch(sql, *args)
+
+
+# Rows arrive in id order (bigserial) closely enough for a live count: the index on the
+# primary key bounds each round to what was refused since the last one. The robot is the
+# topic's second level (robots/{id}/...); other topics count under ''.
+_REFUSED_SINCE = """
+SELECT CASE WHEN topic LIKE 'robots/%' THEN split_part(topic, '/', 2) ELSE '' END AS robot_id,
+       count(*) AS n, max(id) AS last_id
+FROM dead_letters WHERE id > $1 GROUP BY 1
+"""
+
+
+async def newest_dead_letter_id(db: Reader) -> int:
+    value = await db.fetchval("SELECT coalesce(max(id), 0) FROM dead_letters")
+    return int(value)
+
+
+async def refused_by_robot_since(db: Reader, after_id: int) -> tuple[dict[str, int], int]:
+    """Dead letters stored after id `after_id`, counted per robot, and the newest id seen (to
+    pass next time). Sources that flood are stored up to the bridge's per-source limit only
+    (DEAD_LETTERS_PER_SOURCE_PER_MINUTE), so a count here is at most that limit a minute."""
+    rows = await db.fetch(_REFUSED_SINCE, after_id)
+    last = max((r["last_id"] for r in rows), default=after_id)
+    return {r["robot_id"]: r["n"] for r in rows}, last

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -133,3 +135,31 @@ async def delete_robot(db: Executor, robot_id: str) -> bool:
     """Removes the registry entry; the robot's readings stay (see docs/api.md)."""
     result: str = await db.execute(_DELETE, robot_id)
     return result == "DELETE 1"
+
+
+async def all_robot_ids(db: Reader) -> list[str]:
+    """Every registered robot's id (the live service's periodic view of the registry)."""
+    rows = await db.fetch("SELECT id FROM robots ORDER BY id")
+    return [r["id"] for r in rows]
+
+
+# A reading older than the one already written (or than a PATCH's, which clears battery_at's
+# claim by leaving it) never overwrites: the newest reading wins, and a PATCH holds until the
+# next reading (docs/api.md, "battery_level").
+_FOLLOW_BATTERY = """
+UPDATE robots AS r SET battery_level = b.level, battery_at = b.at
+FROM unnest($1::text[], $2::real[], $3::timestamptz[]) AS b(id, level, at)
+WHERE r.id = b.id AND (r.battery_at IS NULL OR r.battery_at < b.at)
+"""
+
+
+async def follow_battery_readings(
+    db: Executor, readings: Sequence[tuple[str, float, datetime]]
+) -> int:
+    """Writes each robot's newest battery level (robot id, percent, reading time) into the
+    registry, unless it holds a newer one; returns how many robots changed."""
+    if not readings:
+        return 0
+    ids, levels, ats = zip(*readings, strict=True)
+    result: str = await db.execute(_FOLLOW_BATTERY, list(ids), list(levels), list(ats))
+    return int(result.rsplit(" ", 1)[1])

@@ -643,6 +643,26 @@ class Counters:
                 pipe.hmget(key, "n", "min", "max")
             return _merged_seq(await pipe.execute())
 
+    async def seq_stats_many(self, keys: Sequence[tuple[str, str]]) -> list[SeqStats | None]:
+        """`seq_stats` for many (robot id, sensor type) pairs in one round trip."""
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for robot_id, sensor_type in keys:
+                pipe.hgetall(self._seq_key(robot_id, sensor_type))
+            results: list[dict[bytes, bytes]] = await pipe.execute()
+        return [
+            SeqStats(int(r[b"n"]), int(r[b"min"]), int(r[b"max"])) if r else None for r in results
+        ]
+
+    async def robot_minute_counts(self, minutes: Sequence[int]) -> list[dict[str, int]]:
+        """For each minute, readings per robot (robots with none are absent); one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in minutes:
+                pipe.zrange(self._minute_key(m, "r"), 0, -1, withscores=True)
+            results: list[list[tuple[bytes, float]]] = await pipe.execute()
+        return [{r.decode(): int(n) for r, n in minute} for minute in results]
+
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
         if self._read_by_script:
             return await self._window_by_script(minutes, top=top)

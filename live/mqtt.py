@@ -1,0 +1,110 @@
+"""The live service's MQTT session: paho-mqtt in its own thread, publishing only.
+
+paho rather than aiomqtt: publishing needs no callbacks on the event loop, and `publish` is
+safe to call from it (paho locks its output queue). A clean session: the service subscribes to
+nothing, so the broker has nothing to keep for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from types import TracebackType
+from typing import Any, cast
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from telemetry.logs import unreachable
+from telemetry.settings import MqttTarget
+
+log = logging.getLogger(__name__)
+
+# Alerts (QoS 1) waiting while the broker is away; summaries (QoS 0) are dropped instead, since
+# the next tick supersedes them.
+_MAX_QUEUED = 10_000
+
+
+class MqttPublisher:
+    def __init__(self, *, target: MqttTarget, client_id: str) -> None:
+        self._target = target
+        self._connected = threading.Event()
+        # Counts connections: a new one means the broker may have lost retained messages
+        # (restarted without persistence), so every summary is published again.
+        self.connections = 0
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        if target.username:
+            self._client.username_pw_set(target.username, target.password)
+        self._client.max_queued_messages_set(_MAX_QUEUED)
+        self._client.max_inflight_messages_set(1000)
+        self._client.reconnect_delay_set(min_delay=cast(int, 0.2), max_delay=5)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def __aenter__(self) -> MqttPublisher:
+        self._client.connect_async(self._target.host, self._target.port, keepalive=30)
+        self._client.loop_start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def wait_connected(self, within_s: float) -> bool:
+        return await asyncio.to_thread(self._connected.wait, within_s)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> bool:
+        """False when it could not be sent or queued (not connected, QoS 0)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == paho.MQTT_ERR_SUCCESS
+
+    # paho's thread from here on.
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error(
+                "mqtt connect refused",
+                extra=unreachable(
+                    f"mqtt://{self._target.host}:{self._target.port}", reason=str(reason_code)
+                ),
+            )
+            return
+        self.connections += 1
+        self._connected.set()
+        log.info("mqtt connected", extra={"connections": self.connections})
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        if reason_code.is_failure:
+            log.warning("mqtt disconnected; paho reconnects", extra={"reason": str(reason_code)})

@@ -1,0 +1,275 @@
+"""The fleet's live state, tick by tick: what each robot's summary says and what the alert rules
+look at. No I/O here: `live/app.py` reads Redis and PostgreSQL and hands the results in.
+
+A tick reads every robot's status and last-seen time (two commands for the whole fleet), and
+the latest readings and sequence counters only of robots that sent something since the last
+tick, so a quiet robot costs two hash lookups a tick.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from ingest.counters import SeqStats
+from telemetry.live import AlertKind, FleetSummary, RobotState, RobotSummary, SensorLatest
+
+# The minutes behind a rate drop's baseline, before the last full minute.
+BASELINE_MINUTES = 5
+
+
+def minute_of(ms: int) -> int:
+    return ms // 60_000 * 60
+
+
+def counted_minutes(now_ms: int) -> list[int]:
+    """The last full minute, then the baseline minutes before it (epoch seconds, as Redis
+    names its minute buckets)."""
+    last_full = minute_of(now_ms) - 60
+    return [last_full - 60 * i for i in range(BASELINE_MINUTES + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One robot at one tick: what the alert rules decide on."""
+
+    robot_id: str
+    state: RobotState
+    # Seconds since the robot last sent anything (a reading, or its online status).
+    silence_s: float | None
+    battery_percent: float | None
+    rate_hz: float
+    # Mean rate over the minutes before the last full one (None: no counts for them yet).
+    baseline_hz: float | None
+    gaps_in_window: int
+    rejected_in_window: int
+
+
+@dataclass(slots=True)
+class _Robot:
+    seen_ms: int | None = None
+    sensors: dict[str, SensorLatest] = field(default_factory=dict)
+    gaps_total: dict[str, int] = field(default_factory=dict)
+    gaps_new: int = 0
+    rejected_new: int = 0
+    # (tick time in ms, how many), pruned to the alert window.
+    gaps_window: deque[tuple[int, int]] = field(default_factory=deque)
+    rejected_window: deque[tuple[int, int]] = field(default_factory=deque)
+    # The last summary published, with `at` zeroed: the next is published only if it differs.
+    published: RobotSummary | None = None
+    battery_written_ms: int | None = None
+
+
+def parse_latest(raw: bytes) -> SensorLatest | None:
+    """A reading as the counters keep it (ingest/journal_entry.py, reading_json)."""
+    try:
+        doc: dict[str, Any] = orjson.loads(raw)
+        ts = int(datetime.fromisoformat(doc["ts"]).timestamp() * 1000)
+        data = doc["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return SensorLatest(ts=ts, data=data if isinstance(data, dict) else {})
+
+
+def _status(raw: bytes | None) -> tuple[str | None, int | None]:
+    if raw is None:
+        return None, None
+    try:
+        doc = orjson.loads(raw)
+        return str(doc.get("status")), int(doc["at"]) if doc.get("at") is not None else None
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return None, None
+
+
+def _sum_since(window: deque[tuple[int, int]], since_ms: int) -> int:
+    while window and window[0][0] < since_ms:
+        window.popleft()
+    return sum(n for _, n in window)
+
+
+class FleetState:
+    def __init__(self, *, stale_after_s: float, window_s: float) -> None:
+        self._stale_after_ms = int(stale_after_s * 1000)
+        self._window_ms = int(window_s * 1000)
+        self._robots: dict[str, _Robot] = {}
+        self.robot_ids: list[str] = []
+
+    def set_registry(self, robot_ids: Sequence[str]) -> list[str]:
+        """The registered robots; returns those that left it (their summaries go)."""
+        gone = [r for r in self._robots if r not in set(robot_ids)]
+        for r in gone:
+            del self._robots[r]
+        for r in robot_ids:
+            self._robots.setdefault(r, _Robot())
+        self.robot_ids = list(robot_ids)
+        return gone
+
+    def forget_published(self) -> None:
+        """Publish every summary again (the broker may have lost its retained messages)."""
+        for robot in self._robots.values():
+            robot.published = None
+
+    def needs_detail(self, seen: Sequence[float | None]) -> list[str]:
+        """Robots (of `robot_ids`, in order with `seen`) that sent something since last tick."""
+        return [
+            r
+            for r, s in zip(self.robot_ids, seen, strict=True)
+            if s is not None and int(s) != self._robots[r].seen_ms
+        ]
+
+    def take_detail(
+        self,
+        robot_ids: Sequence[str],
+        latest: Sequence[Mapping[str, bytes]],
+        seq: Mapping[tuple[str, str], SeqStats | None],
+        now_ms: int,
+    ) -> None:
+        for robot_id, readings in zip(robot_ids, latest, strict=True):
+            robot = self._robots.get(robot_id)
+            if robot is None:
+                continue
+            for sensor_type, raw in readings.items():
+                parsed = parse_latest(raw)
+                if parsed is not None:
+                    robot.sensors[sensor_type] = parsed
+            new = 0
+            for sensor_type in readings:
+                stats = seq.get((robot_id, sensor_type))
+                if stats is None:
+                    continue
+                before = robot.gaps_total.get(sensor_type)
+                # The first look at a robot sets its baseline: gaps from before this service
+                # started are in gaps_total, not counted as new.
+                if before is not None:
+                    new += max(0, stats.gaps - before)
+                robot.gaps_total[sensor_type] = stats.gaps
+            if new:
+                robot.gaps_new += new
+                robot.gaps_window.append((now_ms, new))
+
+    def take_rejections(self, rejected: Mapping[str, int], now_ms: int) -> None:
+        for robot_id, n in rejected.items():
+            robot = self._robots.get(robot_id)
+            if robot is not None and n:
+                robot.rejected_new += n
+                robot.rejected_window.append((now_ms, n))
+
+    def observe(
+        self,
+        *,
+        now_ms: int,
+        statuses: Sequence[bytes | None],
+        seen: Sequence[float | None],
+        minute_counts: Sequence[Mapping[str, int]],
+    ) -> list[Observation]:
+        out = []
+        for robot_id, raw_status, seen_ms in zip(self.robot_ids, statuses, seen, strict=True):
+            robot = self._robots[robot_id]
+            if seen_ms is not None:
+                robot.seen_ms = int(seen_ms)
+            status, status_at = _status(raw_status)
+            heard = max((t for t in (robot.seen_ms, status_at) if t is not None), default=None)
+            silence_s = None if heard is None else max(0, now_ms - heard) / 1000
+            if status == "offline":
+                state = RobotState.OFFLINE
+            elif status == "online" or (status is None and robot.seen_ms is not None):
+                fresh = heard is not None and now_ms - heard <= self._stale_after_ms
+                if fresh:
+                    state = RobotState.ONLINE
+                else:
+                    state = RobotState.STALE if status == "online" else RobotState.UNKNOWN
+            else:
+                state = RobotState.UNKNOWN
+            rate = minute_counts[0].get(robot_id, 0) / 60 if minute_counts else 0.0
+            before = [m.get(robot_id) for m in minute_counts[1:]]
+            counted = [n for n in before if n is not None]
+            baseline = sum(counted) / (60 * len(before)) if counted else None
+            battery = robot.sensors.get("battery")
+            level = battery.data.get("level") if battery else None
+            since = now_ms - self._window_ms
+            out.append(
+                Observation(
+                    robot_id=robot_id,
+                    state=state,
+                    silence_s=silence_s,
+                    battery_percent=float(level) if isinstance(level, int | float) else None,
+                    rate_hz=rate,
+                    baseline_hz=baseline,
+                    gaps_in_window=_sum_since(robot.gaps_window, since),
+                    rejected_in_window=_sum_since(robot.rejected_window, since),
+                )
+            )
+        return out
+
+    def summaries(
+        self,
+        observations: Iterable[Observation],
+        *,
+        now_ms: int,
+        active_alerts: Mapping[str, list[AlertKind]],
+    ) -> tuple[list[RobotSummary], FleetSummary]:
+        """The robot summaries that changed since last published (to publish now), and the
+        fleet's roll-up; resets what counts "since the last summary"."""
+        changed = []
+        states: dict[RobotState, int] = dict.fromkeys(RobotState, 0)
+        rate = 0.0
+        gaps_new = rejected_new = alerts = 0
+        for o in observations:
+            robot = self._robots[o.robot_id]
+            kinds = active_alerts.get(o.robot_id, [])
+            summary = RobotSummary(
+                robot_id=o.robot_id,
+                at=0,
+                state=o.state,
+                last_seen=robot.seen_ms,
+                rate_hz=round(o.rate_hz, 3),
+                sensors=dict(robot.sensors),
+                battery_percent=o.battery_percent,
+                gaps_total=dict(robot.gaps_total),
+                gaps_new=robot.gaps_new,
+                rejected_new=robot.rejected_new,
+                active_alerts=kinds,
+            )
+            states[o.state] += 1
+            rate += o.rate_hz
+            gaps_new += robot.gaps_new
+            rejected_new += robot.rejected_new
+            alerts += len(kinds)
+            robot.gaps_new = robot.rejected_new = 0
+            if summary != robot.published:
+                robot.published = summary
+                changed.append(msgspec.structs.replace(summary, at=now_ms))
+        fleet = FleetSummary(
+            at=now_ms,
+            robots=len(self.robot_ids),
+            states=states,
+            rate_hz=round(rate, 3),
+            gaps_new=gaps_new,
+            rejected_new=rejected_new,
+            active_alerts=alerts,
+        )
+        return changed, fleet
+
+    def battery_updates(self) -> list[tuple[str, float, int]]:
+        """(robot id, level, reading ms) of battery readings not yet written to the registry."""
+        updates = []
+        for robot_id, robot in self._robots.items():
+            battery = robot.sensors.get("battery")
+            if battery is None or battery.ts == robot.battery_written_ms:
+                continue
+            level = battery.data.get("level")
+            if isinstance(level, int | float) and 0 <= level <= 100:
+                updates.append((robot_id, float(level), battery.ts))
+        return updates
+
+    def battery_written(self, updates: Iterable[tuple[str, float, int]]) -> None:
+        for robot_id, _, ts in updates:
+            robot = self._robots.get(robot_id)
+            if robot is not None:
+                robot.battery_written_ms = ts
