@@ -180,3 +180,11 @@ def test_the_edge_profile_runs_a_site_broker_bridged_to_ours() -> None:
     assert services["site-broker"]["ports"] == [f"127.0.0.1:1885:{port}"]
     config = "\n".join(services["edge-config"]["command"])
     assert "--cloud mosquitto:1884" in config and "add site site-1" in config
+
+
+def test_the_live_service_has_an_identity_of_its_own() -> None:
+    services = _compose()["services"]
+    assert "/auth/clients/live.env" in " ".join(services["live"]["command"])
+    # Made by the one-shot mqtt-auth service with the `live` role (publishes fleet/# only).
+    assert "add live live" in "\n".join(services["mqtt-auth"]["command"])
+    assert "bridge" in services["live"]["depends_on"]

@@ -18,6 +18,8 @@ from harness.services import REDIS_URL, ROOT, free_port
 ENTRY_POINTS = [
     "api",
     "bridge",
+    "live",
+    "loadtest.live",
     "db",
     "edge_simulator",
     "loadtest.ingest",

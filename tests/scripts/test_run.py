@@ -143,7 +143,7 @@ def test_ctrl_c_through_tee_stops_everything_and_keeps_the_summary(
     try:
         _wait_ready(log, proc)
         pids = _pids(tmp_path / "run")
-        assert set(pids) == {"mosquitto", "bridge-1", "api", "simulator"}
+        assert set(pids) == {"mosquitto", "bridge-1", "live", "api", "simulator"}
         _wait(
             "robots online",
             lambda: _statuses(prefix) == {"sim-0000": "online", "sim-0001": "online"},

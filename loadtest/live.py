@@ -1,0 +1,295 @@
+"""The live view's cost and rate: N simulated robots, a bridge, and the live service on or off.
+
+    python -m loadtest.live                          # 1,000 robots, 30 s each phase
+    python -m loadtest.live --robots 200 --duration 15 --hz 2
+
+Two phases, each on a broker, database and Redis prefix of its own:
+1. rate: the simulator publishes in real time (per robot: imu 10 Hz in messages of 10, gps,
+   lidar and battery 1 Hz: 13 readings, 4 messages a second); an operator subscribed to
+   fleet/# counts the summaries. Figures: raw messages/s into the bridge, summaries/s per
+   robot (should be LIVE_SUMMARY_HZ for robots whose state changes every tick), fleet
+   summaries/s, and the live service's CPU.
+2. cost: the simulator publishes the same fleet's readings flat out, twice: live off, then on.
+   Figure: readings committed per second between 10 % and 90 % of the total (bridge metric,
+   sampled), each way.
+Runs here are short and the machine is shared: the figures are noisy (BENCHMARKS.md says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import uvloop
+from paho.mqtt.enums import CallbackAPIVersion
+
+from harness.bridge import BridgeProcess
+from harness.live import LiveProcess
+from harness.services import ROOT, TEST_OPERATOR, Mosquitto
+from loadtest.scratch import scratch_counters, scratch_database
+from mqtt_auth.identities import Identity, Role
+from telemetry.live import FLEET_FILTER, FLEET_SUMMARY_TOPIC
+
+_RATES = "imu=10,gps=1,lidar=1,battery=1"
+_BATCH = "imu=10,gps=1,lidar=1,battery=1"
+_ROBOTS_PER_CONNECTION = 10
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in r.read().decode().splitlines()
+            if line.startswith((name + " ", name + "{"))
+        )
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class SummaryCounter:
+    """An operator on fleet/# (clean session, QoS 0), counting live (not retained) messages."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.robot_summaries: list[float] = []
+        self.fleet_summaries: list[float] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client.username_pw_set(TEST_OPERATOR, broker.passwords[TEST_OPERATOR])
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.subscribe(FLEET_FILTER, 0)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.retain:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if message.topic == FLEET_SUMMARY_TOPIC:
+                self.fleet_summaries.append(now)
+            elif message.topic.endswith("/summary"):
+                self.robot_summaries.append(now)
+
+    def between(self, start: float, end: float) -> tuple[int, int]:
+        with self._lock:
+            robots = sum(1 for t in self.robot_summaries if start <= t < end)
+            fleet = sum(1 for t in self.fleet_summaries if start <= t < end)
+        return robots, fleet
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass(slots=True)
+class Stack:
+    broker: Mosquitto
+    bridge: BridgeProcess
+    live: LiveProcess | None
+    database_url: str
+    workdir: Path
+
+
+@contextlib.asynccontextmanager
+async def _stack(*, label: str, live_hz: float | None, workdir: Path) -> AsyncIterator[Stack]:
+    async with (
+        scratch_database(label=f"live_{label}") as dsn,
+        scratch_counters(label=f"live-{label}") as counters,
+    ):
+        with Mosquitto(workdir=workdir / "mosquitto") as broker:
+            broker.add(Identity("bridge", Role.BRIDGE, None))
+            broker.add(Identity("live", Role.LIVE, None))
+            bridge = BridgeProcess(
+                database_url=dsn,
+                redis_prefix=counters.prefix,
+                mqtt_url=broker.url_for("bridge"),
+                log_path=workdir / "bridge.log",
+                client_id="bridge",
+            )
+            bridge.start()
+            live = None
+            try:
+                if live_hz is not None:
+                    live = LiveProcess(
+                        database_url=dsn,
+                        redis_prefix=counters.prefix,
+                        mqtt_url=broker.url_for("live"),
+                        log_path=workdir / "live.log",
+                        live_summary_hz=str(live_hz),
+                        # Robots registered by the simulator are picked up within 2 s.
+                        live_registry_refresh_s="2",
+                    )
+                    live.start()
+                yield Stack(broker, bridge, live, dsn, workdir)
+            finally:
+                if live is not None:
+                    live.stop()
+                bridge.stop()
+
+
+@contextlib.contextmanager
+def _simulator(
+    stack: Stack, *, robots: int, duration: float, flat_out: bool
+) -> Iterator[subprocess.Popen[bytes]]:
+    secret = stack.workdir / "fleet-secret"
+    secret.write_text(secrets.token_urlsafe(24))
+    command = [
+        sys.executable,
+        "-m",
+        "edge_simulator",
+        "--robots",
+        str(robots),
+        "--duration",
+        str(duration),
+        "--rate",
+        _RATES,
+        "--batch",
+        _BATCH,
+        "--robots-per-connection",
+        str(_ROBOTS_PER_CONNECTION),
+        "--mqtt-url",
+        stack.broker.url,
+        "--mqtt-secret-file",
+        str(secret),
+        "--provision-mqtt",
+        str(stack.broker.auth.directory),
+        "--mosquitto-pid-file",
+        str(stack.broker.auth.pid_file),
+        "--register-db",
+        "--database-url",
+        stack.database_url,
+        "--log-level",
+        "WARNING",
+        *(["--flat-out"] if flat_out else []),
+    ]
+    log = (stack.workdir / "simulator.log").open("ab")
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+
+
+async def rate_phase(*, robots: int, duration: float, hz: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="rs-live-rate-") as tmp:
+        async with _stack(label="rate", live_hz=hz, workdir=Path(tmp)) as stack:
+            counter = SummaryCounter(stack.broker)
+            assert stack.live is not None and stack.live.proc is not None
+            live_pid = stack.live.proc.pid
+            try:
+                with _simulator(stack, robots=robots, duration=duration, flat_out=False) as sim:
+                    # Provisioning, connecting and the registry refresh come first.
+                    await asyncio.sleep(min(10.0, duration / 3))
+                    start = time.monotonic()
+                    msgs0 = _metric(stack.bridge.metrics_port, "bridge_messages_received_total")
+                    cpu0 = _cpu_seconds(live_pid)
+                    window = max(5.0, duration - min(10.0, duration / 3) - 3)
+                    await asyncio.sleep(window)
+                    end = time.monotonic()
+                    msgs1 = _metric(stack.bridge.metrics_port, "bridge_messages_received_total")
+                    cpu1 = _cpu_seconds(live_pid)
+                    await asyncio.to_thread(sim.wait, 120)
+            finally:
+                counter.close()
+            robot_summaries, fleet_summaries = counter.between(start, end)
+            span = end - start
+            return {
+                "robots": robots,
+                "summary_hz_configured": hz,
+                "window_s": round(span, 1),
+                "raw_messages_per_s": round((msgs1 - msgs0) / span),
+                "summaries_per_s": round(robot_summaries / span, 1),
+                "summaries_per_robot_per_s": round(robot_summaries / span / robots, 3),
+                "fleet_summaries_per_s": round(fleet_summaries / span, 2),
+                "live_cpu_percent": round(100 * (cpu1 - cpu0) / span, 1),
+            }
+
+
+async def _ingest_rate(stack: Stack, *, robots: int, duration: float) -> dict[str, Any]:
+    """Readings committed per second between 10 % and 90 % of the total, flat out."""
+    port = stack.bridge.metrics_port
+    samples: list[tuple[float, float]] = []
+    with _simulator(stack, robots=robots, duration=duration, flat_out=True) as sim:
+        while sim.poll() is None:
+            samples.append((time.monotonic(), _metric(port, "bridge_readings_inserted_total")))
+            await asyncio.sleep(0.1)
+        summary_code = sim.returncode
+    # Then until the bridge has committed everything it was sent (no change for 2 s).
+    while len(samples) < 20 or samples[-1][1] != samples[-20][1]:
+        samples.append((time.monotonic(), _metric(port, "bridge_readings_inserted_total")))
+        await asyncio.sleep(0.1)
+    total = samples[-1][1]
+    t10 = next(t for t, n in samples if n >= 0.1 * total)
+    t90 = next(t for t, n in samples if n >= 0.9 * total)
+    return {
+        "readings": int(total),
+        "readings_per_s": round(0.8 * total / (t90 - t10)) if t90 > t10 else None,
+        "simulator_exit": summary_code,
+    }
+
+
+async def cost_phase(*, robots: int, duration: float, hz: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"robots": robots, "note": "short and noisy: a shared 2-core machine"}
+    for label, live_hz in (("off", None), ("on", hz)):
+        with tempfile.TemporaryDirectory(prefix=f"rs-live-cost-{label}-") as tmp:
+            async with _stack(label=f"cost_{label}", live_hz=live_hz, workdir=Path(tmp)) as stack:
+                out[f"live_{label}"] = await _ingest_rate(stack, robots=robots, duration=duration)
+    off = out["live_off"]["readings_per_s"]
+    on = out["live_on"]["readings_per_s"]
+    if off and on:
+        out["change_percent"] = round(100 * (on - off) / off, 1)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if not args.skip_rate:
+        results["rate"] = await rate_phase(robots=args.robots, duration=args.duration, hz=args.hz)
+        print(json.dumps({"rate": results["rate"]}), flush=True)
+    if not args.skip_cost:
+        results["cost"] = await cost_phase(
+            robots=args.robots, duration=args.cost_duration, hz=args.hz
+        )
+        print(json.dumps({"cost": results["cost"]}), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.live",
+        description="Live view benchmark: summary rate with N robots; ingest with live on/off.",
+    )
+    parser.add_argument("--robots", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=30.0, help="rate phase, seconds")
+    parser.add_argument(
+        "--cost-duration", type=float, default=20.0, help="seconds of readings, sent flat out"
+    )
+    parser.add_argument("--hz", type=float, default=1.0, help="LIVE_SUMMARY_HZ")
+    parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
+    args = parser.parse_args()
+    uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
