@@ -143,9 +143,9 @@ async def all_robot_ids(db: Reader) -> list[str]:
     return [r["id"] for r in rows]
 
 
-# A reading older than the one already written (or than a PATCH's, which clears battery_at's
-# claim by leaving it) never overwrites: the newest reading wins, and a PATCH holds until the
-# next reading (docs/api.md, "battery_level").
+# battery_at is the time of the reading last written. A PATCH sets battery_level and leaves
+# battery_at, so it holds until a reading newer than that one arrives; an older reading never
+# overwrites a newer one (docs/api.md, Robots).
 _FOLLOW_BATTERY = """
 UPDATE robots AS r SET battery_level = b.level, battery_at = b.at
 FROM unnest($1::text[], $2::real[], $3::timestamptz[]) AS b(id, level, at)

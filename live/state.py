@@ -102,7 +102,8 @@ class FleetState:
 
     def set_registry(self, robot_ids: Sequence[str]) -> list[str]:
         """The registered robots; returns those that left it (their summaries go)."""
-        gone = [r for r in self._robots if r not in set(robot_ids)]
+        registered = set(robot_ids)
+        gone = [r for r in self._robots if r not in registered]
         for r in gone:
             del self._robots[r]
         for r in robot_ids:
