@@ -643,17 +643,27 @@ class Counters:
                 pipe.hmget(key, "n", "min", "max")
             return _merged_seq(await pipe.execute())
 
-    async def seq_stats_many(self, keys: Sequence[tuple[str, str]]) -> list[SeqStats | None]:
-        """`seq_stats` for many (robot id, sensor type) pairs in one round trip."""
-        if not keys:
-            return []
+    async def latest_with_seq(
+        self, robot_ids: Sequence[str], sensor_types: Sequence[str]
+    ) -> tuple[list[dict[str, bytes]], dict[tuple[str, str], SeqStats]]:
+        """`latest` of these robots and the `seq_stats` of each of their sensor types, in one
+        round trip (the live view's per-tick read of the robots heard from)."""
+        if not robot_ids:
+            return [], {}
+        keys = [(r, t) for r in robot_ids for t in sensor_types]
         async with self.redis.pipeline(transaction=False) as pipe:
+            for robot_id in robot_ids:
+                pipe.hgetall(self._latest_key(robot_id))
             for robot_id, sensor_type in keys:
                 pipe.hgetall(self._seq_key(robot_id, sensor_type))
             results: list[dict[bytes, bytes]] = await pipe.execute()
-        return [
-            SeqStats(int(r[b"n"]), int(r[b"min"]), int(r[b"max"])) if r else None for r in results
-        ]
+        n = len(robot_ids)
+        seq = {
+            key: SeqStats(int(r[b"n"]), int(r[b"min"]), int(r[b"max"]))
+            for key, r in zip(keys, results[n:], strict=True)
+            if r
+        }
+        return [_latest_readings(r) for r in results[:n]], seq
 
     async def robot_minute_counts(self, minutes: Sequence[int]) -> list[dict[str, int]]:
         """For each minute, readings per robot (robots with none are absent); one round trip."""

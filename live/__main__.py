@@ -22,7 +22,8 @@ def main() -> None:
             "LIVE_SILENT_AFTER_S (30), LIVE_BATTERY_LOW_PERCENT (20), LIVE_BATTERY_OK_PERCENT "
             "(25), LIVE_GAPS_ALERT (10), LIVE_DEAD_LETTERS_ALERT (20), LIVE_ALERT_WINDOW_S (60), "
             "LIVE_RATE_DROP_RATIO (0.5), LIVE_ALERT_RAISE_AFTER_S (5), LIVE_ALERT_CLEAR_AFTER_S "
-            "(15), LIVE_FOLLOW_BATTERY (true); DATABASE_URL, REDIS_URL, REDIS_PREFIX, MQTT_URL "
+            "(15), LIVE_FOLLOW_BATTERY (true), LIVE_BATTERY_WRITE_S (10); DATABASE_URL, "
+            "REDIS_URL, REDIS_PREFIX, MQTT_URL "
             "(an identity of role `live`). docs/live.md has them all."
         ),
     )

@@ -40,9 +40,12 @@ from telemetry.live import (
     robot_summary_topic,
 )
 from telemetry.logs import unreachable
+from telemetry.sensors import SENSOR_SCHEMAS
 
 log = logging.getLogger(__name__)
 
+# Every type's sequence counters are read for a robot heard from (absent ones cost a miss).
+_SENSOR_TYPES = tuple(SENSOR_SCHEMAS)
 _AWAY_ERRORS: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS)
 # A database that does not exist yet is what `python -m db migrate` has not created yet.
 _WAIT_FOR_DB_ERRORS: tuple[type[Exception], ...] = (
@@ -113,26 +116,34 @@ class LiveService:
             )
             self._counts_at = now
 
-    async def tick(self) -> None:
-        now = time.monotonic()
-        await self._refresh(now)
-        if self._publisher.connections != self._connections_seen:
-            self._connections_seen = self._publisher.connections
-            self.fleet.forget_published()
-        ids = self.fleet.robot_ids
-        statuses, seen = await self._counters.robot_live(ids)
-        now_ms = _now_ms()
+    async def _read_live(self, now_ms: int) -> tuple[list[bytes | None], list[float | None]]:
+        statuses, seen = await self._counters.robot_live(self.fleet.robot_ids)
         detail = self.fleet.needs_detail(seen)
         if detail:
-            latest = await self._counters.latest(detail)
-            keys = [(r, t) for r, readings in zip(detail, latest, strict=True) for t in readings]
-            stats = await self._counters.seq_stats_many(keys)
-            self.fleet.take_detail(detail, latest, dict(zip(keys, stats, strict=True)), now_ms)
+            latest, seq = await self._counters.latest_with_seq(detail, _SENSOR_TYPES)
+            self.fleet.take_detail(detail, latest, seq, now_ms)
+        return statuses, seen
+
+    async def _read_refused(self, now_ms: int) -> None:
         assert self._dead_letter_id is not None
         refused, self._dead_letter_id = await refused_by_robot_since(
             self._pool, self._dead_letter_id
         )
         self.fleet.take_rejections(refused, now_ms)
+
+    async def tick(self) -> int:
+        """One round; returns how many robot summaries it published."""
+        now = time.monotonic()
+        await self._refresh(now)
+        if self._publisher.connections != self._connections_seen:
+            self._connections_seen = self._publisher.connections
+            self.fleet.forget_published()
+        now_ms = _now_ms()
+        # Redis and PostgreSQL at once: a tick costs the slower of the two round trips.
+        async with asyncio.TaskGroup() as tg:
+            live = tg.create_task(self._read_live(now_ms))
+            tg.create_task(self._read_refused(now_ms))
+        statuses, seen = live.result()
         observations = self.fleet.observe(
             now_ms=now_ms, statuses=statuses, seen=seen, minute_counts=self._minute_counts
         )
@@ -145,9 +156,8 @@ class LiveService:
                 robot_summary_topic(summary.robot_id), encode(summary), retain=True
             )
         self._publisher.publish(FLEET_SUMMARY_TOPIC, encode(fleet), retain=True)
-        if self._s.live_follow_battery:
-            await self._follow_battery()
         self.ticks += 1
+        return len(changed)
 
     async def _alerts(self, observations: list[Any], now_ms: int) -> None:
         to_raise, to_clear = self.alerts.evaluate(
@@ -180,7 +190,10 @@ class LiveService:
             extra={"kind": str(alert.kind), "robot_id": alert.robot_id, "id": alert.id},
         )
 
-    async def _follow_battery(self) -> None:
+    async def follow_battery(self) -> None:
+        """Writes the battery readings newer than those written into the registry (one
+        statement); every LIVE_BATTERY_WRITE_S rather than every tick, since a robot reports
+        its battery about once a second and the registry need not follow that closely."""
         updates = self.fleet.battery_updates()
         if updates:
             await follow_battery_readings(
@@ -191,18 +204,20 @@ class LiveService:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Ticks until `stopping`; a tick that meets Redis or PostgreSQL away is retried with
-        backoff, and said once per outage."""
+        backoff, and said once per outage. Every minute it logs how long ticks took."""
         period = 1 / self._s.live_summary_hz
         delay = period
         failing = False
+        report = _TickReport()
         while not stopping.is_set():
             started = time.monotonic()
             try:
-                await self.tick()
-            except _AWAY_ERRORS as exc:
+                published = await self.tick()
+            except* _AWAY_ERRORS as group:
                 if not failing:
                     log.warning(
-                        "live tick failed; retrying with backoff", extra={"error": repr(exc)}
+                        "live tick failed; retrying with backoff",
+                        extra={"error": repr(group.exceptions[0])},
                     )
                 failing = True
                 delay = min(max(delay * 2, period), 5.0)
@@ -211,10 +226,51 @@ class LiveService:
                     log.info("live tick succeeds again")
                 failing = False
                 delay = period
+                report.add(time.monotonic() - started, published, len(self.fleet.robot_ids))
             # A period from the start of one tick to the next: at most LIVE_SUMMARY_HZ.
-            wait = max(0.0, delay - (time.monotonic() - started)) if not failing else delay
+            wait = delay if failing else max(0.0, delay - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), wait)
+
+    async def run_battery(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._s.live_battery_write_s)
+            try:
+                await self.follow_battery()
+            except _AWAY_ERRORS as exc:
+                log.warning(
+                    "battery levels not written; next round retries", extra={"error": repr(exc)}
+                )
+
+
+class _TickReport:
+    """Once a minute, a log line: ticks, their mean and longest duration, summaries sent (a
+    tick longer than the period means summaries come less often than LIVE_SUMMARY_HZ)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self._every_s = every_s
+        self._since = time.monotonic()
+        self._durations: list[float] = []
+        self._published = 0
+
+    def add(self, duration_s: float, published: int, robots: int) -> None:
+        self._durations.append(duration_s)
+        self._published += published
+        if time.monotonic() - self._since >= self._every_s:
+            log.info(
+                "live ticks",
+                extra={
+                    "ticks": len(self._durations),
+                    "mean_ms": round(1000 * sum(self._durations) / len(self._durations), 1),
+                    "max_ms": round(1000 * max(self._durations), 1),
+                    "summaries": self._published,
+                    "robots": robots,
+                },
+            )
+            self._since = time.monotonic()
+            self._durations.clear()
+            self._published = 0
 
 
 @asynccontextmanager
@@ -272,6 +328,8 @@ async def run(settings: LiveSettings) -> None:
             loop.add_signal_handler(sig, stopping.set)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run(stopping), name="ticks")
+            if settings.live_follow_battery:
+                tg.create_task(service.run_battery(stopping), name="battery")
             if await publisher.wait_connected(within_s=30):
                 log.info(
                     "live ready",

@@ -42,5 +42,7 @@ class LiveSettings(ServiceSettings):
     live_rate_drop_ratio: float = Field(default=0.5, gt=0, lt=1)
     live_rate_drop_min_hz: float = Field(default=1.0, gt=0)
 
-    # Whether the registry's battery_level follows battery telemetry (docs/api.md).
+    # Whether the registry's battery_level follows battery telemetry (docs/api.md), and how
+    # often the newest readings are written there.
     live_follow_battery: bool = True
+    live_battery_write_s: float = Field(default=10.0, gt=0)

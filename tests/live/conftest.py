@@ -44,7 +44,8 @@ def start_live(
     tmp_path: Path,
 ) -> Iterator[StartLive]:
     """Starts a bridge, then returns a function that starts `python -m live` (settings as
-    keywords; ticks at 5 Hz and alerts with no hold time unless told otherwise)."""
+    keywords; ticks at 5 Hz, alerts with no hold time and battery written twice a second
+    unless told otherwise)."""
     start_bridge()
     mosquitto.add(Identity(LIVE_USER, Role.LIVE, None))
     started: list[LiveProcess] = []
@@ -55,6 +56,7 @@ def start_live(
             "live_alert_raise_after_s": "0",
             "live_alert_clear_after_s": "0",
             "live_registry_refresh_s": "1",
+            "live_battery_write_s": "0.5",
         }
         process = LiveProcess(
             database_url=database_url,
