@@ -644,23 +644,22 @@ class Counters:
             return _merged_seq(await pipe.execute())
 
     async def latest_with_seq(
-        self, robot_ids: Sequence[str], sensor_types: Sequence[str]
+        self, robot_ids: Sequence[str], seq_keys: Sequence[tuple[str, str]]
     ) -> tuple[list[dict[str, bytes]], dict[tuple[str, str], SeqStats]]:
-        """`latest` of these robots and the `seq_stats` of each of their sensor types, in one
-        round trip (the live view's per-tick read of the robots heard from)."""
-        if not robot_ids:
+        """`latest` of these robots and `seq_stats` of these (robot id, sensor type) pairs, in
+        one round trip (the live view's per-tick read of the robots heard from)."""
+        if not robot_ids and not seq_keys:
             return [], {}
-        keys = [(r, t) for r in robot_ids for t in sensor_types]
         async with self.redis.pipeline(transaction=False) as pipe:
             for robot_id in robot_ids:
                 pipe.hgetall(self._latest_key(robot_id))
-            for robot_id, sensor_type in keys:
+            for robot_id, sensor_type in seq_keys:
                 pipe.hgetall(self._seq_key(robot_id, sensor_type))
             results: list[dict[bytes, bytes]] = await pipe.execute()
         n = len(robot_ids)
         seq = {
             key: SeqStats(int(r[b"n"]), int(r[b"min"]), int(r[b"max"]))
-            for key, r in zip(keys, results[n:], strict=True)
+            for key, r in zip(seq_keys, results[n:], strict=True)
             if r
         }
         return [_latest_readings(r) for r in results[:n]], seq

@@ -44,7 +44,7 @@ from telemetry.sensors import SENSOR_SCHEMAS
 
 log = logging.getLogger(__name__)
 
-# Every type's sequence counters are read for a robot heard from (absent ones cost a miss).
+# Every type's sequence counters are read for a robot heard from (an absent one costs a miss).
 _SENSOR_TYPES = tuple(SENSOR_SCHEMAS)
 _AWAY_ERRORS: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS)
 # A database that does not exist yet is what `python -m db migrate` has not created yet.
@@ -92,6 +92,8 @@ class LiveService:
         self.alerts = AlertBook(thresholds_of(settings))
         self._registry_at = -1e18
         self._counts_at = -1e18
+        self._seq_at = -1e18
+        self._seq_due: set[str] = set()
         self._minute_counts: list[dict[str, int]] = []
         self._dead_letter_id: int | None = None
         self._connections_seen = 0
@@ -116,11 +118,21 @@ class LiveService:
             )
             self._counts_at = now
 
-    async def _read_live(self, now_ms: int) -> tuple[list[bytes | None], list[float | None]]:
+    async def _read_live(
+        self, now: float, now_ms: int
+    ) -> tuple[list[bytes | None], list[float | None]]:
         statuses, seen = await self._counters.robot_live(self.fleet.robot_ids)
         detail = self.fleet.needs_detail(seen)
-        if detail:
-            latest, seq = await self._counters.latest_with_seq(detail, _SENSOR_TYPES)
+        self._seq_due.update(detail)
+        seq_keys: list[tuple[str, str]] = []
+        # Sequence counters are four reads a robot: every LIVE_GAPS_REFRESH_S, for the robots
+        # heard from since (only new readings change them), rather than every tick.
+        if now - self._seq_at >= self._s.live_gaps_refresh_s:
+            seq_keys = [(r, t) for r in sorted(self._seq_due) for t in _SENSOR_TYPES]
+            self._seq_due.clear()
+            self._seq_at = now
+        if detail or seq_keys:
+            latest, seq = await self._counters.latest_with_seq(detail, seq_keys)
             self.fleet.take_detail(detail, latest, seq, now_ms)
         return statuses, seen
 
@@ -141,7 +153,7 @@ class LiveService:
         now_ms = _now_ms()
         # Redis and PostgreSQL at once: a tick costs the slower of the two round trips.
         async with asyncio.TaskGroup() as tg:
-            live = tg.create_task(self._read_live(now_ms))
+            live = tg.create_task(self._read_live(now, now_ms))
             tg.create_task(self._read_refused(now_ms))
         statuses, seen = live.result()
         observations = self.fleet.observe(

@@ -22,6 +22,9 @@ class LiveSettings(ServiceSettings):
     # How often the per-minute per-robot counts (reading rate, rate drop) are read from Redis:
     # a finished minute hardly changes.
     live_counts_refresh_s: float = Field(default=10.0, gt=0)
+    # How often the sequence counters (gaps) of the robots heard from are read: four Redis
+    # reads a robot, the larger part of a tick's cost (BENCHMARKS.md, "Live view").
+    live_gaps_refresh_s: float = Field(default=5.0, gt=0)
 
     # Alerts (live/alerts.py). A condition must hold this long before its alert is raised, and
     # be gone this long before it is cleared: no flapping around a threshold.

@@ -128,9 +128,10 @@ class FleetState:
         self,
         robot_ids: Sequence[str],
         latest: Sequence[Mapping[str, bytes]],
-        seq: Mapping[tuple[str, str], SeqStats | None],
+        seq: Mapping[tuple[str, str], SeqStats],
         now_ms: int,
     ) -> None:
+        """The newest readings of `robot_ids`, and sequence counters (of any robots)."""
         for robot_id, readings in zip(robot_ids, latest, strict=True):
             robot = self._robots.get(robot_id)
             if robot is None:
@@ -139,20 +140,21 @@ class FleetState:
                 parsed = parse_latest(raw)
                 if parsed is not None:
                     robot.sensors[sensor_type] = parsed
-            new = 0
-            for sensor_type in readings:
-                stats = seq.get((robot_id, sensor_type))
-                if stats is None:
-                    continue
-                before = robot.gaps_total.get(sensor_type)
-                # The first look at a robot sets its baseline: gaps from before this service
-                # started are in gaps_total, not counted as new.
-                if before is not None:
-                    new += max(0, stats.gaps - before)
-                robot.gaps_total[sensor_type] = stats.gaps
-            if new:
-                robot.gaps_new += new
-                robot.gaps_window.append((now_ms, new))
+        new: dict[str, int] = {}
+        for (robot_id, sensor_type), stats in seq.items():
+            robot = self._robots.get(robot_id)
+            if robot is None:
+                continue
+            before = robot.gaps_total.get(sensor_type)
+            # The first look at a robot sets its baseline: gaps from before this service
+            # started are in gaps_total, not counted as new.
+            if before is not None and stats.gaps > before:
+                new[robot_id] = new.get(robot_id, 0) + stats.gaps - before
+            robot.gaps_total[sensor_type] = stats.gaps
+        for robot_id, n in new.items():
+            robot = self._robots[robot_id]
+            robot.gaps_new += n
+            robot.gaps_window.append((now_ms, n))
 
     def take_rejections(self, rejected: Mapping[str, int], now_ms: int) -> None:
         for robot_id, n in rejected.items():

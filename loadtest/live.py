@@ -245,6 +245,8 @@ async def rate_phase(*, robots: int, window: float, hz: float) -> dict[str, Any]
                 "summaries_per_robot_per_s": round(robot_summaries / span / robots, 3),
                 "fleet_summaries_per_s": round(fleet_summaries / span, 2),
                 "live_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / span, 1),
+                # Each tick publishes one fleet summary.
+                "live_cpu_ms_per_tick": round(1000 * (cpu1 - cpu0) / max(1, fleet_summaries), 1),
             }
 
 

@@ -57,6 +57,7 @@ def start_live(
             "live_alert_clear_after_s": "0",
             "live_registry_refresh_s": "1",
             "live_battery_write_s": "0.5",
+            "live_gaps_refresh_s": "0.5",
         }
         process = LiveProcess(
             database_url=database_url,

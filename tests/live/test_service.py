@@ -159,6 +159,43 @@ async def test_an_alert_is_raised_stored_published_and_cleared(
         r1.close()
 
 
+async def test_sequence_gaps_and_refusals_are_summarized_and_alerted(
+    start_live: StartLive, operator: Client, mosquitto: Mosquitto
+) -> None:
+    start_live()
+    r1 = robot(mosquitto, "r1")
+    try:
+        now = int(time.time() * 1000)
+        r1.publish_all([(status_topic("r1"), b"online")])
+        # seq 0-9, then 30-39: 20 readings missing.
+        r1.publish_all(
+            [(sensor_topic("r1", "battery"), battery(80, now + i, i)) for i in range(10)]
+        )
+
+        async def gaps_total() -> dict[str, int] | None:
+            got = summaries(operator, "r1")
+            return got[-1].gaps_total if got else None
+
+        # Seen without gaps first (the first look at a robot is its baseline).
+        await eventually(gaps_total, {"battery": 0}, timeout=30)
+        r1.publish_all(
+            [(sensor_topic("r1", "battery"), battery(80, now + i, i)) for i in range(30, 40)]
+            # Refused: not JSON.
+            + [(sensor_topic("r1", "gps"), b"{not json") for _ in range(25)]
+        )
+
+        async def raised() -> set[str]:
+            return {a["kind"] for a in alerts(operator) if a["cleared_at"] is None}
+
+        await eventually(raised, {"sequence_gaps", "dead_letter_spike"}, timeout=30)
+        await eventually(gaps_total, {"battery": 20}, timeout=30)
+        got = summaries(operator, "r1")
+        assert sum(s.gaps_new for s in got) == 20
+        assert sum(s.rejected_new for s in got) == 25
+    finally:
+        r1.close()
+
+
 async def test_a_restarted_service_keeps_its_open_alerts(
     start_live: StartLive, operator: Client, mosquitto: Mosquitto, fleet: asyncpg.Pool[Any]
 ) -> None:
