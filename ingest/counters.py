@@ -643,34 +643,48 @@ class Counters:
                 pipe.hmget(key, "n", "min", "max")
             return _merged_seq(await pipe.execute())
 
-    async def latest_with_seq(
-        self, robot_ids: Sequence[str], seq_keys: Sequence[tuple[str, str]]
-    ) -> tuple[list[dict[str, bytes]], dict[tuple[str, str], SeqStats]]:
-        """`latest` of these robots and `seq_stats` of these (robot id, sensor type) pairs, in
-        one round trip (the live view's per-tick read of the robots heard from)."""
-        if not robot_ids and not seq_keys:
-            return [], {}
+    async def seq_stats_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], SeqStats]:
+        """`seq_stats` of many (robot id, sensor type) pairs in one round trip; pairs with no
+        sequence numbers are absent."""
+        if not keys:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for robot_id in robot_ids:
-                pipe.hgetall(self._latest_key(robot_id))
-            for robot_id, sensor_type in seq_keys:
-                pipe.hgetall(self._seq_key(robot_id, sensor_type))
+            for robot_id, sensor_type in keys:
+                for shard_key in self._seq_keys(robot_id, sensor_type):
+                    pipe.hgetall(shard_key)
             results: list[dict[bytes, bytes]] = await pipe.execute()
-        n = len(robot_ids)
-        seq = {
-            key: SeqStats(int(r[b"n"]), int(r[b"min"]), int(r[b"max"]))
-            for key, r in zip(seq_keys, results[n:], strict=True)
-            if r
-        }
-        return [_latest_readings(r) for r in results[:n]], seq
+        n = self.shards
+        out: dict[tuple[str, str], SeqStats] = {}
+        for i, pair in enumerate(keys):
+            parts = [p for p in results[i * n : (i + 1) * n] if p]
+            if parts:
+                out[pair] = SeqStats(
+                    sum(int(p[b"n"]) for p in parts),
+                    min(int(p[b"min"]) for p in parts),
+                    max(int(p[b"max"]) for p in parts),
+                )
+        return out
 
     async def robot_minute_counts(self, minutes: Sequence[int]) -> list[dict[str, int]]:
-        """For each minute, readings per robot (robots with none are absent); one round trip."""
+        """For each minute, readings per robot summed over shards (robots with none are
+        absent); one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in minutes:
-                pipe.zrange(self._minute_key(m, "r"), 0, -1, withscores=True)
+                for key in self.minute_keys(m, "r"):
+                    pipe.zrange(key, 0, -1, withscores=True)
             results: list[list[tuple[bytes, float]]] = await pipe.execute()
-        return [{r.decode(): int(n) for r, n in minute} for minute in results]
+        n = self.shards
+        out = []
+        for i in range(len(minutes)):
+            counts: dict[str, int] = {}
+            for part in results[i * n : (i + 1) * n]:
+                for robot, score in part:
+                    counts[robot.decode()] = counts.get(robot.decode(), 0) + int(score)
+            # A correction may leave a robot at 0 in a minute: not counted.
+            out.append({r: c for r, c in counts.items() if c > 0})
+        return out
 
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
         if self._read_by_script:

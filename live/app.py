@@ -20,14 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from db.alerts import clear_alert, open_alerts, raise_alert
 from db.connect import open_pool
 from db.dead_letters import newest_dead_letter_id, refused_by_robot_since
 from db.errors import DATABASE_AWAY_ERRORS
 from db.robots import all_robot_ids, follow_battery_readings
-from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
+from ingest.counters import COUNTERS_AWAY_ERRORS, Counters, open_redis
 from live.alerts import AlertBook, Thresholds, alert_of
 from live.mqtt import MqttPublisher
 from live.settings import LiveSettings
@@ -132,8 +131,11 @@ class LiveService:
             self._seq_due.clear()
             self._seq_at = now
         if detail or seq_keys:
-            latest, seq = await self._counters.latest_with_seq(detail, seq_keys)
-            self.fleet.take_detail(detail, latest, seq, now_ms)
+            # Both at once: one round trip's wait.
+            async with asyncio.TaskGroup() as tg:
+                latest = tg.create_task(self._counters.latest(detail))
+                seq = tg.create_task(self._counters.seq_stats_many(seq_keys))
+            self.fleet.take_detail(detail, latest.result(), seq.result(), now_ms)
         return statuses, seen
 
     async def _read_refused(self, now_ms: int) -> None:
@@ -329,8 +331,12 @@ async def run(settings: LiveSettings) -> None:
     stopping = asyncio.Event()
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(_pool_with_retry(settings))
-        redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
-        counters = Counters(redis=redis, prefix=settings.redis_prefix)
+        redis = await stack.enter_async_context(
+            open_redis(settings.redis_url, cluster=settings.redis_cluster)
+        )
+        counters = Counters(
+            redis=redis, prefix=settings.redis_prefix, shards=settings.redis_counter_shards
+        )
         publisher = await stack.enter_async_context(
             MqttPublisher(target=settings.mqtt, client_id=settings.live_client_id)
         )

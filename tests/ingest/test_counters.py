@@ -118,3 +118,21 @@ async def test_a_restarted_cluster_node_is_noticed_and_its_shard_missed(tmp_path
             assert sorted(found) == [False, True, True]
             await counters.mark_built(datetime.now(UTC))
             assert await counters.present()
+
+
+async def test_the_live_views_reads_merge_the_shards(counters: Counters) -> None:
+    minute = 60 * 29_000_000
+    for i in range(1, 11):
+        # r1: seq 10..109 in tens, with 20-29 left out (10 missing); r2 in minute + 60.
+        if i != 2:
+            assert await counters.apply(i, entry("r1", minute, 10, ts_ms=1000 + i, seq0=10 * i))
+    assert await counters.apply(11, entry("r2", minute + 60, 5, ts_ms=2000, seq0=0))
+    stats = await counters.seq_stats_many([("r1", "gps"), ("r2", "gps"), ("r3", "gps")])
+    assert set(stats) == {("r1", "gps"), ("r2", "gps")}
+    assert stats["r1", "gps"].gaps == 10 and stats["r1", "gps"].count == 90
+    assert stats["r2", "gps"].gaps == 0
+    assert await counters.robot_minute_counts([minute, minute + 60, minute + 120]) == [
+        {"r1": 90},
+        {"r2": 5},
+        {},
+    ]
