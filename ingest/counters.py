@@ -643,29 +643,40 @@ class Counters:
                 pipe.hmget(key, "n", "min", "max")
             return _merged_seq(await pipe.execute())
 
-    async def seq_stats_many(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], SeqStats]:
-        """`seq_stats` of many (robot id, sensor type) pairs in one round trip; pairs with no
-        sequence numbers are absent."""
-        if not keys:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for robot_id, sensor_type in keys:
-                for shard_key in self._seq_keys(robot_id, sensor_type):
-                    pipe.hgetall(shard_key)
-            results: list[dict[bytes, bytes]] = await pipe.execute()
-        n = self.shards
-        out: dict[tuple[str, str], SeqStats] = {}
-        for i, pair in enumerate(keys):
-            parts = [p for p in results[i * n : (i + 1) * n] if p]
+    async def latest_with_seq(
+        self, robot_ids: Sequence[str], seq_keys: Sequence[tuple[str, str]]
+    ) -> tuple[list[dict[str, bytes]], dict[tuple[str, str], SeqStats]]:
+        """`latest` of these robots and `seq_stats` of these (robot id, sensor type) pairs (the
+        pairs without sequence numbers absent): one read-only script per shard, the shards at
+        once. The live view reads this for every robot heard from, every tick: a pipeline of
+        thousands of commands costs the client ~50 us each, a script's one reply very little
+        (BENCHMARKS.md, "Live view")."""
+        if not robot_ids and not seq_keys:
+            return [], {}
+        ops: list[list[list[str | int]]] = []
+        for shard in range(self.shards):
+            shard_ops: list[list[str | int]] = [
+                ["HGETALL", keys[shard]] for keys in map(self._latest_keys, robot_ids)
+            ]
+            shard_ops += [["HGETALL", self._seq_keys(r, t)[shard]] for r, t in seq_keys]
+            ops.append(shard_ops)
+        replies = await self._read_shards(ops)
+        n = len(robot_ids)
+        latest = [
+            _latest_readings([_hash(replies[shard][i]) for shard in range(self.shards)])
+            for i in range(n)
+        ]
+        seq: dict[tuple[str, str], SeqStats] = {}
+        for j, pair in enumerate(seq_keys):
+            parts = [h for shard in range(self.shards) if (h := _hash(replies[shard][n + j]))]
             if parts:
-                out[pair] = SeqStats(
+                # Each reading is counted once, in the shard its batch went to: counts add up.
+                seq[pair] = SeqStats(
                     sum(int(p[b"n"]) for p in parts),
                     min(int(p[b"min"]) for p in parts),
                     max(int(p[b"max"]) for p in parts),
                 )
-        return out
+        return latest, seq
 
     async def robot_minute_counts(self, minutes: Sequence[int]) -> list[dict[str, int]]:
         """For each minute, readings per robot summed over shards (robots with none are

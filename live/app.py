@@ -131,11 +131,8 @@ class LiveService:
             self._seq_due.clear()
             self._seq_at = now
         if detail or seq_keys:
-            # Both at once: one round trip's wait.
-            async with asyncio.TaskGroup() as tg:
-                latest = tg.create_task(self._counters.latest(detail))
-                seq = tg.create_task(self._counters.seq_stats_many(seq_keys))
-            self.fleet.take_detail(detail, latest.result(), seq.result(), now_ms)
+            latest, seq = await self._counters.latest_with_seq(detail, seq_keys)
+            self.fleet.take_detail(detail, latest, seq, now_ms)
         return statuses, seen
 
     async def _read_refused(self, now_ms: int) -> None:

@@ -127,7 +127,13 @@ async def test_the_live_views_reads_merge_the_shards(counters: Counters) -> None
         if i != 2:
             assert await counters.apply(i, entry("r1", minute, 10, ts_ms=1000 + i, seq0=10 * i))
     assert await counters.apply(11, entry("r2", minute + 60, 5, ts_ms=2000, seq0=0))
-    stats = await counters.seq_stats_many([("r1", "gps"), ("r2", "gps"), ("r3", "gps")])
+    latest, stats = await counters.latest_with_seq(
+        ["r1", "r3"], [("r1", "gps"), ("r2", "gps"), ("r3", "gps")]
+    )
+    assert [{k: orjson.loads(v) for k, v in r.items()} for r in latest] == [
+        {"gps": {"ts": 1010}},
+        {},
+    ]
     assert set(stats) == {("r1", "gps"), ("r2", "gps")}
     assert stats["r1", "gps"].gaps == 10 and stats["r1", "gps"].count == 90
     assert stats["r2", "gps"].gaps == 0
