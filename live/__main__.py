@@ -19,6 +19,7 @@ def main() -> None:
             "LIVE_SUMMARY_HZ, the fleet's (fleet/summary) and alerts (fleet/alerts, stored in "
             "PostgreSQL). "
             "Settings from the environment: LIVE_SUMMARY_HZ (1), LIVE_STALE_AFTER_S (10), "
+            "LIVE_GAPS_REFRESH_S (5), "
             "LIVE_SILENT_AFTER_S (30), LIVE_BATTERY_LOW_PERCENT (20), LIVE_BATTERY_OK_PERCENT "
             "(25), LIVE_GAPS_ALERT (10), LIVE_DEAD_LETTERS_ALERT (20), LIVE_ALERT_WINDOW_S (60), "
             "LIVE_RATE_DROP_RATIO (0.5), LIVE_ALERT_RAISE_AFTER_S (5), LIVE_ALERT_CLEAR_AFTER_S "
