@@ -34,6 +34,7 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/sensors/aggregate"): Scope.READ,
     ("GET", "/api/sensors/filtered"): Scope.READ,
     ("GET", "/api/stats"): Scope.READ,
+    ("GET", "/api/alerts"): Scope.READ,
     ("POST", "/api/keys"): Scope.ADMIN,
     ("GET", "/api/keys"): Scope.ADMIN,
     ("DELETE", "/api/keys/{key_id}"): Scope.ADMIN,
