@@ -25,6 +25,7 @@ from bridge.mqtt import MqttSubscriber
 from db.errors import DATABASE_AWAY_ERRORS, ROW_REFUSED_ERRORS
 from db.robot_registry import registered_among
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
+from ingest.isolation import write_isolating
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
 from telemetry.payload import Reading, Rejection, storable_text
@@ -33,6 +34,24 @@ log = logging.getLogger(__name__)
 
 # Setting statuses reads the registry (PostgreSQL) and writes Redis.
 _STATUS_ERRORS: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS)
+
+
+_Rows = tuple[Sequence[Reading], Sequence[Rejection]]
+
+
+def _halves(rows: _Rows) -> list[_Rows]:
+    """The bridge's split: halves the readings (the refusals go with the first half), then
+    the refusals; one row alone is not split."""
+    readings, rejections = rows
+    if len(readings) > 1:
+        half = len(readings) // 2
+        return [(readings[:half], rejections), (readings[half:], ())]
+    if readings and rejections:
+        return [(readings, ()), ((), rejections)]
+    if len(rejections) > 1:
+        half = len(rejections) // 2
+        return [((), rejections[:half]), ((), rejections[half:])]
+    return []
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -217,35 +236,17 @@ class Pipeline:
     ) -> WriteResult:
         """Writes; when one row (a reading or a dead letter) makes PostgreSQL refuse the
         batch, halves until it is found, and dead-letters it or stores a plainer dead letter."""
-        try:
-            return await self.writer.write(readings, rejections)
-        except ROW_REFUSED_ERRORS as exc:
-            metrics.DB_ERRORS.labels("data").inc()
-            if len(readings) + len(rejections) <= 1:
-                return await self._refused_by_database(readings, rejections, exc)
-            log.warning("batch refused by the database; splitting", extra={"error": repr(exc)})
-        if len(readings) > 1:
-            half = len(readings) // 2
-            parts = [(readings[:half], rejections), (readings[half:], ())]
-        elif readings:
-            parts = [(readings, ()), ((), rejections)]
-        else:
-            half = len(rejections) // 2
-            parts = [((), rejections[:half]), ((), rejections[half:])]
-        first = await self._write_isolating(*parts[0])
-        second = await self._write_isolating(*parts[1])
-        return WriteResult(
-            received=first.received + second.received,
-            inserted=first.inserted + second.inserted,
-            unknown_robots=first.unknown_robots | second.unknown_robots,
-            rejected=first.rejected + second.rejected,
-            conflicting=first.conflicting + second.conflicting,
-            counters_applied=first.counters_applied and second.counters_applied,
-            dead_letters_over_quota=first.dead_letters_over_quota + second.dead_letters_over_quota,
+        results = await write_isolating(
+            (readings, rejections),
+            write=lambda part: self.writer.write(*part),
+            split=_halves,
+            refused=lambda part, exc: self._refused_by_database(*part, exc),
+            noticed=lambda exc: metrics.DB_ERRORS.labels("data").inc(),
         )
+        return WriteResult.combined(results)
 
     async def _refused_by_database(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection], exc: BaseException
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection], exc: Exception
     ) -> WriteResult:
         """One row alone was refused. A reading becomes a dead letter; a dead letter that was
         itself refused is replaced by one holding only ASCII text; if even that is refused it
@@ -253,7 +254,7 @@ class Pipeline:
         error = storable_text(str(exc))[:500]
         if readings:
             refused = reading_rejection(readings[0], RejectReason.REJECTED_BY_DATABASE, error)
-            return await self._write_isolating([], [refused])
+            return await self._write_isolating((), [refused])
         original = rejections[0]
         plain = original._replace(
             topic=ascii(original.topic)[:500],
