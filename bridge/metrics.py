@@ -74,3 +74,14 @@ READY = Gauge("bridge_ready", "1 while /readyz says ready (subscribed, not stall
 STALLED_SECONDS = Gauge(
     "bridge_stalled_seconds", "Seconds without a commit while messages wait (0 when none wait)"
 )
+SERVICE_WAITS = Counter(
+    "bridge_service_waits_total",
+    "Failed attempts to reach PostgreSQL or Redis at start (retried with backoff)",
+    ["service"],
+)
+JOB_FAILURES = Counter(
+    "bridge_job_failures_total",
+    "Failed rounds of a periodic job: partitions, housekeeping, counters (journal replay, "
+    "rebuild, reconciliation); retried with backoff",
+    ["job"],
+)

@@ -29,6 +29,7 @@ from ingest.isolation import write_isolating
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
 from telemetry.payload import Reading, Rejection, storable_text
+from telemetry.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,26 @@ def _halves(rows: _Rows) -> list[_Rows]:
         half = len(rejections) // 2
         return [((), rejections[:half]), ((), rejections[half:])]
     return []
+
+
+# A commit is retried while the database is away, and on an unexpected PostgreSQL error too.
+_COMMIT_RETRIED: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, pg.PostgresError)
+
+
+def _commit_failed(exc: BaseException, retry_in_s: float, batch: Batch) -> None:
+    if isinstance(exc, DATABASE_AWAY_ERRORS):
+        metrics.DB_ERRORS.labels("transient").inc()
+        log.warning(
+            "commit failed; retrying",
+            extra={"error": repr(exc), "retry_in_s": retry_in_s, "messages": len(batch.messages)},
+        )
+    else:
+        metrics.DB_ERRORS.labels("other").inc()
+        log.error(
+            "commit failed with an unexpected database error; retrying",
+            exc_info=exc,
+            extra={"error": repr(exc), "retry_in_s": retry_in_s},
+        )
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -201,35 +222,24 @@ class Pipeline:
                 metrics.COUNTER_UPDATES_DEFERRED.inc()
 
     async def _write_until_committed(self, batch: Batch) -> WriteResult:
-        delay = 0.1
-        while True:
-            try:
-                return await self._write_isolating(batch.decoded.readings, batch.decoded.rejections)
-            except DATABASE_AWAY_ERRORS as exc:
-                metrics.DB_ERRORS.labels("transient").inc()
-                log.warning(
-                    "commit failed; retrying",
-                    extra={
-                        "error": repr(exc),
-                        "retry_in_s": delay,
-                        "messages": len(batch.messages),
-                    },
-                )
-            except pg.PostgresError as exc:
-                # Retried too (never acked unwritten), but logged as an error: waiting will not
-                # fix it without a person.
-                metrics.DB_ERRORS.labels("other").inc()
-                log.exception(
-                    "commit failed with an unexpected database error; retrying",
-                    extra={"error": repr(exc), "retry_in_s": delay},
-                )
-            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                # Asked to stop while PostgreSQL is away: nothing of this batch was acked, so
-                # the broker redelivers it to our next session. Waiting longer would only get
-                # us killed by the supervisor.
-                raise ShutdownWithUncommittedBatchError(len(batch.messages))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        """Our rule for a database that is away: retry with backoff until it commits, never
+        ack unwritten; an unexpected PostgreSQL error is retried too (logged as an error:
+        waiting will not fix it without a person). Gives up only when stopping past the grace
+        time: nothing of the batch was acked, so the broker redelivers it to our next session,
+        and waiting longer would only get us killed by the supervisor."""
+        try:
+            return await retry(
+                lambda: self._write_isolating(batch.decoded.readings, batch.decoded.rejections),
+                on=_COMMIT_RETRIED,
+                first_s=0.1,
+                report=lambda exc, retry_in_s: _commit_failed(exc, retry_in_s, batch),
+                stop=lambda _: self._past_stop_deadline(),
+            )
+        except _COMMIT_RETRIED as exc:
+            raise ShutdownWithUncommittedBatchError(len(batch.messages)) from exc
+
+    def _past_stop_deadline(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     async def _write_isolating(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]

@@ -1,0 +1,75 @@
+"""The periodic upkeep loop (journal replay in the bridge and the API): a round that fails
+because a service is away is reported and run again with backoff, not skipped until the next
+interval; a stop ends the loop even while the service stays away."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from harness.waiting import eventually
+from ingest.upkeep import every
+
+
+async def test_a_failed_round_is_reported_and_retried_before_the_next_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stopping = asyncio.Event()
+    runs: list[str] = []
+    failures: list[None] = []
+
+    async def job() -> None:
+        if len(runs) < 2:
+            runs.append("failed")
+            raise RedisConnectionError("Redis is away")
+        runs.append("done")
+
+    # An interval far longer than the test: only the backoff can bring the third run.
+    loop = asyncio.create_task(
+        every(
+            job,
+            interval_s=3600,
+            stopping=stopping,
+            name="replay",
+            failed=lambda: failures.append(None),
+        )
+    )
+
+    async def so_far() -> list[str]:
+        return list(runs)
+
+    try:
+        await eventually(so_far, ["failed", "failed", "done"])
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 10)
+    assert len(failures) == 2
+    warnings = [r for r in caplog.records if r.getMessage() == "periodic job failed; retrying"]
+    assert len(warnings) == 2 and all(getattr(r, "job", None) == "replay" for r in warnings)
+
+
+async def test_stopping_ends_the_loop_while_the_service_stays_away() -> None:
+    stopping = asyncio.Event()
+    failures: list[None] = []
+
+    async def job() -> None:
+        raise ConnectionRefusedError("PostgreSQL is away")
+
+    loop = asyncio.create_task(
+        every(
+            job,
+            interval_s=3600,
+            stopping=stopping,
+            name="replay",
+            failed=lambda: failures.append(None),
+        )
+    )
+
+    async def retried() -> bool:
+        return len(failures) >= 3
+
+    await eventually(retried, True)
+    stopping.set()
+    await asyncio.wait_for(loop, 10)  # returns instead of raising: the next start retries
