@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -178,6 +178,17 @@ async def run(settings: BridgeSettings) -> None:
             full_window_minutes=counters.ttl_s // 60,
         )
 
+        retention = timedelta(days=settings.dead_letter_retention_days)
+        periodic: dict[str, tuple[float, Callable[[], Awaitable[object]]]] = {
+            "partitions": (settings.partition_interval_s, keep_partitions),
+            "housekeeping": (
+                settings.partition_interval_s,
+                lambda: care.housekeeping(dead_letter_retention=retention),
+            ),
+            # The journal replay (or a rebuild), then the reconciliation when due.
+            "counters": (settings.journal_replay_interval_s, care.round),
+        }
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
@@ -187,40 +198,17 @@ async def run(settings: BridgeSettings) -> None:
                 tg.create_task(watch_readiness(probe, stopping=pipeline.stopping), name="readiness")
                 tg.create_task(pipeline.collect(), name="collector")
                 tg.create_task(pipeline.flush(), name="flusher")
-                tg.create_task(
-                    every(
-                        interval_s=settings.partition_interval_s,
-                        stopping=pipeline.stopping,
-                        job=keep_partitions,
-                        name="partitions",
-                        failed=metrics.JOB_FAILURES.labels("partitions").inc,
-                    ),
-                    name="partitions",
-                )
-                tg.create_task(
-                    every(
-                        interval_s=settings.partition_interval_s,
-                        stopping=pipeline.stopping,
-                        job=lambda: care.housekeeping(
-                            dead_letter_retention=timedelta(
-                                days=settings.dead_letter_retention_days
-                            )
+                for name, (interval_s, job) in periodic.items():
+                    tg.create_task(
+                        every(
+                            job,
+                            interval_s=interval_s,
+                            stopping=pipeline.stopping,
+                            name=name,
+                            failed=metrics.JOB_FAILURES.labels(name).inc,
                         ),
-                        name="housekeeping",
-                        failed=metrics.JOB_FAILURES.labels("housekeeping").inc,
-                    ),
-                    name="housekeeping",
-                )
-                tg.create_task(
-                    every(
-                        interval_s=settings.journal_replay_interval_s,
-                        stopping=pipeline.stopping,
-                        job=care.round,
-                        name="counters",
-                        failed=metrics.JOB_FAILURES.labels("counters").inc,
-                    ),
-                    name="counters",
-                )
+                        name=name,
+                    )
                 if await subscriber.wait_subscribed(within_s=30):
                     log.info(
                         "bridge ready",

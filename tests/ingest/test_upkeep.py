@@ -5,12 +5,28 @@ interval; a stop ends the loop even while the service stays away."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from harness.waiting import eventually
 from ingest.upkeep import every
+
+
+def _hourly(
+    job: Callable[[], Awaitable[None]], stopping: asyncio.Event, failures: list[None]
+) -> asyncio.Task[None]:
+    """The loop with an interval far longer than a test: only the backoff brings a retry."""
+    return asyncio.create_task(
+        every(
+            job,
+            interval_s=3600,
+            stopping=stopping,
+            name="replay",
+            failed=lambda: failures.append(None),
+        )
+    )
 
 
 async def test_a_failed_round_is_reported_and_retried_before_the_next_interval(
@@ -26,16 +42,7 @@ async def test_a_failed_round_is_reported_and_retried_before_the_next_interval(
             raise RedisConnectionError("Redis is away")
         runs.append("done")
 
-    # An interval far longer than the test: only the backoff can bring the third run.
-    loop = asyncio.create_task(
-        every(
-            job,
-            interval_s=3600,
-            stopping=stopping,
-            name="replay",
-            failed=lambda: failures.append(None),
-        )
-    )
+    loop = _hourly(job, stopping, failures)
 
     async def so_far() -> list[str]:
         return list(runs)
@@ -57,15 +64,7 @@ async def test_stopping_ends_the_loop_while_the_service_stays_away() -> None:
     async def job() -> None:
         raise ConnectionRefusedError("PostgreSQL is away")
 
-    loop = asyncio.create_task(
-        every(
-            job,
-            interval_s=3600,
-            stopping=stopping,
-            name="replay",
-            failed=lambda: failures.append(None),
-        )
-    )
+    loop = _hourly(job, stopping, failures)
 
     async def retried() -> bool:
         return len(failures) >= 3
