@@ -15,19 +15,19 @@ Locust spends far more CPU per request than the API does, so on 2 cores it measu
 
 from __future__ import annotations
 
-import os
 import random
 
 from locust import FastHttpUser, constant, events, task
 
 from loadtest.locust_fleet import UniqueClock, register_robots
+from loadtest.settings import ClientSettings
 
 ROBOTS = [str(i) for i in range(1, 11)]
 _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, "z": 0.03}}
 _GPS = {"lat": 52.52, "lon": 13.405, "alt": 34.0}
 _LIDAR = {"distance": 4.2, "angle": 12.5}
 # Locust is this file's entry point: it reads the key here, once.
-_HEADERS = {"X-API-Key": os.environ.get("ROBOSENSE_API_KEY", "")}
+_HEADERS = {"X-API-Key": ClientSettings().robosense_api_key or ""}
 
 
 _clock = UniqueClock()

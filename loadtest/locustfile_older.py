@@ -14,16 +14,17 @@ loadtest/locustfile.py is the same mix written in our own API's terms.
 
 from __future__ import annotations
 
-import os
 import random
 from datetime import UTC, datetime, timedelta
 
 from locust import FastHttpUser, constant, events, task
 
 from loadtest.locust_fleet import UniqueClock, register_robots
+from loadtest.settings import ClientSettings
 
 ROBOTS = list(range(1, 11))
-API_KEY = os.environ.get("ROBOSENSE_API_KEY", "older-client-key")
+# Locust is this file's entry point: it reads the key here, once.
+API_KEY = ClientSettings().robosense_api_key or "older-client-key"
 _IMU = {
     "acceleration": {"x": 0.1, "y": 0.2, "z": 9.8},
     "gyroscope": {"x": 0.01, "y": 0.02, "z": 0.03},

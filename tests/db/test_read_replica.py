@@ -26,9 +26,9 @@ from db.connect import open_pool
 from db.migrate import prepare_database
 from db.read_pool import open_read_pool
 from harness.postgres import LocalPostgres, ReplicationRefused, new_primary, new_replica
-from harness.services import POSTGRES_URL, REDIS_URL
 from harness.waiting import eventually
 from tests.api.conftest import create_key
+from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
     name = f"rs_replica_{uuid.uuid4().hex[:8]}"
     primary: LocalPostgres | None = None
     if request.param == "machine-primary":
-        primary_url = POSTGRES_URL
+        primary_url = HARNESS.postgres_url
         host_port = primary_url.rsplit("@", 1)[-1]
         host, port = host_port.split(":")
         try:
@@ -134,7 +134,7 @@ async def test_api_reads_are_as_old_as_the_replica_and_keys_are_not(
     settings = ApiSettings(
         database_url=replicated.primary_dsn,
         database_read_url=replicated.replica_dsn,
-        redis_url=REDIS_URL,
+        redis_url=HARNESS.redis_url,
         redis_prefix=f"rstest-replica-{uuid.uuid4().hex[:8]}:",
         cursor_secret="replica",
     )
