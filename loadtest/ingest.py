@@ -91,6 +91,7 @@ async def run_config(
     config: Config,
     *,
     dsn: str,
+    redis_url: str,
     counters: Counters,
     robots: list[list[str]],
     readings: int,
@@ -110,6 +111,7 @@ async def run_config(
     bridges = [
         BridgeProcess(
             database_url=dsn,
+            redis_url=redis_url,
             redis_prefix=counters.prefix,
             mqtt_url=broker.url_for(f"bench-bridge-{k}"),
             log_path=workdir / f"bridge-{k}.log",
@@ -345,6 +347,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
                         r = await run_config(
                             config,
                             dsn=dsn,
+                            redis_url=servers.redis_url,
                             counters=counters,
                             robots=robots,
                             readings=args.readings,
@@ -368,6 +371,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
                             r = await run_config(
                                 half,
                                 dsn=dsn,
+                                redis_url=servers.redis_url,
                                 counters=counters,
                                 robots=robots,
                                 readings=min(args.readings, int(half.rate * args.half_rate_s)),
