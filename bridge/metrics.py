@@ -57,6 +57,11 @@ COUNTER_UPDATES_DEFERRED = Counter(
 STATUSES_IGNORED = Counter(
     "bridge_statuses_ignored_total", "Status messages of unregistered robots (not tracked)"
 )
+STATUS_UPDATES_LOST = Counter(
+    "bridge_status_updates_lost_total",
+    "Batches whose statuses were not recorded (PostgreSQL or Redis away); the broker resends "
+    "retained statuses at the next subscription and the hourly refresh",
+)
 STATUSES_PRUNED = Counter(
     "bridge_statuses_pruned_total", "Statuses dropped from Redis: robot no longer registered"
 )

@@ -294,7 +294,8 @@ class Pipeline:
             )
         except _STATUS_ERRORS as exc:
             # A status is retained by the broker and comes again with our next subscription
-            # (and the hourly refresh).
+            # (and the hourly refresh): not retried here, but reported.
+            metrics.STATUS_UPDATES_LOST.inc()
             log.warning("status update lost", extra={"error": repr(exc)})
             return
         if ignored := len(batch.statuses) - len(known):
