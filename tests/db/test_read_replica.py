@@ -56,7 +56,7 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
         host_port = primary_url.rsplit("@", 1)[-1]
         host, port = host_port.split(":")
         try:
-            replica = new_replica(primary_host=host, primary_port=int(port))
+            replica = new_replica(primary_host=host, primary_port=int(port), pg_bin=HARNESS.pg_bin)
         except ReplicationRefused as refused:
             pytest.skip(
                 f"the machine's PostgreSQL ({host_port}) refuses replication connections "
@@ -65,10 +65,12 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
                 "reload) would let it run; the private-primary case tests the same routing"
             )
     else:
-        primary = new_primary()
+        primary = new_primary(pg_bin=HARNESS.pg_bin)
         primary.start()
         primary_url = primary.url
-        replica = new_replica(primary_host="127.0.0.1", primary_port=primary.port)
+        replica = new_replica(
+            primary_host="127.0.0.1", primary_port=primary.port, pg_bin=HARNESS.pg_bin
+        )
     # The database is created after the copy: it reaches the replica by streaming, as every
     # later write does.
     asyncio.run(_prepare(f"{primary_url}/{name}"))
