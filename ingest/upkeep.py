@@ -3,9 +3,9 @@
 and the bridge's other periodic jobs.
 
 A round that fails because a service is away is reported (a log line, and the caller's metric)
-and run again with backoff, from a short wait up to 5 s or the job's interval if shorter; an
-unexpected PostgreSQL error likewise, logged as an error. Anything else ends the process's
-TaskGroup.
+and run again after the job's interval, backing off (doubling) up to 5 s for jobs that run
+more often than that; an unexpected PostgreSQL error likewise, logged as an error. Anything
+else ends the process's TaskGroup.
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ async def every(
                 job,
                 on=UPKEEP_RETRIED,
                 report=report,
-                first_s=min(0.2, interval_s),
-                max_s=min(MAX_BACKOFF_S, interval_s),
+                # Never sooner than the next round would have come: the counters job replays
+                # entries older than its interval, and a reconciliation run sooner would meet
+                # the update that Redis missed still pending.
+                first_s=interval_s,
+                max_s=max(interval_s, MAX_BACKOFF_S),
                 stop=lambda _: stopping.is_set(),
                 sleep=wait,
             )

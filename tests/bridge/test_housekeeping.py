@@ -65,7 +65,7 @@ async def test_stale_statuses_are_pruned_and_late_registrations_get_theirs(
     counters: Counters,
 ) -> None:
     # Left by an older bridge that tracked any id (in counters that exist: no rebuild).
-    await counters.redis.set(f"{counters.prefix}meta:built", "earlier")
+    await counters.mark_built(datetime.now(UTC) - timedelta(hours=1))
     await counters.set_statuses([(f"junk-{i}", "online", 1) for i in range(500)])
     await counters.set_statuses([("r2", "offline", 1)])
     retained_status(publisher, ["late"], b"online")  # not registered yet
