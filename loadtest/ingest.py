@@ -432,6 +432,7 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
                                     r = await run_config(
                                         config,
                                         dsn=dsn,
+                                        redis_url=servers.redis_url,
                                         counters=counters,
                                         robots=robots,
                                         readings=int(rate * args.duration),
