@@ -26,6 +26,7 @@ from api.metrics import (
     INGEST_REJECTED,
 )
 from db.errors import ROW_REFUSED_ERRORS
+from ingest.isolation import write_isolating
 from ingest.write import IngestWriter
 from telemetry.errors import ContractError, RejectReason
 from telemetry.payload import Reading, Rejection
@@ -39,6 +40,25 @@ class _Request:
     future: asyncio.Future[frozenset[str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """What one commit holds: requests that wait for it, and refusals to count with it."""
+
+    requests: Sequence[_Request]
+    rejections: Sequence[Rejection]
+
+
+def _by_request(group: _Group) -> list[_Group]:
+    """Our split of a refused group commit: each request alone, then the refusals; a single
+    request is not split (its readings are answered together)."""
+    if len(group.requests) < 2:
+        return []
+    parts = [_Group([request], ()) for request in group.requests]
+    if group.rejections:
+        parts.append(_Group([], group.rejections))
+    return parts
 
 
 class GroupCommitter:
@@ -148,40 +168,48 @@ class GroupCommitter:
         self._slots.release()
 
     async def _flush(self, batch: list[_Request], rejections: list[Rejection]) -> None:
-        readings = [r for request in batch for r in request.readings]
+        """Commits a batch once. Our rules: a row PostgreSQL refuses fails only its request
+        (the batch is split into its requests, ingest.isolation); anything else fails every
+        request of the batch at once (503, no retry: the client retries)."""
+        await write_isolating(
+            _Group(batch, rejections),
+            write=self._commit,
+            split=_by_request,
+            refused=self._refused,
+        )
+
+    async def _commit(self, group: _Group) -> None:
+        readings = [r for request in group.requests for r in request.readings]
         start = time.perf_counter()
         try:
-            result = await self.writer.write(readings, rejections)
-        except ROW_REFUSED_ERRORS as exc:
-            # One reading can cause it: commit the batch's requests one by one so that only
-            # the culprit's request fails. Anything else fails the whole batch.
-            if len(batch) > 1:
-                log.warning("batch refused by the database; committing its requests one by one")
-                for request in batch:
-                    await self._flush([request], [])
-                if rejections:
-                    await self._flush([], rejections)
-                return
-            detail = str(exc)
-            self._fail(batch, lambda: ContractError(RejectReason.REJECTED_BY_DATABASE, detail), exc)
-            return
+            result = await self.writer.write(readings, group.rejections)
+        except ROW_REFUSED_ERRORS:
+            raise  # write_isolating splits the batch
         except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear it
             log.warning("group commit failed: %s", exc)
-            self._fail(batch, lambda: StorageUnavailableError("postgresql"), exc)
+            self._fail(group.requests, lambda: StorageUnavailableError("postgresql"), exc)
             return
         COMMIT_SECONDS.observe(time.perf_counter() - start)
         BATCH_READINGS.observe(len(readings))
-        BATCH_REQUESTS.observe(len(batch))
+        BATCH_REQUESTS.observe(len(group.requests))
         INGEST_READINGS.inc(len(readings))
         INGEST_INSERTED.inc(result.inserted)
         for reason, n in result.rejected.items():
             INGEST_REJECTED.labels(reason).inc(n)
-        for request in batch:
+        for request in group.requests:
             if not request.future.done():
                 request.future.set_result(result.unknown_robots)
 
+    async def _refused(self, group: _Group, exc: Exception) -> None:
+        detail = str(exc)
+        self._fail(
+            group.requests, lambda: ContractError(RejectReason.REJECTED_BY_DATABASE, detail), exc
+        )
+
     @staticmethod
-    def _fail(batch: list[_Request], error: Callable[[], Exception], cause: BaseException) -> None:
+    def _fail(
+        batch: Sequence[_Request], error: Callable[[], Exception], cause: BaseException
+    ) -> None:
         for request in batch:
             if not request.future.done():
                 exc = error()

@@ -68,6 +68,10 @@ LIVE_STREAMS = Gauge(
 LIVE_DROPPED = Counter(
     "robosense_api_live_dropped_total", "Summaries a live-stream client missed (superseded)"
 )
+JOURNAL_REPLAY_FAILURES = Counter(
+    "robosense_api_journal_replay_failures_total",
+    "Failed rounds of the journal replay (counter updates Redis missed); retried with backoff",
+)
 
 
 class _FleetGauges(Collector):

@@ -19,12 +19,13 @@ from api.keys import KeyStore, Scope, key_hash
 from api.live_hub import LiveHub
 from api.live_mqtt import open_live
 from api.live_token import LiveTokens
+from api.metrics import JOURNAL_REPLAY_FAILURES
 from api.settings import ApiSettings
 from db.api_keys import find_api_key, insert_api_key
 from db.connect import open_pool
-from db.errors import DATABASE_AWAY_ERRORS
 from db.read_pool import ReadPool, open_read_pool
-from ingest.counters import COUNTERS_AWAY_ERRORS, AnyRedis, Counters, redis_client
+from ingest.counters import AnyRedis, Counters, redis_client
+from ingest.upkeep import every
 from ingest.write import IngestWriter
 from mqtt_auth.store import IdentityStore
 from telemetry.payload import PayloadDecoder
@@ -57,17 +58,6 @@ class Resources:
     live_tokens: LiveTokens
     # None when the API has no MQTT identity for the live stream (api/live_mqtt.py).
     live: LiveHub | None
-
-
-async def _replay_journal(writer: IngestWriter) -> None:
-    while True:
-        await asyncio.sleep(_REPLAY_EVERY_S)
-        try:
-            await writer.replay_journal(older_than_s=_REPLAY_OLDER_THAN_S)
-        except (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS) as exc:
-            log.warning("journal replay failed, will retry: %s", exc)
-        except asyncpg.PostgresError:
-            log.exception("journal replay failed with an unexpected database error; will retry")
 
 
 async def _bootstrap_admin_key(pool: asyncpg.Pool[Any], token: str) -> None:
@@ -130,7 +120,17 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
             max_inflight=settings.ingest_max_inflight,
         )
         committer.start()
-        replay = asyncio.create_task(_replay_journal(writer), name="journal-replay")
+        stopping = asyncio.Event()
+        replay = asyncio.create_task(
+            every(
+                lambda: writer.replay_journal(older_than_s=_REPLAY_OLDER_THAN_S),
+                interval_s=_REPLAY_EVERY_S,
+                stopping=stopping,
+                name="journal-replay",
+                failed=JOURNAL_REPLAY_FAILURES.inc,
+            ),
+            name="journal-replay",
+        )
         # Key lookups are reads too (one that meets a connection PostgreSQL dropped is retried),
         # but of the primary: a key works as soon as it is created, and stops when revoked.
         primary_reads = read_pool if not read_pool.replica else ReadPool(pool)
@@ -151,9 +151,8 @@ async def open_resources(settings: ApiSettings) -> AsyncIterator[Resources]:
                 live=live,
             )
         finally:
-            replay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replay
+            stopping.set()
+            await replay
             await committer.close()
             await redis.aclose()
 

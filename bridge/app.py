@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
+from bridge import metrics
 from bridge.batcher import BatchBuilder
 from bridge.counter_care import CounterCare
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
@@ -26,9 +26,11 @@ from db.partitions import maintain_partitions
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters, open_redis
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.rebuild import rebuild_counters
+from ingest.upkeep import every
 from ingest.write import IngestWriter
 from telemetry.logs import unreachable
 from telemetry.payload import PayloadDecoder
+from telemetry.retry import retry
 from telemetry.settings import UnknownRobotPolicy
 
 log = logging.getLogger(__name__)
@@ -41,76 +43,49 @@ _WAIT_FOR_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_OpenedPool: TypeAlias = "tuple[AbstractAsyncContextManager[asyncpg.Pool[Any]], asyncpg.Pool[Any]]"
+
+
 @asynccontextmanager
 async def open_pool_with_retry(settings: BridgeSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
     """PostgreSQL may be starting, restarting or away: wait for it, saying where and why.
 
     A refusal that waiting cannot fix (a wrong password, say) ends the process instead.
     """
-    delay = 0.2
-    while True:
-        try:
-            pool_cm = open_pool(
-                dsn=settings.database_url,
-                min_size=1,
-                max_size=2,
-                application_name="robosense-bridge",
-            )
-            pool = await pool_cm.__aenter__()
-            break
-        except _WAIT_FOR_DB_ERRORS as exc:
-            log.warning(
-                "waiting for PostgreSQL",
-                extra=unreachable(settings.database_url, exc, retry_in_s=delay),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        except asyncpg.PostgresError as exc:
-            # The cause is in the line; a traceback would add nothing.
-            log.error(  # noqa: TRY400
-                "PostgreSQL refused the bridge", extra=unreachable(settings.database_url, exc)
-            )
-            raise SystemExit(2) from None
+
+    async def open_it() -> _OpenedPool:
+        pool_cm = open_pool(
+            dsn=settings.database_url,
+            min_size=1,
+            max_size=2,
+            application_name="robosense-bridge",
+        )
+        return pool_cm, await pool_cm.__aenter__()
+
+    try:
+        pool_cm, pool = await retry(
+            open_it,
+            on=_WAIT_FOR_DB_ERRORS,
+            first_s=0.2,
+            report=lambda exc, retry_in_s: _waiting(
+                "PostgreSQL", settings.database_url, exc, retry_in_s
+            ),
+        )
+    except asyncpg.PostgresError as exc:
+        # The cause is in the line; a traceback would add nothing.
+        log.error(  # noqa: TRY400
+            "PostgreSQL refused the bridge", extra=unreachable(settings.database_url, exc)
+        )
+        raise SystemExit(2) from None
     try:
         yield pool
     finally:
         await pool_cm.__aexit__(None, None, None)
 
 
-async def _wait_for_redis(settings: BridgeSettings, first: Callable[[], Awaitable[object]]) -> None:
-    """Runs `first` (it needs Redis) until Redis answers, saying where and why it does not."""
-    delay = 0.2
-    while True:
-        try:
-            await first()
-        except COUNTERS_AWAY_ERRORS as exc:
-            log.warning(
-                "waiting for Redis", extra=unreachable(settings.redis_url, exc, retry_in_s=delay)
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        else:
-            return
-
-
-_PERIODIC_JOB_ERRORS: tuple[type[Exception], ...] = (
-    *DATABASE_AWAY_ERRORS,
-    *COUNTERS_AWAY_ERRORS,
-)
-
-
-async def _every(
-    *, interval_s: float, stopping: asyncio.Event, job: Callable[[], Awaitable[object]], name: str
-) -> None:
-    while not stopping.is_set():
-        try:
-            await job()
-        except _PERIODIC_JOB_ERRORS as exc:
-            log.warning(
-                "periodic job failed; next round retries", extra={"job": name, "error": repr(exc)}
-            )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), interval_s)
+def _waiting(service: str, url: str, exc: BaseException, retry_in_s: float) -> None:
+    metrics.SERVICE_WAITS.labels(service.lower()).inc()
+    log.warning(f"waiting for {service}", extra=unreachable(url, exc, retry_in_s=retry_in_s))
 
 
 async def run(settings: BridgeSettings) -> None:
@@ -150,7 +125,13 @@ async def run(settings: BridgeSettings) -> None:
                 )
 
         await keep_partitions()
-        await _wait_for_redis(settings, lambda: writer.keep_counters(replay_older_than_s=0))
+        # Redis may be starting or away too: the first replay waits for it.
+        await retry(
+            lambda: writer.keep_counters(replay_older_than_s=0),
+            on=COUNTERS_AWAY_ERRORS,
+            first_s=0.2,
+            report=lambda exc, retry_in_s: _waiting("Redis", settings.redis_url, exc, retry_in_s),
+        )
 
         if settings.share_group == PUBLIC_SHARE_GROUP:
             log.warning(
@@ -197,6 +178,17 @@ async def run(settings: BridgeSettings) -> None:
             full_window_minutes=counters.ttl_s // 60,
         )
 
+        retention = timedelta(days=settings.dead_letter_retention_days)
+        periodic: dict[str, tuple[float, Callable[[], Awaitable[object]]]] = {
+            "partitions": (settings.partition_interval_s, keep_partitions),
+            "housekeeping": (
+                settings.partition_interval_s,
+                lambda: care.housekeeping(dead_letter_retention=retention),
+            ),
+            # The journal replay (or a rebuild), then the reconciliation when due.
+            "counters": (settings.journal_replay_interval_s, care.round),
+        }
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, pipeline.stop)
 
@@ -206,37 +198,17 @@ async def run(settings: BridgeSettings) -> None:
                 tg.create_task(watch_readiness(probe, stopping=pipeline.stopping), name="readiness")
                 tg.create_task(pipeline.collect(), name="collector")
                 tg.create_task(pipeline.flush(), name="flusher")
-                tg.create_task(
-                    _every(
-                        interval_s=settings.partition_interval_s,
-                        stopping=pipeline.stopping,
-                        job=keep_partitions,
-                        name="partitions",
-                    ),
-                    name="partitions",
-                )
-                tg.create_task(
-                    _every(
-                        interval_s=settings.partition_interval_s,
-                        stopping=pipeline.stopping,
-                        job=lambda: care.housekeeping(
-                            dead_letter_retention=timedelta(
-                                days=settings.dead_letter_retention_days
-                            )
+                for name, (interval_s, job) in periodic.items():
+                    tg.create_task(
+                        every(
+                            job,
+                            interval_s=interval_s,
+                            stopping=pipeline.stopping,
+                            name=name,
+                            failed=metrics.JOB_FAILURES.labels(name).inc,
                         ),
-                        name="housekeeping",
-                    ),
-                    name="housekeeping",
-                )
-                tg.create_task(
-                    _every(
-                        interval_s=settings.journal_replay_interval_s,
-                        stopping=pipeline.stopping,
-                        job=care.round,
-                        name="counters",
-                    ),
-                    name="counters",
-                )
+                        name=name,
+                    )
                 if await subscriber.wait_subscribed(within_s=30):
                     log.info(
                         "bridge ready",

@@ -57,6 +57,11 @@ COUNTER_UPDATES_DEFERRED = Counter(
 STATUSES_IGNORED = Counter(
     "bridge_statuses_ignored_total", "Status messages of unregistered robots (not tracked)"
 )
+STATUS_UPDATES_LOST = Counter(
+    "bridge_status_updates_lost_total",
+    "Batches whose statuses were not recorded (PostgreSQL or Redis away); the broker resends "
+    "retained statuses at the next subscription and the hourly refresh",
+)
 STATUSES_PRUNED = Counter(
     "bridge_statuses_pruned_total", "Statuses dropped from Redis: robot no longer registered"
 )
@@ -73,4 +78,15 @@ SUBSCRIBED = Gauge("bridge_subscribed", "1 while the MQTT subscription is active
 READY = Gauge("bridge_ready", "1 while /readyz says ready (subscribed, not stalled)")
 STALLED_SECONDS = Gauge(
     "bridge_stalled_seconds", "Seconds without a commit while messages wait (0 when none wait)"
+)
+SERVICE_WAITS = Counter(
+    "bridge_service_waits_total",
+    "Failed attempts to reach PostgreSQL or Redis at start (retried with backoff)",
+    ["service"],
+)
+JOB_FAILURES = Counter(
+    "bridge_job_failures_total",
+    "Failed rounds of a periodic job: partitions, housekeeping, counters (journal replay, "
+    "rebuild, reconciliation); retried with backoff",
+    ["job"],
 )

@@ -25,14 +25,54 @@ from bridge.mqtt import MqttSubscriber
 from db.errors import DATABASE_AWAY_ERRORS, ROW_REFUSED_ERRORS
 from db.robot_registry import registered_among
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
+from ingest.isolation import write_isolating
 from ingest.write import IngestWriter, WriteResult, reading_rejection
 from telemetry.errors import RejectReason, RoboSenseError
 from telemetry.payload import Reading, Rejection, storable_text
+from telemetry.retry import retry
 
 log = logging.getLogger(__name__)
 
 # Setting statuses reads the registry (PostgreSQL) and writes Redis.
 _STATUS_ERRORS: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, *COUNTERS_AWAY_ERRORS)
+
+
+_Rows = tuple[Sequence[Reading], Sequence[Rejection]]
+
+
+def _halves(rows: _Rows) -> list[_Rows]:
+    """The bridge's split: halves the readings (the refusals go with the first half), then
+    the refusals; one row alone is not split."""
+    readings, rejections = rows
+    if len(readings) > 1:
+        half = len(readings) // 2
+        return [(readings[:half], rejections), (readings[half:], ())]
+    if readings and rejections:
+        return [(readings, ()), ((), rejections)]
+    if len(rejections) > 1:
+        half = len(rejections) // 2
+        return [((), rejections[:half]), ((), rejections[half:])]
+    return []
+
+
+# A commit is retried while the database is away, and on an unexpected PostgreSQL error too.
+_COMMIT_RETRIED: tuple[type[Exception], ...] = (*DATABASE_AWAY_ERRORS, pg.PostgresError)
+
+
+def _commit_failed(exc: BaseException, retry_in_s: float, batch: Batch) -> None:
+    if isinstance(exc, DATABASE_AWAY_ERRORS):
+        metrics.DB_ERRORS.labels("transient").inc()
+        log.warning(
+            "commit failed; retrying",
+            extra={"error": repr(exc), "retry_in_s": retry_in_s, "messages": len(batch.messages)},
+        )
+    else:
+        metrics.DB_ERRORS.labels("other").inc()
+        log.error(
+            "commit failed with an unexpected database error; retrying",
+            exc_info=exc,
+            extra={"error": repr(exc), "retry_in_s": retry_in_s},
+        )
 
 
 class ShutdownWithUncommittedBatchError(RoboSenseError):
@@ -182,70 +222,41 @@ class Pipeline:
                 metrics.COUNTER_UPDATES_DEFERRED.inc()
 
     async def _write_until_committed(self, batch: Batch) -> WriteResult:
-        delay = 0.1
-        while True:
-            try:
-                return await self._write_isolating(batch.decoded.readings, batch.decoded.rejections)
-            except DATABASE_AWAY_ERRORS as exc:
-                metrics.DB_ERRORS.labels("transient").inc()
-                log.warning(
-                    "commit failed; retrying",
-                    extra={
-                        "error": repr(exc),
-                        "retry_in_s": delay,
-                        "messages": len(batch.messages),
-                    },
-                )
-            except pg.PostgresError as exc:
-                # Retried too (never acked unwritten), but logged as an error: waiting will not
-                # fix it without a person.
-                metrics.DB_ERRORS.labels("other").inc()
-                log.exception(
-                    "commit failed with an unexpected database error; retrying",
-                    extra={"error": repr(exc), "retry_in_s": delay},
-                )
-            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                # Asked to stop while PostgreSQL is away: nothing of this batch was acked, so
-                # the broker redelivers it to our next session. Waiting longer would only get
-                # us killed by the supervisor.
-                raise ShutdownWithUncommittedBatchError(len(batch.messages))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        """Our rule for a database that is away: retry with backoff until it commits, never
+        ack unwritten; an unexpected PostgreSQL error is retried too (logged as an error:
+        waiting will not fix it without a person). Gives up only when stopping past the grace
+        time: nothing of the batch was acked, so the broker redelivers it to our next session,
+        and waiting longer would only get us killed by the supervisor."""
+        try:
+            return await retry(
+                lambda: self._write_isolating(batch.decoded.readings, batch.decoded.rejections),
+                on=_COMMIT_RETRIED,
+                first_s=0.1,
+                report=lambda exc, retry_in_s: _commit_failed(exc, retry_in_s, batch),
+                stop=lambda _: self._past_stop_deadline(),
+            )
+        except _COMMIT_RETRIED as exc:
+            raise ShutdownWithUncommittedBatchError(len(batch.messages)) from exc
+
+    def _past_stop_deadline(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     async def _write_isolating(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]
     ) -> WriteResult:
         """Writes; when one row (a reading or a dead letter) makes PostgreSQL refuse the
         batch, halves until it is found, and dead-letters it or stores a plainer dead letter."""
-        try:
-            return await self.writer.write(readings, rejections)
-        except ROW_REFUSED_ERRORS as exc:
-            metrics.DB_ERRORS.labels("data").inc()
-            if len(readings) + len(rejections) <= 1:
-                return await self._refused_by_database(readings, rejections, exc)
-            log.warning("batch refused by the database; splitting", extra={"error": repr(exc)})
-        if len(readings) > 1:
-            half = len(readings) // 2
-            parts = [(readings[:half], rejections), (readings[half:], ())]
-        elif readings:
-            parts = [(readings, ()), ((), rejections)]
-        else:
-            half = len(rejections) // 2
-            parts = [((), rejections[:half]), ((), rejections[half:])]
-        first = await self._write_isolating(*parts[0])
-        second = await self._write_isolating(*parts[1])
-        return WriteResult(
-            received=first.received + second.received,
-            inserted=first.inserted + second.inserted,
-            unknown_robots=first.unknown_robots | second.unknown_robots,
-            rejected=first.rejected + second.rejected,
-            conflicting=first.conflicting + second.conflicting,
-            counters_applied=first.counters_applied and second.counters_applied,
-            dead_letters_over_quota=first.dead_letters_over_quota + second.dead_letters_over_quota,
+        results = await write_isolating(
+            (readings, rejections),
+            write=lambda part: self.writer.write(*part),
+            split=_halves,
+            refused=lambda part, exc: self._refused_by_database(*part, exc),
+            noticed=lambda exc: metrics.DB_ERRORS.labels("data").inc(),
         )
+        return WriteResult.combined(results)
 
     async def _refused_by_database(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection], exc: BaseException
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection], exc: Exception
     ) -> WriteResult:
         """One row alone was refused. A reading becomes a dead letter; a dead letter that was
         itself refused is replaced by one holding only ASCII text; if even that is refused it
@@ -253,7 +264,7 @@ class Pipeline:
         error = storable_text(str(exc))[:500]
         if readings:
             refused = reading_rejection(readings[0], RejectReason.REJECTED_BY_DATABASE, error)
-            return await self._write_isolating([], [refused])
+            return await self._write_isolating((), [refused])
         original = rejections[0]
         plain = original._replace(
             topic=ascii(original.topic)[:500],
@@ -283,7 +294,8 @@ class Pipeline:
             )
         except _STATUS_ERRORS as exc:
             # A status is retained by the broker and comes again with our next subscription
-            # (and the hourly refresh).
+            # (and the hourly refresh): not retried here, but reported.
+            metrics.STATUS_UPDATES_LOST.inc()
             log.warning("status update lost", extra={"error": repr(exc)})
             return
         if ignored := len(batch.statuses) - len(known):

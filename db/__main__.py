@@ -8,9 +8,11 @@ import logging
 from datetime import UTC, datetime
 
 import asyncpg
+from tenacity import stop_before_delay
 
 from db.migrate import prepare_database
 from telemetry.logs import configure_logging, unreachable
+from telemetry.retry import retry
 from telemetry.settings import ServiceSettings
 
 log = logging.getLogger("db")
@@ -81,23 +83,22 @@ _NOT_YET: tuple[type[BaseException], ...] = (
 
 
 async def _migrate_waiting(settings: DbSettings, *, wait_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    delay = 0.5
-    while True:
-        try:
-            await migrate(settings)
-        except _NOT_YET as exc:
-            if loop.time() + delay > deadline:
-                raise
-            log.warning(
-                "waiting for PostgreSQL",
-                extra=unreachable(settings.database_url, exc, retry_in_s=delay),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        else:
-            return
+    """Retries while PostgreSQL is not up yet; gives up when the next try would come after
+    `wait_s` (the last error is raised then)."""
+
+    def report(exc: BaseException, retry_in_s: float) -> None:
+        log.warning(
+            "waiting for PostgreSQL",
+            extra=unreachable(settings.database_url, exc, retry_in_s=retry_in_s),
+        )
+
+    await retry(
+        lambda: migrate(settings),
+        on=_NOT_YET,
+        first_s=0.5,
+        report=report,
+        stop=stop_before_delay(wait_s),
+    )
 
 
 if __name__ == "__main__":

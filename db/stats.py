@@ -32,18 +32,6 @@ async def latest_reading_rows(conn: Connection, *, since: datetime) -> list[asyn
     )
 
 
-async def count_readings(
-    conn: Connection, *, since: datetime | None = None, until: datetime | None = None
-) -> int:
-    n: int = await conn.fetchval(
-        """SELECT count(*) FROM sensor_readings
-           WHERE ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2)""",
-        since,
-        until,
-    )
-    return n
-
-
 async def count_dead_letters_by_minute(
     conn: Connection, *, since: datetime
 ) -> list[tuple[int, str, int]]:

@@ -19,7 +19,6 @@ from typing import Self
 
 from harness.services import free_port
 
-PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _SERVER_USER = "postgres"
 
 
@@ -53,7 +52,8 @@ def _private_dir(prefix: str) -> Path:
 class LocalPostgres:
     """A PostgreSQL cluster in `data_dir`, on 127.0.0.1:`port`, its socket in its directory."""
 
-    def __init__(self, *, base: Path, port: int) -> None:
+    def __init__(self, *, base: Path, port: int, pg_bin: Path) -> None:
+        self.pg_bin = pg_bin
         self.base = base
         self.data_dir = base / "data"
         self.port = port
@@ -68,7 +68,7 @@ class LocalPostgres:
         )
         done = _run(
             [
-                str(PG_BIN / "pg_ctl"),
+                str(self.pg_bin / "pg_ctl"),
                 "-D",
                 str(self.data_dir),
                 "-l",
@@ -87,7 +87,9 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            _run([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+            _run(
+                [str(self.pg_bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+            )
 
     def remove(self) -> None:
         self.stop()
@@ -110,12 +112,12 @@ class LocalPostgres:
         self.remove()
 
 
-def new_primary() -> LocalPostgres:
+def new_primary(*, pg_bin: Path) -> LocalPostgres:
     """An empty primary of our own (trust for local and 127.0.0.1, replication included:
     initdb's pg_hba.conf with --auth=trust; wal_level `replica` is the default)."""
-    server = LocalPostgres(base=_private_dir("rs-pg-primary-"), port=free_port())
+    server = LocalPostgres(base=_private_dir("rs-pg-primary-"), port=free_port(), pg_bin=pg_bin)
     done = _run(
-        [str(PG_BIN / "initdb"), "-D", str(server.data_dir), "-U", "postgres", "--auth=trust"]
+        [str(pg_bin / "initdb"), "-D", str(server.data_dir), "-U", "postgres", "--auth=trust"]
     )
     if done.returncode != 0:
         server.remove()
@@ -123,13 +125,13 @@ def new_primary() -> LocalPostgres:
     return server
 
 
-def new_replica(*, primary_host: str, primary_port: int) -> LocalPostgres:
+def new_replica(*, primary_host: str, primary_port: int, pg_bin: Path) -> LocalPostgres:
     """A streaming replica of the primary at host:port: `pg_basebackup -R` (a standby.signal
     and primary_conninfo), WAL streamed during the copy."""
-    replica = LocalPostgres(base=_private_dir("rs-pg-replica-"), port=free_port())
+    replica = LocalPostgres(base=_private_dir("rs-pg-replica-"), port=free_port(), pg_bin=pg_bin)
     done = _run(
         [
-            str(PG_BIN / "pg_basebackup"),
+            str(pg_bin / "pg_basebackup"),
             "-h",
             primary_host,
             "-p",

@@ -22,8 +22,6 @@ from mqtt_auth.probe import wait_accepted
 from mqtt_auth.store import AuthFiles, IdentityStore, share_group
 
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def free_port() -> int:

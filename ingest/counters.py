@@ -387,12 +387,6 @@ class Counters:
         if args:
             await self._set_statuses(keys=[self._status_key], args=args)
 
-    async def statuses(self, robot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        if not robot_ids:
-            return {}
-        values = await self.redis.hmget(self._status_key, list(robot_ids))
-        return {r: orjson.loads(v) for r, v in zip(robot_ids, values, strict=True) if v is not None}
-
     async def minute_buckets(self, minutes: Sequence[int]) -> list[MinuteBucket]:
         n = self.shards
         async with self.redis.pipeline(transaction=False) as pipe:

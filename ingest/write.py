@@ -60,6 +60,22 @@ class WriteResult:
     # Refusals counted but not written to dead_letters (a flood past the DeadLetterLimit).
     dead_letters_over_quota: Counter[str] = field(default_factory=Counter)
 
+    @classmethod
+    def combined(cls, results: Sequence[WriteResult]) -> WriteResult:
+        """One result for a batch written in parts (ingest.isolation)."""
+        first, *rest = results
+        for r in rest:
+            first = cls(
+                received=first.received + r.received,
+                inserted=first.inserted + r.inserted,
+                unknown_robots=first.unknown_robots | r.unknown_robots,
+                rejected=first.rejected + r.rejected,
+                conflicting=first.conflicting + r.conflicting,
+                counters_applied=first.counters_applied and r.counters_applied,
+                dead_letters_over_quota=first.dead_letters_over_quota + r.dead_letters_over_quota,
+            )
+        return first
+
     @property
     def duplicates(self) -> int:
         """True redeliveries: same identity, same data."""

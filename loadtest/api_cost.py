@@ -37,6 +37,7 @@ import orjson
 import uvloop
 
 from harness.services import ROOT
+from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.baseline import checkout, describe
 from loadtest.rest import ApiProcess, HttpConnection, Request, _Clock, ingest_body, mix, register
@@ -198,6 +199,7 @@ async def measure(
     shapes: list[str],
     args: argparse.Namespace,
     dsn: str,
+    redis_url: str,
     prefix: str,
     profile_to: Path | None,
 ) -> dict[str, dict[str, Any]]:
@@ -205,6 +207,7 @@ async def measure(
     server = GranianApi if args.server == "granian" else ApiProcess
     with server(
         dsn=dsn,
+        redis_url=redis_url,
         redis_prefix=prefix,
         workers=args.workers,
         log_path=Path(args.workdir) / f"api-{label}.log",
@@ -277,7 +280,7 @@ def _workers(api: ApiProcess, cpu: dict[int, float]) -> list[int]:
     return [p for p in pids if b"resource_tracker" not in cmdline[p]]
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     data: dict[str, Any] = {
         "benchmark": "api_cost",
         "machine": report.machine(),
@@ -293,8 +296,8 @@ async def main_async(args: argparse.Namespace) -> None:
         for label, _root in trees:
             print(f"{label}: {data['trees'][label]}")
         async with (
-            scratch_database(label="apicost") as dsn,
-            scratch_counters(label="apicost") as counters,
+            scratch_database(servers, label="apicost") as dsn,
+            scratch_counters(servers, label="apicost") as counters,
         ):
             for r in range(args.rounds):
                 print(f"round {r + 1} of {args.rounds}", flush=True)
@@ -309,6 +312,7 @@ async def main_async(args: argparse.Namespace) -> None:
                                 shapes=args.shapes,
                                 args=args,
                                 dsn=dsn,
+                                redis_url=servers.redis_url,
                                 prefix=counters.prefix,
                                 profile_to=args.profile if last else None,
                             ),
@@ -358,7 +362,7 @@ def main() -> None:
         help="granian: the same app under Granian (a comparison; pip install granian)",
     )
     args = p.parse_args()
-    uvloop.run(main_async(args))
+    uvloop.run(main_async(args, BenchSettings()))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from edge_simulator.cli import SimulatorSettings, build_parser, config_from_args
 from harness.bridge import BridgeProcess
 from harness.edge import SiteMosquitto, SiteWatch, TcpProxy
 from harness.services import ROOT, Mosquitto
+from harness.settings import BenchSettings
 from loadtest.scratch import scratch_counters, scratch_database
 from mqtt_auth.identities import Identity, Role
 from telemetry.topics import SITE_REACHABLE, site_status_topic
@@ -87,13 +88,16 @@ async def _site_stats(
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one scenario, in order
+async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any]:  # noqa: PLR0915 - one scenario, in order
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))
     site_robots = _ids("sa", args.robots)
     secret = workdir / "fleet-secret"
     secret.write_text(SECRET + "\n")
     extra = [*(["--sensors", args.sensors] if args.sensors else []), "--rate", args.rate]
-    async with scratch_database(label="edge") as dsn, scratch_counters(label="edge") as counters:
+    async with (
+        scratch_database(servers, label="edge") as dsn,
+        scratch_counters(servers, label="edge") as counters,
+    ):
         cloud = Mosquitto(workdir=workdir / "cloud")
         cloud.add(Identity("bench-bridge", Role.BRIDGE, None))
         cloud.add(Identity("bench-operator", Role.OPERATOR, None))
@@ -266,7 +270,7 @@ def main() -> None:
     p.add_argument("--after", type=float, default=300.0, help="publishing after the restore")
     p.add_argument("--sensors", default="", help="the simulator's --sensors (default: all)")
     p.add_argument("--rate", default="", help="the simulator's --rate")
-    r = asyncio.run(run(p.parse_args()))
+    r = asyncio.run(run(p.parse_args(), BenchSettings()))
     print(json.dumps(r, default=str, indent=2))
     print(f"outage {r['outage_s']:.0f} s, site A {r['site_robots']} robots, "
           f"site B {r['live_robots']} robots live;"

@@ -34,7 +34,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness.services import REDIS_URL, Mosquitto, free_port
+from harness.services import Mosquitto, free_port
+from harness.settings import BenchSettings
 from loadtest.scratch import scratch_counters, scratch_database
 from loadtest.screenshots import (
     API_ROLE,
@@ -175,10 +176,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(*, database_url: str, redis_prefix: str, robots: int, seconds: float) -> dict[str, Any]:
+def measure(
+    *, database_url: str, redis_url: str, redis_prefix: str, robots: int, seconds: float
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="rs-fleet-page-load-"))
     robot_ids = [f"load-{i:04d}" for i in range(robots)]
-    common = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "REDIS_PREFIX": redis_prefix}
+    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
     with ExitStack() as stack:
         broker = stack.enter_context(Mosquitto(workdir=workdir / "mosquitto"))
         broker.add(Identity("live", Role(LIVE_ROLE), None))
@@ -255,15 +258,17 @@ def main() -> None:
     parser.add_argument("--robots", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
+    servers = BenchSettings()
 
     async def run() -> dict[str, Any]:
         async with (
-            scratch_database(label="fleet_page_load") as dsn,
-            scratch_counters(label="fleet-page-load") as counters,
+            scratch_database(servers, label="fleet_page_load") as dsn,
+            scratch_counters(servers, label="fleet-page-load") as counters,
         ):
             return await asyncio.to_thread(
                 measure,
                 database_url=dsn,
+                redis_url=servers.redis_url,
                 redis_prefix=counters.prefix,
                 robots=args.robots,
                 seconds=args.seconds,

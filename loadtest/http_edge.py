@@ -38,9 +38,10 @@ import uvloop
 
 from api.keys import generate_key
 from harness.services import ROOT, free_port, wait_for_port
+from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.rest import HttpConnection, _Clock, mix, percentiles, register
-from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
+from loadtest.scratch import scratch_counters, scratch_database
 
 CHUNK = b"a" * 65536
 # The API's default RETRY_AFTER_S: a shed client waits this long before its next request.
@@ -67,7 +68,7 @@ ADMIN_KEY = generate_key().token
 
 @contextlib.contextmanager
 def api_process(
-    tree: Path, dsn: str, prefix: str, log: Path, extra_env: dict[str, str]
+    tree: Path, dsn: str, prefix: str, log: Path, extra_env: dict[str, str], *, redis_url: str
 ) -> Iterator[tuple[int, int]]:
     """`python -m api` from `tree` (its own packages first on the path): (port, pid)."""
     port = free_port()
@@ -75,7 +76,7 @@ def api_process(
         **os.environ,
         "PYTHONPATH": str(tree),
         "DATABASE_URL": dsn,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "REDIS_PREFIX": prefix,
         "API_PORT": str(port),
         "API_WORKERS": "1",
@@ -249,14 +250,17 @@ async def measure(
     *,
     extra_env: dict[str, str],
     floods: bool,
+    servers: BenchSettings,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"tree": label, "overload": {}}
     log = workdir / f"api-{label.replace(' ', '_')}.log"
     async with (
-        scratch_database(label="edge") as dsn,
-        scratch_counters(label="edge") as counters,
+        scratch_database(servers, label="edge") as dsn,
+        scratch_counters(servers, label="edge") as counters,
     ):
-        with api_process(tree, dsn, counters.prefix, log, extra_env) as (port, pid):
+        with api_process(
+            tree, dsn, counters.prefix, log, extra_env, redis_url=servers.redis_url
+        ) as (port, pid):
             await register(port, ADMIN_KEY)
             if floods:
                 out["memory"] = await memory_flood(
@@ -330,7 +334,7 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     data: dict[str, Any] = {
         "benchmark": "http_edge",
         "machine": report.machine(),
@@ -343,14 +347,24 @@ async def main_async(args: argparse.Namespace) -> None:
         with source_tree(args.baseline, args.repo) as tree:
             label = f"baseline {args.baseline}"
             data["trees"].append(
-                await measure(tree, label, args, workdir, extra_env={}, floods=True)
+                await measure(
+                    tree, label, args, workdir, extra_env={}, floods=True, servers=servers
+                )
             )
-    data["trees"].append(await measure(ROOT, "this tree", args, workdir, extra_env={}, floods=True))
+    data["trees"].append(
+        await measure(ROOT, "this tree", args, workdir, extra_env={}, floods=True, servers=servers)
+    )
     for variant in args.variant:
         name, value = variant.split("=", 1)
         data["trees"].append(
             await measure(
-                ROOT, f"this tree, {variant}", args, workdir, extra_env={name: value}, floods=False
+                ROOT,
+                f"this tree, {variant}",
+                args,
+                workdir,
+                extra_env={name: value},
+                floods=False,
+                servers=servers,
             )
         )
     base = report.write(name="http-edge", data=data, markdown=_markdown(data))
@@ -381,7 +395,7 @@ def main() -> None:
         action="store_true",
         help="shed clients retry at once (the worst case for shedding's own cost)",
     )
-    uvloop.run(main_async(parser.parse_args()))
+    uvloop.run(main_async(parser.parse_args(), BenchSettings()))
 
 
 if __name__ == "__main__":

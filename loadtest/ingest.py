@@ -40,6 +40,7 @@ import uvloop
 
 from harness.bridge import BridgeProcess
 from harness.services import ROOT, Mosquitto
+from harness.settings import BenchSettings
 from ingest.counters import Counters
 from loadtest import report, sustained
 from loadtest.baseline import checkout, describe, python_env
@@ -90,6 +91,7 @@ async def run_config(
     config: Config,
     *,
     dsn: str,
+    redis_url: str,
     counters: Counters,
     robots: list[list[str]],
     readings: int,
@@ -109,6 +111,7 @@ async def run_config(
     bridges = [
         BridgeProcess(
             database_url=dsn,
+            redis_url=redis_url,
             redis_prefix=counters.prefix,
             mqtt_url=broker.url_for(f"bench-bridge-{k}"),
             log_path=workdir / f"bridge-{k}.log",
@@ -287,7 +290,7 @@ async def measure_ceilings(
     return out
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     shapes = args.per_message
     bridges_list = args.bridges
     qoses = args.qos
@@ -302,8 +305,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     async with (
-        scratch_database(label="ingest") as dsn,
-        scratch_counters(label="ingest") as counters,
+        scratch_database(servers, label="ingest") as dsn,
+        scratch_counters(servers, label="ingest") as counters,
     ):
         conn = await asyncpg.connect(dsn)
         await register_robots(conn, flat)
@@ -344,6 +347,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         r = await run_config(
                             config,
                             dsn=dsn,
+                            redis_url=servers.redis_url,
                             counters=counters,
                             robots=robots,
                             readings=args.readings,
@@ -367,6 +371,7 @@ async def main_async(args: argparse.Namespace) -> None:
                             r = await run_config(
                                 half,
                                 dsn=dsn,
+                                redis_url=servers.redis_url,
                                 counters=counters,
                                 robots=robots,
                                 readings=min(args.readings, int(half.rate * args.half_rate_s)),
@@ -385,7 +390,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"results: {base}.json .md -throughput.png -latency.png")
 
 
-async def sustained_main(args: argparse.Namespace) -> None:
+async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> None:
     """`--sustain`: each offered rate held for `--duration` s, verdict per run (loadtest.sustained),
     this tree and `--baseline` interleaved, medians of `--repeat` runs."""
     robots = robot_ids(publishers=args.publishers, robots_per_publisher=args.robots_per_publisher)
@@ -410,8 +415,8 @@ async def sustained_main(args: argparse.Namespace) -> None:
         for label, _ in trees:
             print(f"{label}: {data['trees'][label]}", flush=True)
         async with (
-            scratch_database(label="sustain") as dsn,
-            scratch_counters(label="sustain") as counters,
+            scratch_database(servers, label="sustain") as dsn,
+            scratch_counters(servers, label="sustain") as counters,
         ):
             conn = await asyncpg.connect(dsn)
             await register_robots(conn, flat)
@@ -427,6 +432,7 @@ async def sustained_main(args: argparse.Namespace) -> None:
                                     r = await run_config(
                                         config,
                                         dsn=dsn,
+                                        redis_url=servers.redis_url,
                                         counters=counters,
                                         robots=robots,
                                         readings=int(rate * args.duration),
@@ -657,12 +663,13 @@ def main() -> None:
     report.require_plotting()
     if args.quick:
         args.per_message, args.bridges, args.qos = [1, 10], [1], [1]
+    servers = BenchSettings()
     if args.sustain:
         if args.qos == [0, 1]:
             args.qos = [1]
-        uvloop.run(sustained_main(args))
+        uvloop.run(sustained_main(args, servers))
         return
-    uvloop.run(main_async(args))
+    uvloop.run(main_async(args, servers))
 
 
 if __name__ == "__main__":

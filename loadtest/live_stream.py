@@ -40,9 +40,10 @@ import uvloop
 
 from api.keys import generate_key
 from harness.services import ROOT, Mosquitto, wait_for_port
+from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.rest import percentiles
-from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
+from loadtest.scratch import scratch_counters, scratch_database
 from mqtt_auth.identities import Identity, Role
 from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot_summary_topic
 
@@ -68,12 +69,12 @@ def rss_mib(pid: int) -> float:
 
 @contextlib.contextmanager
 def api_process(
-    *, port: int, dsn: str, prefix: str, mqtt_url: str, clients: int, log: Path
+    *, port: int, dsn: str, redis_url: str, prefix: str, mqtt_url: str, clients: int, log: Path
 ) -> Iterator[int]:
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "REDIS_PREFIX": prefix,
         "API_PORT": str(port),
         "API_WORKERS": "1",
@@ -190,16 +191,20 @@ async def publish_rounds(
     return published
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+async def run(args: argparse.Namespace, workdir: Path, servers: BenchSettings) -> dict[str, Any]:
     robots = [f"robot-{i:04d}" for i in range(args.robots)]
     broker = Mosquitto(workdir=workdir / "mosquitto", port=args.mqtt_port)
     broker.add(Identity(API_IDENTITY, Role.API, None))
     broker.add(Identity(WRITER, Role.LIVE, None))
     with broker:
-        async with scratch_database(label="live") as dsn, scratch_counters(label="live") as ctr:
+        async with (
+            scratch_database(servers, label="live") as dsn,
+            scratch_counters(servers, label="live") as ctr,
+        ):
             with api_process(
                 port=args.api_port,
                 dsn=dsn,
+                redis_url=servers.redis_url,
                 prefix=ctr.prefix,
                 mqtt_url=broker.url_for(API_IDENTITY),
                 clients=args.clients,
@@ -293,7 +298,7 @@ def main() -> None:
     args = p.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
     with tempfile.TemporaryDirectory(prefix="rs-live-bench-") as tmp:
-        result = uvloop.run(run(args, Path(tmp)))
+        result = uvloop.run(run(args, Path(tmp), BenchSettings()))
     result["machine"] = report.machine()
     result["sustained"] = args.duration >= 60
     columns = [

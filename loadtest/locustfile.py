@@ -15,37 +15,36 @@ Locust spends far more CPU per request than the API does, so on 2 cores it measu
 
 from __future__ import annotations
 
-import os
 import random
-import time
-from datetime import UTC, datetime
 
 from locust import FastHttpUser, constant, events, task
+
+from loadtest.locust_fleet import UniqueClock, register_robots
+from loadtest.settings import ClientSettings
 
 ROBOTS = [str(i) for i in range(1, 11)]
 _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, "z": 0.03}}
 _GPS = {"lat": 52.52, "lon": 13.405, "alt": 34.0}
 _LIDAR = {"distance": 4.2, "angle": 12.5}
-_last_us = 0
 # Locust is this file's entry point: it reads the key here, once.
-_HEADERS = {"X-API-Key": os.environ.get("ROBOSENSE_API_KEY", "")}
+_HEADERS = {"X-API-Key": ClientSettings().robosense_api_key or ""}
+
+
+_clock = UniqueClock()
 
 
 def _unique_now() -> str:
-    """Every POST is a new reading (a repeated timestamp would be a no-op duplicate)."""
-    global _last_us  # noqa: PLW0603 - one Locust process, one clock
-    _last_us = max(int(time.time() * 1e6), _last_us + 1)
-    return datetime.fromtimestamp(_last_us / 1e6, UTC).isoformat()
+    return _clock.now().isoformat()
 
 
 @events.test_start.add_listener  # type: ignore[untyped-decorator]
-def register_robots(environment: object, **_kwargs: object) -> None:
-    import httpx
-
-    host = getattr(environment, "host", None) or "http://127.0.0.1:8000"
-    with httpx.Client(base_url=host, headers=_HEADERS) as client:
-        for r in ROBOTS:
-            client.post("/api/robots", json={"id": r, "name": f"robot {r}", "model": "bench"})
+def _register(environment: object, **_kwargs: object) -> None:
+    register_robots(
+        getattr(environment, "host", None),
+        api_key=_HEADERS["X-API-Key"],
+        robot_ids=ROBOTS,
+        model="bench",
+    )
 
 
 class FleetClient(FastHttpUser):

@@ -14,15 +14,17 @@ loadtest/locustfile.py is the same mix written in our own API's terms.
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from datetime import UTC, datetime, timedelta
 
 from locust import FastHttpUser, constant, events, task
 
+from loadtest.locust_fleet import UniqueClock, register_robots
+from loadtest.settings import ClientSettings
+
 ROBOTS = list(range(1, 11))
-API_KEY = os.environ.get("ROBOSENSE_API_KEY", "older-client-key")
+# Locust is this file's entry point: it reads the key here, once.
+API_KEY = ClientSettings().robosense_api_key or "older-client-key"
 _IMU = {
     "acceleration": {"x": 0.1, "y": 0.2, "z": 9.8},
     "gyroscope": {"x": 0.01, "y": 0.02, "z": 0.03},
@@ -31,28 +33,24 @@ _GPS = {"latitude": 52.52, "longitude": 13.405, "altitude": 34.0}
 _LIDAR = {"distance": 4.2, "angle": 12.5}
 _IMU_FIELDS = ["acceleration.x", "acceleration.y", "acceleration.z", "gyroscope.z"]
 _OTHER_FIELDS = [("GPS", "latitude"), ("GPS", "longitude"), ("LiDAR", "distance")]
-_last_us = 0
 
 
 def _naive(ts: datetime) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+_clock = UniqueClock()
+
+
 def _unique_now() -> str:
-    """Every POST is a new reading (a repeated timestamp would be a no-op duplicate)."""
-    global _last_us  # noqa: PLW0603 - one Locust process, one clock
-    _last_us = max(int(time.time() * 1e6), _last_us + 1)
-    return _naive(datetime.fromtimestamp(_last_us / 1e6, UTC))
+    return _naive(_clock.now())
 
 
 @events.test_start.add_listener  # type: ignore[untyped-decorator]
-def register_robots(environment: object, **_kwargs: object) -> None:
-    import httpx
-
-    host = getattr(environment, "host", None) or "http://127.0.0.1:8000"
-    with httpx.Client(base_url=host, headers={"X-API-Key": API_KEY}) as client:
-        for r in ROBOTS:
-            client.post("/api/robots", json={"id": str(r), "name": f"robot {r}", "model": "old"})
+def _register(environment: object, **_kwargs: object) -> None:
+    register_robots(
+        getattr(environment, "host", None), api_key=API_KEY, robot_ids=ROBOTS, model="old"
+    )
 
 
 class OlderClient(FastHttpUser):

@@ -8,7 +8,6 @@ subscription), so the gap between it and the bridge is the bridge's own work.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -17,6 +16,8 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from loadtest.settings import ClientSettings
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     )
     client.max_inflight_messages_set(20_000)
     if a.username:
-        client.username_pw_set(a.username, os.environ.get("MQTT_PASSWORD"))
+        client.username_pw_set(a.username, ClientSettings().mqtt_password)
     client.on_message = on_message
     client.on_subscribe = lambda *_args: subscribed.set()
     client.connect("127.0.0.1", a.port)

@@ -28,6 +28,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -43,10 +44,11 @@ import uvloop
 from api.keys import generate_key
 from db.connect import open_pool
 from harness.services import ROOT, free_port, wait_for_port
+from harness.settings import BenchSettings
 from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
 from loadtest.baseline import checkout, describe, python_env
-from loadtest.scratch import REDIS_URL, scratch_counters, scratch_database
+from loadtest.scratch import scratch_counters, scratch_database
 
 ROBOTS = [str(i) for i in range(1, 11)]
 _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, "z": 0.03}}
@@ -268,7 +270,7 @@ async def drive_rate(
     return series, errors, cpu
 
 
-async def sustained_main(args: argparse.Namespace) -> None:
+async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> None:
     """`--rate`: each offered rate held for `--duration` s against this tree and `--baseline`
     (interleaved, `--repeat` times), with a verdict per run (loadtest.sustained)."""
     if args.duration < sustained.MIN_SECONDS:
@@ -282,7 +284,7 @@ async def sustained_main(args: argparse.Namespace) -> None:
         "args": vars(args),
         "results": [],
     }
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rs-bench-rest-{os.getpid()}"
+    workdir = Path(tempfile.gettempdir()) / f"rs-bench-rest-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     with ExitStack() as stack:
         trees = [("this", ROOT)]
@@ -292,8 +294,8 @@ async def sustained_main(args: argparse.Namespace) -> None:
         for label, _root in trees:
             print(f"{label}: {data['trees'][label]}", flush=True)
         async with (
-            scratch_database(label="restsustain") as dsn,
-            scratch_counters(label="restsustain") as counters,
+            scratch_database(servers, label="restsustain") as dsn,
+            scratch_counters(servers, label="restsustain") as counters,
         ):
             for rate in args.rate:
                 runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
@@ -302,6 +304,7 @@ async def sustained_main(args: argparse.Namespace) -> None:
                     for label, root in trees:
                         with ApiProcess(
                             dsn=dsn,
+                            redis_url=servers.redis_url,
                             redis_prefix=counters.prefix,
                             workers=args.workers,
                             log_path=workdir / f"api-{label}.log",
@@ -390,6 +393,7 @@ class ApiProcess:
         self,
         *,
         dsn: str,
+        redis_url: str,
         redis_prefix: str,
         workers: int,
         log_path: Path,
@@ -402,7 +406,7 @@ class ApiProcess:
         self.env = {
             **os.environ,
             "DATABASE_URL": dsn,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": redis_url,
             "REDIS_PREFIX": redis_prefix,
             "API_PORT": str(self.port),
             "API_WORKERS": str(workers),
@@ -541,21 +545,22 @@ async def read_latency(*, port: int, key: str, requests: int) -> dict[str, dict[
     return out
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     data: dict[str, Any] = {
         "benchmark": "rest",
         "machine": report.machine(),
         "started_at": report.stamp(),
         "args": vars(args),
     }
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rs-bench-rest-{os.getpid()}"
+    workdir = Path(tempfile.gettempdir()) / f"rs-bench-rest-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     async with (
-        scratch_database(label="rest") as dsn,
-        scratch_counters(label="rest") as counters,
+        scratch_database(servers, label="rest") as dsn,
+        scratch_counters(servers, label="rest") as counters,
     ):
         with ApiProcess(
             dsn=dsn,
+            redis_url=servers.redis_url,
             redis_prefix=counters.prefix,
             workers=args.workers,
             log_path=workdir / "api.log",
@@ -705,10 +710,11 @@ def main() -> None:
     p.add_argument("--baseline", help="sustained mode: a git revision run beside this tree")
     args = p.parse_args()
     report.require_plotting()
+    servers = BenchSettings()
     if args.rate:
-        uvloop.run(sustained_main(args))
+        uvloop.run(sustained_main(args, servers))
         return
-    uvloop.run(main_async(args))
+    uvloop.run(main_async(args, servers))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,17 +12,17 @@ from redis.asyncio import Redis
 
 from db import Connection
 from db.migrate import prepare_database
+from harness.settings import HarnessSettings
 from ingest.counters import Counters
-
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @asynccontextmanager
-async def scratch_database(*, label: str, keep: bool = False) -> AsyncIterator[str]:
+async def scratch_database(
+    servers: HarnessSettings, *, label: str, keep: bool = False
+) -> AsyncIterator[str]:
     """Yields the DSN of a new migrated database `rs_bench_<label>_<hex>`; drops it after."""
     name = f"rs_bench_{label}_{uuid.uuid4().hex[:8]}"
-    dsn = f"{POSTGRES_URL}/{name}"
+    dsn = f"{servers.postgres_url}/{name}"
     try:
         await prepare_database(
             dsn=dsn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
@@ -31,7 +30,7 @@ async def scratch_database(*, label: str, keep: bool = False) -> AsyncIterator[s
         yield dsn
     finally:
         if not keep:
-            admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+            admin = await asyncpg.connect(f"{servers.postgres_url}/postgres")
             try:
                 await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             finally:
@@ -39,9 +38,9 @@ async def scratch_database(*, label: str, keep: bool = False) -> AsyncIterator[s
 
 
 @asynccontextmanager
-async def scratch_counters(*, label: str) -> AsyncIterator[Counters]:
+async def scratch_counters(servers: HarnessSettings, *, label: str) -> AsyncIterator[Counters]:
     """Counters under a prefix of this run's own, deleted at the end."""
-    async with Redis.from_url(REDIS_URL) as redis:
+    async with Redis.from_url(servers.redis_url) as redis:
         counters = Counters(redis=redis, prefix=f"rsbench-{label}-{uuid.uuid4().hex[:8]}:")
         try:
             yield counters

@@ -31,7 +31,8 @@ from typing import IO
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from harness.bridge import BridgeProcess
-from harness.services import REDIS_URL, ROOT, Mosquitto, free_port
+from harness.services import ROOT, Mosquitto, free_port
+from harness.settings import BenchSettings
 from loadtest.scratch import scratch_counters, scratch_database
 from mqtt_auth.identities import Identity, Role
 
@@ -176,12 +177,13 @@ def fleet_pipeline(
     *,
     workdir: Path,
     database_url: str,
+    redis_url: str,
     redis_prefix: str,
     duration_s: float = FLEET_DURATION_S,
 ) -> Iterator[Pipeline]:
     """Broker, bridge, live service, API and a simulated fleet, on this database and prefix;
     yields once the API answers and the simulator runs. Everything stops on exit."""
-    common = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "REDIS_PREFIX": redis_prefix}
+    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
     with ExitStack() as stack:
         broker = stack.enter_context(Mosquitto(workdir=workdir / "mosquitto"))
         broker.add(Identity("bridge", Role.BRIDGE, None))
@@ -299,6 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the PNGs go")
     args = parser.parse_args()
+    servers = BenchSettings()
     missing = live_view_missing()
     if missing:
         sys.exit(f"loadtest.screenshots {missing}")
@@ -309,6 +312,7 @@ def main() -> None:
         with fleet_pipeline(
             workdir=workdir,
             database_url=dsn,
+            redis_url=servers.redis_url,
             redis_prefix=prefix,
             duration_s=2 * FLEET_DURATION_S,
         ) as pipeline:
@@ -316,8 +320,8 @@ def main() -> None:
 
     async def run() -> list[Path]:
         async with (
-            scratch_database(label="fleet_page") as dsn,
-            scratch_counters(label="fleet-page") as counters,
+            scratch_database(servers, label="fleet_page") as dsn,
+            scratch_counters(servers, label="fleet-page") as counters,
         ):
             # The processes and the browser are driven synchronously, off the event loop.
             return await asyncio.to_thread(shoot, dsn, counters.prefix)

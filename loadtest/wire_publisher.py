@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import orjson
 import uvloop
 
+from loadtest.settings import ClientSettings
 from mqtt_auth.identities import Identity
 
 _CONNACK, _PUBACK, _PINGRESP = 0x20, 0x40, 0xD0
@@ -304,7 +305,7 @@ def main() -> None:
             window=a.window,
             start_at=a.start_at,
             username=a.username,
-            password=os.environ.get("MQTT_PASSWORD"),
+            password=ClientSettings().mqtt_password,
         )
     )
     sys.stdout.buffer.write(orjson.dumps(asdict(result)) + b"\n")

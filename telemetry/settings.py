@@ -1,7 +1,8 @@
 """What every process's settings share: one base that each entry point's settings extend.
 
-Only entry points (`python -m bridge`, `api`, `db`, `edge_simulator`) instantiate settings,
-so only they read the environment; everything below them takes values as arguments.
+Only entry points (`python -m bridge`, `api`, `db`, `edge_simulator`, the `loadtest` commands,
+tests/conftest.py) instantiate settings, so only they read the environment; everything below
+them takes values as arguments.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from telemetry.payload import TimeWindow
 from telemetry.topics import DEFAULT_MQTT_URL
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/robosense"
+# The PostgreSQL server; our database on it; the Redis server.
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+DEFAULT_DATABASE_URL = f"{DEFAULT_POSTGRES_URL}/robosense"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class UnknownRobotPolicy(StrEnum):
@@ -46,13 +50,18 @@ class MqttTarget:
         return f"MqttTarget({self})"
 
 
-class ServiceSettings(BaseSettings):
-    """Read from the environment (variable names are the field names, upper case)."""
+class EntryPointSettings(BaseSettings):
+    """The base of every settings class: read from the environment (variable names are the
+    field names, upper case, after the class's env_prefix), once, by an entry point."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
+
+class ServiceSettings(EntryPointSettings):
+    """What the services (bridge, API, db, simulator) share."""
+
     database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     redis_prefix: str = "rs:"
     # REDIS_URL names any node of a Redis Cluster when this is set (docs/scaling.md).
     redis_cluster: bool = False

@@ -12,9 +12,14 @@ from redis.asyncio import Redis
 from db.connect import open_pool
 from db.migrate import prepare_database
 from harness.bridge import BridgeProcess
-from harness.services import POSTGRES_URL, REDIS_URL, Mosquitto, RedisCluster
+from harness.services import Mosquitto, RedisCluster
+from harness.settings import HarnessSettings
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
+
+# The servers the tests make their private databases and Redis prefixes on (TEST_POSTGRES_URL,
+# TEST_REDIS_URL): read here once, for every test module and fixture.
+HARNESS = HarnessSettings()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,7 +40,7 @@ def database_url() -> Iterator[str]:
     from datetime import UTC, datetime
 
     name = f"rs_test_{uuid.uuid4().hex[:10]}"
-    dsn = f"{POSTGRES_URL}/{name}"
+    dsn = f"{HARNESS.postgres_url}/{name}"
 
     async def setup() -> None:
         await prepare_database(
@@ -43,7 +48,7 @@ def database_url() -> Iterator[str]:
         )
 
     async def teardown() -> None:
-        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+        conn = await asyncpg.connect(f"{HARNESS.postgres_url}/postgres")
         try:
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         finally:
@@ -67,7 +72,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
 
 @pytest.fixture(scope="session")
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+    client = Redis.from_url(HARNESS.redis_url)
     try:
         yield client
     finally:
@@ -134,7 +139,7 @@ def start_bridge(
             mqtt_url=mosquitto.url_for(name),
             log_path=tmp_path / f"{name}.log",
             client_id=name,
-            **settings,
+            **{"redis_url": HARNESS.redis_url, **settings},
         )
         started.append(process)
         process.start()

@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 
-from harness.services import POSTGRES_URL, ROOT, free_port
+from harness.services import ROOT, free_port
 from telemetry.settings import ServiceSettings
 from telemetry.topics import DEFAULT_MQTT_URL
+from tests.conftest import HARNESS
 
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -145,7 +146,7 @@ class _LateForwarder:
 
 
 def test_migrate_waits_for_a_database_that_comes_up_late(database_url: str) -> None:
-    target = urlsplit(POSTGRES_URL)
+    target = urlsplit(HARNESS.postgres_url)
     late = _LateForwarder((target.hostname or "127.0.0.1", target.port or 5432))
     name = urlsplit(database_url).path
     env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{late.port}{name}"}

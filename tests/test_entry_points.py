@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness.services import REDIS_URL, ROOT, free_port
+from harness.services import ROOT, free_port
+from tests.conftest import HARNESS
 
 ENTRY_POINTS = [
     "api",
@@ -102,7 +103,7 @@ class Started:
 
 def _bridge_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return {
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "REDIS_PREFIX": f"rs-ep-{tmp_path.name}:",
         "BRIDGE_CLIENT_ID": f"ep-{tmp_path.name}",
         "METRICS_PORT": str(free_port()),
@@ -182,7 +183,7 @@ def test_a_process_that_cannot_start_says_why_in_one_line(
     env = {
         **os.environ,
         "DATABASE_URL": f"postgresql://robosense:s3cret-pw@127.0.0.1:{port}/robosense",
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "API_PORT": str(free_port()),
     }
     done = subprocess.run(

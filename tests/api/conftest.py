@@ -18,8 +18,9 @@ from api.app import create_app
 from api.keys import Scope, generate_key, normalize_scopes
 from api.settings import ApiSettings
 from db.api_keys import insert_api_key
-from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
+from harness.services import ROOT, free_port, wait_for_port
 from ingest.counters import Counters
+from tests.conftest import HARNESS
 
 ROBOTS = ("r1", "r2", "r3")
 # The admin key of the `api_url` process (its API_BOOTSTRAP_ADMIN_KEY).
@@ -30,7 +31,7 @@ API_PROCESS_ADMIN_KEY = generate_key().token
 def api_settings(database_url: str, redis_prefix: str) -> ApiSettings:
     return ApiSettings(
         database_url=database_url,
-        redis_url=REDIS_URL,
+        redis_url=HARNESS.redis_url,
         redis_prefix=redis_prefix,
         cursor_secret="test-secret",
         max_body_bytes=64 * 1024,
@@ -47,7 +48,7 @@ def api_url(database_url: str, redis_prefix: str) -> Iterator[str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "REDIS_PREFIX": f"{redis_prefix}st:",
         "API_PORT": str(port),
         "CURSOR_SECRET": "api-process",

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.keys import Scope, generate_key
 from api.settings import ApiSettings
-from harness.services import REDIS_URL
 from tests.api.conftest import create_key, now_ms
+from tests.conftest import HARNESS
 
 # Every route of the app and the scope it requires (None: open). A route missing here fails
 # test_route_access: a new route must choose its scope (api/auth.py) and be listed.
@@ -293,7 +293,7 @@ async def test_bootstrap_admin_key(
 @pytest.mark.parametrize("value", ["admin", "rsk_short_secret", "x" * 64])
 def test_malformed_bootstrap_key_is_refused_at_start(value: str) -> None:
     with pytest.raises(ValidationError, match="not a RoboSense API key"):
-        ApiSettings(api_bootstrap_admin_key=value, redis_url=REDIS_URL)
+        ApiSettings(api_bootstrap_admin_key=value, redis_url=HARNESS.redis_url)
 
 
 async def test_openapi_declares_both_schemes(anonymous: httpx.AsyncClient) -> None:

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from api.keys import generate_key, key_hash
-from harness.services import REDIS_URL, ROOT, Mosquitto, free_port, wait_for_port
+from harness.services import ROOT, Mosquitto, free_port, wait_for_port
+from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def api_process(database_url: str, redis_prefix: str, tmp_path: Path) -> Iterato
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "REDIS_PREFIX": f"{redis_prefix}workers:",
         "API_PORT": str(port),
         "API_WORKERS": "2",

@@ -20,7 +20,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 from api.routes.fleet_page import STATIC_DIR
 from db.migrate import prepare_database
-from harness.services import POSTGRES_URL
 from loadtest.screenshots import (
     VIEWPORT,
     Pipeline,
@@ -29,6 +28,7 @@ from loadtest.screenshots import (
     live_view_missing,
     row,
 )
+from tests.conftest import HARNESS
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Generous: processes start and the page connects on a loaded 2-core machine.
@@ -76,7 +76,7 @@ def fleet_database() -> Iterator[str]:
     if missing:
         pytest.skip(missing)
     name = f"rs_test_fleet_{uuid.uuid4().hex[:8]}"
-    dsn = f"{POSTGRES_URL}/{name}"
+    dsn = f"{HARNESS.postgres_url}/{name}"
     asyncio.run(
         prepare_database(
             dsn=dsn, today=datetime.now(UTC).date(), days_back=2, days_ahead=2, retention_days=30
@@ -85,7 +85,7 @@ def fleet_database() -> Iterator[str]:
     yield dsn
 
     async def drop() -> None:
-        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+        conn = await asyncpg.connect(f"{HARNESS.postgres_url}/postgres")
         try:
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         finally:
@@ -101,6 +101,7 @@ def pipeline(
     with fleet_pipeline(
         workdir=tmp_path_factory.mktemp("fleet"),
         database_url=fleet_database,
+        redis_url=HARNESS.redis_url,
         redis_prefix=f"{redis_prefix}fleet:",
     ) as running:
         yield running

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from api.keys import generate_key
-from harness.services import REDIS_URL, ROOT, free_port, wait_for_port
+from harness.services import ROOT, free_port, wait_for_port
+from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def api_port(database_url: str, redis_prefix: str) -> Iterator[int]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "REDIS_PREFIX": f"{redis_prefix}edge:",
         "API_PORT": str(port),
         "MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),

@@ -26,7 +26,7 @@ from api.app import create_app
 from api.keys import Scope
 from api.live_token import LiveTokens
 from api.settings import ApiSettings
-from harness.services import REDIS_URL, Mosquitto, free_port
+from harness.services import Mosquitto, free_port
 from harness.waiting import eventually
 from mqtt_auth.identities import Identity, Role
 from mqtt_auth.store import IdentityStore
@@ -44,6 +44,7 @@ from telemetry.live import (
     robot_summary_topic,
 )
 from tests.api.conftest import create_key
+from tests.conftest import HARNESS
 
 API_IDENTITY = "api-live-test"
 WRITER = "live-writer"
@@ -225,7 +226,7 @@ async def live_api(
         mosquitto.add(Identity(API_IDENTITY, Role.API, None))
     base: dict[str, Any] = {
         "database_url": database_url,
-        "redis_url": REDIS_URL,
+        "redis_url": HARNESS.redis_url,
         "redis_prefix": redis_prefix,
         "cursor_secret": SECRET,
         "mqtt_url": mosquitto.url_for(API_IDENTITY),

@@ -16,13 +16,13 @@ from api.app import create_app
 from api.keys import Scope
 from api.settings import ApiSettings
 from harness.publisher import Publisher
-from harness.services import REDIS_URL, Mosquitto
+from harness.services import Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
 from mqtt_auth.probe import connack, wait_accepted
 from telemetry.topics import sensor_topic
 from tests.api.conftest import create_key
-from tests.conftest import StartBridge
+from tests.conftest import HARNESS, StartBridge
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ async def provisioning_api(
     key = await create_key(pool, Scope.REGISTRY, Scope.READ, name="provisioning")
     settings = ApiSettings(
         database_url=database_url,
-        redis_url=REDIS_URL,
+        redis_url=HARNESS.redis_url,
         redis_prefix=redis_prefix,
         cursor_secret="test-secret",
         mqtt_auth_dir=str(mosquitto.auth.directory),

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
-from harness.services import POSTGRES_URL, TEST_PUBLISHER, Mosquitto, RedisServer
+from harness.services import TEST_PUBLISHER, Mosquitto, RedisServer
 from harness.waiting import eventually
 from ingest.counters import Counters
-from tests.conftest import StartBridge
+from tests.conftest import HARNESS, StartBridge
 
 # Each test runs the bridge as a process: `-m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -124,7 +124,7 @@ async def test_database_outage_mid_stream_loses_and_doubles_nothing(
     database_url: str,
 ) -> None:
     database = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+    admin = await asyncpg.connect(f"{HARNESS.postgres_url}/postgres")
     try:
         start, sending = await start_stream(publisher, registered, committed_before_return=1000)
         await cut_off_bridges(admin, database)
@@ -210,7 +210,7 @@ async def test_sigterm_during_a_database_outage_exits_and_loses_nothing(
 ) -> None:
     database = database_url.rsplit("/", 1)[1]
     bridge = start_bridge(stop_grace_s="1")
-    admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+    admin = await asyncpg.connect(f"{HARNESS.postgres_url}/postgres")
     start = int(time.time() * 1000) - 20_000
     try:
         await cut_off_bridges(admin, database)

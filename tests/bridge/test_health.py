@@ -15,10 +15,9 @@ import orjson
 from bridge.health import Readiness, ReadinessProbe
 from harness.bridge import BridgeProcess
 from harness.publisher import Publisher, battery_messages
-from harness.services import POSTGRES_URL
 from harness.waiting import eventually
 from tests.bridge.test_faults import cut_off_bridges
-from tests.conftest import StartBridge
+from tests.conftest import HARNESS, StartBridge
 
 
 def readyz(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:
@@ -48,7 +47,7 @@ async def test_readyz_turns_false_while_commits_stall_and_back(
     bridge = start_bridge(stall_after_s="2")
     assert await eventually(lambda: ready_state(bridge), (200, True)) == (200, True)
     database = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
+    admin = await asyncpg.connect(f"{HARNESS.postgres_url}/postgres")
     try:
         await cut_off_bridges(admin, database)
         publisher.publish_all(battery_messages("r1", 100))

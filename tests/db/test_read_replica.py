@@ -26,9 +26,9 @@ from db.connect import open_pool
 from db.migrate import prepare_database
 from db.read_pool import open_read_pool
 from harness.postgres import LocalPostgres, ReplicationRefused, new_primary, new_replica
-from harness.services import POSTGRES_URL, REDIS_URL
 from harness.waiting import eventually
 from tests.api.conftest import create_key
+from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,11 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
     name = f"rs_replica_{uuid.uuid4().hex[:8]}"
     primary: LocalPostgres | None = None
     if request.param == "machine-primary":
-        primary_url = POSTGRES_URL
+        primary_url = HARNESS.postgres_url
         host_port = primary_url.rsplit("@", 1)[-1]
         host, port = host_port.split(":")
         try:
-            replica = new_replica(primary_host=host, primary_port=int(port))
+            replica = new_replica(primary_host=host, primary_port=int(port), pg_bin=HARNESS.pg_bin)
         except ReplicationRefused as refused:
             pytest.skip(
                 f"the machine's PostgreSQL ({host_port}) refuses replication connections "
@@ -65,10 +65,12 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
                 "reload) would let it run; the private-primary case tests the same routing"
             )
     else:
-        primary = new_primary()
+        primary = new_primary(pg_bin=HARNESS.pg_bin)
         primary.start()
         primary_url = primary.url
-        replica = new_replica(primary_host="127.0.0.1", primary_port=primary.port)
+        replica = new_replica(
+            primary_host="127.0.0.1", primary_port=primary.port, pg_bin=HARNESS.pg_bin
+        )
     # The database is created after the copy: it reaches the replica by streaming, as every
     # later write does.
     asyncio.run(_prepare(f"{primary_url}/{name}"))
@@ -134,7 +136,7 @@ async def test_api_reads_are_as_old_as_the_replica_and_keys_are_not(
     settings = ApiSettings(
         database_url=replicated.primary_dsn,
         database_read_url=replicated.replica_dsn,
-        redis_url=REDIS_URL,
+        redis_url=HARNESS.redis_url,
         redis_prefix=f"rstest-replica-{uuid.uuid4().hex[:8]}:",
         cursor_secret="replica",
     )

@@ -20,9 +20,10 @@ from edge_simulator.faults import FaultConfig
 from edge_simulator.registry import register_via_api, register_via_db
 from edge_simulator.run import simulate
 from harness.bridge import BridgeProcess
-from harness.services import REDIS_URL, Mosquitto
+from harness.services import Mosquitto
 from harness.waiting import eventually
 from ingest.counters import Counters
+from tests.conftest import HARNESS
 from tests.edge_simulator.credentials import provisioned
 
 pytestmark = pytest.mark.slow
@@ -125,7 +126,7 @@ async def api(
     admin_key = generate_key().token
     settings = ApiSettings(
         database_url=database_url,
-        redis_url=REDIS_URL,
+        redis_url=HARNESS.redis_url,
         redis_prefix=redis_prefix,
         cursor_secret="test-secret",
         api_bootstrap_admin_key=admin_key,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.services import REDIS_URL, RedisCluster
+from harness.services import RedisCluster
 from ingest.counters import Counters, open_redis
-from tests.conftest import CLUSTER_SHARDS
+from tests.conftest import CLUSTER_SHARDS, HARNESS
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class CounterTarget:
 @pytest.fixture(params=["redis", "redis-cluster"])
 def counter_target(request: pytest.FixtureRequest) -> CounterTarget:
     if request.param == "redis":
-        return CounterTarget(REDIS_URL, cluster=False, shards=1)
+        return CounterTarget(HARNESS.redis_url, cluster=False, shards=1)
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
     return CounterTarget(cluster.url, cluster=True, shards=CLUSTER_SHARDS)
 

@@ -14,6 +14,7 @@ from ingest.counters import Counters
 from loadtest.ingest import Config, run_config
 from loadtest.scratch import register_robots
 from loadtest.wire_publisher import robot_ids
+from tests.conftest import HARNESS
 
 # Each test runs the bridge as a process: `-m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -32,6 +33,7 @@ async def test_smallest_configuration_stores_every_reading_once(
     result = await run_config(
         Config(per_message=10, bridges=1, qos=1, rate=0.0),
         dsn=database_url,
+        redis_url=HARNESS.redis_url,
         counters=counters,
         robots=robots,
         readings=4000,

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.services import REDIS_URL, ROOT, free_port
+from harness.services import ROOT, free_port
+from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def _env(tmp_path: Path, database_url: str, redis_prefix: str, **extra: str) -> 
         **os.environ,
         "RUN_DIR": str(tmp_path / "run"),
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": HARNESS.redis_url,
         "REDIS_PREFIX": redis_prefix,
         "MQTT_PORT": str(free_port()),
         "API_PORT": str(free_port()),
@@ -89,7 +90,7 @@ def _listening(port: int) -> bool:
 
 
 def _statuses(prefix: str) -> dict[str, str]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(HARNESS.redis_url, decode_responses=True)
     try:
         raw: dict[str, str] = client.hgetall(f"{prefix}status")  # type: ignore[assignment]
     finally:
