@@ -45,6 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness.bridge import BridgeProcess
 from harness.live import LiveProcess
 from harness.services import ROOT, TEST_OPERATOR, Mosquitto
+from harness.settings import BenchSettings
 from loadtest.scratch import register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
 from mqtt_auth.identities import Identity, Role
@@ -119,16 +120,19 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def _stack(*, label: str, live_hz: float | None, workdir: Path) -> AsyncIterator[Stack]:
+async def _stack(
+    servers: BenchSettings, *, label: str, live_hz: float | None, workdir: Path
+) -> AsyncIterator[Stack]:
     async with (
-        scratch_database(label=f"live_{label}") as dsn,
-        scratch_counters(label=f"live-{label}") as counters,
+        scratch_database(servers, label=f"live_{label}") as dsn,
+        scratch_counters(servers, label=f"live-{label}") as counters,
     ):
         with Mosquitto(workdir=workdir / "mosquitto") as broker:
             broker.add(Identity("bridge", Role.BRIDGE, None))
             broker.add(Identity("live", Role.LIVE, None))
             bridge = BridgeProcess(
                 database_url=dsn,
+                redis_url=servers.redis_url,
                 redis_prefix=counters.prefix,
                 mqtt_url=broker.url_for("bridge"),
                 log_path=workdir / "bridge.log",
@@ -140,6 +144,7 @@ async def _stack(*, label: str, live_hz: float | None, workdir: Path) -> AsyncIt
                 if live_hz is not None:
                     live = LiveProcess(
                         database_url=dsn,
+                        redis_url=servers.redis_url,
                         redis_prefix=counters.prefix,
                         mqtt_url=broker.url_for("live"),
                         log_path=workdir / "live.log",
@@ -208,9 +213,11 @@ async def _until(probe: Callable[[], bool], *, within_s: float, what: str) -> No
         await asyncio.sleep(0.2)
 
 
-async def rate_phase(*, robots: int, window: float, hz: float) -> dict[str, Any]:
+async def rate_phase(
+    servers: BenchSettings, *, robots: int, window: float, hz: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rs-live-rate-") as tmp:
-        async with _stack(label="rate", live_hz=hz, workdir=Path(tmp)) as stack:
+        async with _stack(servers, label="rate", live_hz=hz, workdir=Path(tmp)) as stack:
             counter = SummaryCounter(stack.broker)
             assert stack.live is not None and stack.live.proc is not None
             live_pid = stack.live.proc.pid
@@ -296,14 +303,16 @@ async def _ingest_rate(stack: Stack, *, robots: int, readings: int) -> dict[str,
     return {"readings": published, "readings_per_s": round(0.8 * published / (t90 - t10))}
 
 
-async def cost_phase(*, robots: int, readings: int, hz: float, repeat: int) -> dict[str, Any]:
+async def cost_phase(
+    servers: BenchSettings, *, robots: int, readings: int, hz: float, repeat: int
+) -> dict[str, Any]:
     """Live off and on, alternating, `repeat` times each."""
     runs: dict[str, list[int]] = {"off": [], "on": []}
     for _ in range(repeat):
         for label, live_hz in (("off", None), ("on", hz)):
             with tempfile.TemporaryDirectory(prefix=f"rs-live-cost-{label}-") as tmp:
                 async with _stack(
-                    label=f"cost_{label}", live_hz=live_hz, workdir=Path(tmp)
+                    servers, label=f"cost_{label}", live_hz=live_hz, workdir=Path(tmp)
                 ) as stack:
                     result = await _ingest_rate(stack, robots=robots, readings=readings)
             runs[label].append(result["readings_per_s"])
@@ -319,14 +328,16 @@ async def cost_phase(*, robots: int, readings: int, hz: float, repeat: int) -> d
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if not args.skip_rate:
-        results["rate"] = await rate_phase(robots=args.robots, window=args.window, hz=args.hz)
+        results["rate"] = await rate_phase(
+            servers, robots=args.robots, window=args.window, hz=args.hz
+        )
         print(json.dumps({"rate": results["rate"]}), flush=True)
     if not args.skip_cost:
         results["cost"] = await cost_phase(
-            robots=args.robots, readings=args.readings, hz=args.hz, repeat=args.repeat
+            servers, robots=args.robots, readings=args.readings, hz=args.hz, repeat=args.repeat
         )
         print(json.dumps({"cost": results["cost"]}), flush=True)
     return results
@@ -347,7 +358,7 @@ def main() -> None:
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
-    uvloop.run(main_async(args))
+    uvloop.run(main_async(args, BenchSettings()))
 
 
 if __name__ == "__main__":
