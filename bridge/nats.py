@@ -116,9 +116,13 @@ async def connect(urls: Sequence[str], *, name: str, reconnect_wait_s: float = 0
     delay = 0.2
     while True:
         try:
+            first = urlsplit(urls[0])
             return await nats.connect(
                 servers=list(urls),
                 name=name,
+                # For the nodes the cluster announces, which come without credentials.
+                user=first.username,
+                password=first.password,
                 connect_timeout=2,
                 # Forever: a cluster that is down is waited for, as PostgreSQL is.
                 max_reconnect_attempts=-1,

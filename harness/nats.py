@@ -4,16 +4,20 @@ configured from nats/cluster.conf with users from the MQTT identities (mqtt_auth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from harness.bridge import BridgeProcess
 from harness.services import (
+    ROOT,
     TEST_OPERATOR,
     TEST_PUBLISHER,
     ServiceProcess,
@@ -23,6 +27,7 @@ from harness.services import (
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
 from mqtt_auth.nats import ADMIN_USERNAME, NodePorts, render_auth, render_node
 from mqtt_auth.passwords import new_password
+from mqtt_auth.probe import connack
 
 
 class NatsNode(ServiceProcess):
@@ -81,9 +86,9 @@ class NatsCluster:
         self.add(Identity.gateway(TEST_PUBLISHER, None, [ALL_ROBOTS]))
         self.add(Identity(TEST_OPERATOR, Role.OPERATOR, None))
 
-    def add(self, identity: Identity) -> str:
-        """Adds a user (before start(), or rewrite() and reload() after)."""
-        password = self.passwords.get(identity.username) or new_password()
+    def add(self, identity: Identity, password: str | None = None) -> str:
+        """Adds a user before start(); returns its password (`password`, or a new one)."""
+        password = password or self.passwords.get(identity.username) or new_password()
         self.identities[identity.username] = identity
         self.passwords[identity.username] = password
         return password
@@ -122,6 +127,32 @@ class NatsCluster:
         for node in self.nodes:
             node.wait_up()
         self.wait_jetstream_ready()
+        self.wait_mqtt_ready()
+
+    def wait_mqtt_ready(self, timeout: float = 90.0) -> None:
+        """Until every running node answers an MQTT CONNECT. The account's first one creates
+        its MQTT session and retained-message streams (R3), which on a busy machine takes
+        longer than a client waits; robots connecting then would be refused."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            while True:
+                try:
+                    code = connack(
+                        "127.0.0.1",
+                        node.ports.mqtt,
+                        TEST_OPERATOR,
+                        self.passwords[TEST_OPERATOR],
+                        timeout=10,
+                    )
+                except OSError:
+                    code = -1
+                if code == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.name} refuses MQTT after {timeout}s")
+                time.sleep(0.2)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -155,6 +186,84 @@ class NatsCluster:
     def mqtt_url_for(self, username: str, node: NatsNode) -> str:
         return f"mqtt://{username}:{self.passwords[username]}@127.0.0.1:{node.ports.mqtt}"
 
+    def leaders(self) -> dict[str, str]:
+        """Each stream of the account (ours and NATS's own $MQTT_ ones) -> its leader's name."""
+        out: dict[str, str] = {}
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            data = node.varz("jsz", accounts="true", streams="true")
+            for account in data.get("account_details", []):
+                for s in account.get("stream_detail", []):
+                    if leader := s.get("cluster", {}).get("leader"):
+                        out[s["name"]] = leader
+        return out
+
+    async def move_leaders_off(self, node: NatsNode, timeout: float = 60.0) -> None:
+        """Has every stream led by `node` elect a leader elsewhere (a stream leader's loss
+        costs what robots publish meanwhile: docs/nats.md), so killing it tests a node's loss
+        as robots and bridges connected to it see it."""
+        import asyncio
+
+        import nats as nats_client
+
+        running = [n for n in self.nodes if n.proc is not None]
+        nc = await nats_client.connect(
+            servers=self.url_for(ADMIN_USERNAME, nodes=running).split(","), connect_timeout=5
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while led := [s for s, n in self.leaders().items() if n == node.name]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.name} still leads {led}")
+                for stream in led:
+                    # Not answered in time: asked again next round.
+                    with contextlib.suppress(nats_client.errors.Error, TimeoutError):
+                        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", 5)
+                await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    async def rolling_restart(self, timeout: float = 120.0) -> None:
+        """Restarts every node cleanly, one at a time: its streams' leaders move to the others
+        first, and the next node goes only once every stream has a leader again."""
+        import asyncio
+
+        for node in self.nodes:
+            await self.move_leaders_off(node)
+            await asyncio.to_thread(node.stop)
+            await asyncio.to_thread(node.start)
+            await asyncio.to_thread(self.wait_jetstream_ready, timeout)
+            deadline = time.monotonic() + timeout
+            expected = set(self.leaders())
+            while True:
+                leaders = await asyncio.to_thread(self.leaders)
+                if set(leaders) >= expected and node.name in await asyncio.to_thread(
+                    self._current_peers
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.name} not back in every stream after {timeout}s")
+                await asyncio.sleep(0.5)
+
+    def _current_peers(self) -> set[str]:
+        """Nodes that are a current replica (or the leader) of every stream."""
+        per_stream: list[set[str]] = []
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            data = node.varz("jsz", accounts="true", streams="true")
+            for account in data.get("account_details", []):
+                for s in account.get("stream_detail", []):
+                    cluster = s.get("cluster", {})
+                    if not cluster.get("leader"):
+                        return set()
+                    peers = {cluster["leader"]}
+                    peers |= {r["name"] for r in cluster.get("replicas", []) if r.get("current")}
+                    per_stream.append(peers)
+            break
+        return set.intersection(*per_stream) if per_stream else set()
+
     def stream_leader(self, stream: str) -> NatsNode:
         """The node leading the stream's RAFT group now."""
         for node in self.nodes:
@@ -179,3 +288,74 @@ class NatsCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class NatsBridges:
+    """Bridges (`python -m bridge`, BRIDGE_SOURCE=nats) on a NatsCluster, and the stream they
+    read (`python -m bridge nats-setup` as the admin user)."""
+
+    def __init__(
+        self,
+        cluster: NatsCluster,
+        database_url: str,
+        redis_prefix: str,
+        tmp_path: Path,
+        *,
+        ack_wait_s: str = "30",
+    ) -> None:
+        self.ack_wait_s = ack_wait_s
+        self.cluster = cluster
+        self.database_url = database_url
+        self.redis_prefix = redis_prefix
+        self.tmp_path = tmp_path
+        self.started: list[BridgeProcess] = []
+
+    def settings(self, username: str) -> dict[str, str]:
+        return {
+            "bridge_source": "nats",
+            "nats_urls": self.cluster.url_for(username),
+            "nats_ack_wait_s": self.ack_wait_s,
+            "nats_replicas": str(self.cluster.replicas),
+            # Below each test node's file store (harness.nats), or JetStream refuses to place it.
+            "nats_max_bytes": str(512 * 1024**2),
+            "journal_replay_interval_s": "0.5",
+        }
+
+    def setup_stream(self) -> str:
+        env = {
+            **BridgeProcess(
+                database_url=self.database_url,
+                redis_prefix=self.redis_prefix,
+                mqtt_url="mqtt://127.0.0.1:1",
+                log_path=self.tmp_path / "setup.log",
+                **self.settings(ADMIN_USERNAME),
+            ).env
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "bridge", "nats-setup"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    def start(self, name: str) -> BridgeProcess:
+        process = BridgeProcess(
+            database_url=self.database_url,
+            redis_prefix=self.redis_prefix,
+            mqtt_url="mqtt://127.0.0.1:1",
+            log_path=self.tmp_path / f"{name}.log",
+            client_id=name,
+            **self.settings(name),
+        )
+        self.started.append(process)
+        process.start(timeout=60)
+        return process
+
+    def stop(self) -> None:
+        for process in self.started:
+            process.stop()

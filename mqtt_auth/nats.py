@@ -128,3 +128,63 @@ def render_node(
         replicas=replicas,
         max_file_store=max_file_store,
     )
+
+
+CLIENT_PORT, CLUSTER_PORT, MQTT_PORT, MONITOR_PORT = 4222, 6222, 1883, 8222
+
+
+def write_cluster_dir(
+    out: Path,
+    identities: Sequence[Identity],
+    *,
+    nodes: Sequence[str],
+    fleet_secret: str | None,
+    replicas: int,
+) -> list[str]:
+    """What `python -m mqtt_auth nats-conf` writes for a cluster whose nodes are reachable by
+    these host names on the standard ports: `<node>.conf` each, `auth.conf`, and for each
+    bridge and the admin `clients/<name>.env` holding its NATS_URLS. Robots' and gateways'
+    passwords derive from the fleet secret (as the simulator's); the bridges' and the
+    admin's are made once and kept in `secrets.json`. Returns the files written."""
+    from mqtt_auth.passwords import derive_password, new_password
+
+    (out / "clients").mkdir(parents=True, exist_ok=True)
+    kept_file = out / "secrets.json"
+    kept: dict[str, str] = json.loads(kept_file.read_text()) if kept_file.exists() else {}
+    secrets: dict[str, str] = {}
+    for i in identities:
+        if i.role in (Role.ROBOT, Role.GATEWAY):
+            if fleet_secret is not None:
+                secrets[i.username] = derive_password(fleet_secret, i.username)
+        else:
+            secrets[i.username] = kept.setdefault(i.username, new_password())
+    admin = kept.setdefault(ADMIN_USERNAME, new_password())
+    written = [_write_secret(kept_file, json.dumps(kept, indent=1))]
+    written.append(
+        _write_secret(out / "auth.conf", render_auth(identities, secrets, admin_secret=admin))
+    )
+    peers = [(n, CLUSTER_PORT) for n in nodes]
+    for name in nodes:
+        path = out / f"{name}.conf"
+        path.write_text(
+            render_node(
+                name=name,
+                host="0.0.0.0",
+                ports=NodePorts(CLIENT_PORT, CLUSTER_PORT, MQTT_PORT, MONITOR_PORT),
+                peers=peers,
+                store_dir="/data",
+                replicas=replicas,
+            )
+        )
+        written.append(str(path))
+    for username in [ADMIN_USERNAME, *(i.username for i in identities if i.role is Role.BRIDGE)]:
+        password = admin if username == ADMIN_USERNAME else secrets[username]
+        urls = ",".join(f"nats://{username}:{password}@{n}:{CLIENT_PORT}" for n in nodes)
+        written.append(_write_secret(out / "clients" / f"{username}.env", f"NATS_URLS={urls}\n"))
+    return written
+
+
+def _write_secret(path: Path, text: str) -> str:
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
