@@ -224,45 +224,15 @@ class NatsCluster:
         finally:
             await nc.close()
 
-    async def rolling_restart(self, timeout: float = 120.0) -> None:
-        """Restarts every node cleanly, one at a time: its streams' leaders move to the others
-        first, and the next node goes only once every stream has a leader again."""
-        import asyncio
-
-        for node in self.nodes:
-            await self.move_leaders_off(node)
-            await asyncio.to_thread(node.stop)
-            await asyncio.to_thread(node.start)
-            await asyncio.to_thread(self.wait_jetstream_ready, timeout)
-            deadline = time.monotonic() + timeout
-            expected = set(self.leaders())
-            while True:
-                leaders = await asyncio.to_thread(self.leaders)
-                if set(leaders) >= expected and node.name in await asyncio.to_thread(
-                    self._current_peers
-                ):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{node.name} not back in every stream after {timeout}s")
-                await asyncio.sleep(0.5)
-
-    def _current_peers(self) -> set[str]:
-        """Nodes that are a current replica (or the leader) of every stream."""
-        per_stream: list[set[str]] = []
-        for node in self.nodes:
-            if node.proc is None:
-                continue
-            data = node.varz("jsz", accounts="true", streams="true")
-            for account in data.get("account_details", []):
-                for s in account.get("stream_detail", []):
-                    cluster = s.get("cluster", {})
-                    if not cluster.get("leader"):
-                        return set()
-                    peers = {cluster["leader"]}
-                    peers |= {r["name"] for r in cluster.get("replicas", []) if r.get("current")}
-                    per_stream.append(peers)
-            break
-        return set.intersection(*per_stream) if per_stream else set()
+    def stream_messages(self, stream: str) -> int:
+        """How many messages the stream holds, as its leader reports."""
+        leader = self.stream_leader(stream)
+        data = leader.varz("jsz", accounts="true", streams="true")
+        for account in data.get("account_details", []):
+            for s in account.get("stream_detail", []):
+                if s.get("name") == stream:
+                    return int(s["state"]["messages"])
+        raise LookupError(stream)
 
     def stream_leader(self, stream: str) -> NatsNode:
         """The node leading the stream's RAFT group now."""
