@@ -80,18 +80,17 @@ class StreamPlan:
             name=self.stream,
             subjects=[NATS_READINGS_SUBJECT, NATS_STATUS_SUBJECT],
             # Limits, not work-queue: what the bridges acknowledged stays until max_age or
-            # max_bytes, so a status can be read again (refresh_statuses) and a lost database
-            # day replayed from the stream by a new consumer.
+            # max_bytes, so a lost database day can be replayed from the stream by a new
+            # consumer (and a work-queue stream would allow no second consumer at all).
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
-            # Full: the oldest go. A bridge fleet that is max_age behind has lost anyway; a
-            # stream that refused new messages would not tell the robot (see docs/nats.md).
+            # Full: the oldest go. A bridge fleet that far behind has lost readings anyway,
+            # and a stream refusing new ones would not tell the robots: NATS 2.9 acknowledges
+            # their MQTT publishes before the stream stores them (docs/nats.md).
             discard=api.DiscardPolicy.OLD,
-            # The last status of each robot is kept whatever the age limit drops: one per
-            # subject would also cap readings, so this stays a documented limit instead.
         )
 
     def consumer_config(self) -> api.ConsumerConfig:
@@ -245,8 +244,8 @@ class NatsSource:
         return True
 
     def refresh_statuses(self) -> None:
-        # The stream keeps statuses as they came; replaying the last per robot needs a second
-        # consumer, which this source does not have (docs/nats.md, "Statuses").
+        # The stream keeps statuses as they came; replaying the last per robot would need a
+        # second consumer, which this source does not have (docs/nats.md, "Limits").
         log.warning("statuses cannot be refreshed from NATS; they return with each robot's next")
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
