@@ -191,6 +191,7 @@ class NatsSource:
         self._nc: NatsClient | None = None
         self._sub: nats.js.JetStreamContext.PullSubscription | None = None
         self._bound = asyncio.Event()
+        self._refresh_due = False
         self._said_at = -1e9
         self._last_error: BaseException | None = None
 
@@ -244,9 +245,44 @@ class NatsSource:
         return True
 
     def refresh_statuses(self) -> None:
-        # The stream keeps statuses as they came; replaying the last per robot would need a
-        # second consumer, which this source does not have (docs/nats.md, "Limits").
-        log.warning("statuses cannot be refreshed from NATS; they return with each robot's next")
+        """Has the pump replay each robot's last status from the stream (Mosquitto resends
+        its retained ones on a new subscription; the stream has them as they came)."""
+        self._refresh_due = True
+
+    async def _replay_statuses(self) -> int:
+        """Puts each robot's last status into the inbox, through a short-lived consumer of
+        the status subjects that starts at the last message per subject (nothing to ack)."""
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        # Created unnamed (`$JS.API.CONSUMER.CREATE.<stream>`, the one create the bridge's user
+        # may do): the server names it, and removes it once unused.
+        info = await js.add_consumer(
+            self._stream,
+            config=api.ConsumerConfig(
+                filter_subject=NATS_STATUS_SUBJECT,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=api.AckPolicy.NONE,
+                inactive_threshold=30.0,
+            ),
+        )
+        sub = await js.pull_subscribe_bind(consumer=info.name, stream=self._stream)
+        replayed = 0
+        try:
+            while (room := min(self._fetch_batch, self._inbox.room())) > 0:
+                try:
+                    msgs = await sub.fetch(batch=room, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    break  # all of them delivered
+                now = time.time()
+                for m in msgs:
+                    self._inbox.put(
+                        InboundMessage(0, 0, 0, topic_of_subject(m.subject), m.data, now)
+                    )
+                replayed += len(msgs)
+        finally:
+            await sub.unsubscribe()
+        log.info("statuses replayed from the stream", extra={"statuses": replayed})
+        return replayed
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
         assert self._nc is not None
@@ -295,6 +331,13 @@ class NatsSource:
         inbox = self._inbox
         delay = 0.05
         while not stopping.is_set():
+            if self._refresh_due:
+                self._refresh_due = False
+                try:
+                    await self._replay_statuses()
+                except _PASSING_ERRORS as exc:
+                    log.warning("status replay failed; retried", extra={"error": repr(exc)})
+                    self._refresh_due = True
             room = min(self._fetch_batch, inbox.room())
             if room < 1:
                 # The pipeline is behind (the database is slow or away): leave the backlog in

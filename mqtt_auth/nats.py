@@ -51,6 +51,10 @@ def permissions(identity: Identity, *, stream: str, consumer: str) -> dict[str, 
                     f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
                     f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
                     f"$JS.ACK.{stream}.{consumer}.>",
+                    # The short-lived, unnamed consumer that replays the last statuses: it
+                    # can create consumers that read the stream, not delete or change one.
+                    f"$JS.API.CONSUMER.CREATE.{stream}",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
                 ]
             },
             "subscribe": {"allow": ["_INBOX.>"]},

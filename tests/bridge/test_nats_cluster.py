@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.nats import NatsBridges, NatsCluster
 from harness.publisher import SteadyRobot
 from harness.waiting import eventually
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
+from telemetry.topics import status_topic
 from tests.bridge.test_broker_restart import all_acked, row_count, sent_at_least, stored_indexes
 
 pytestmark = pytest.mark.slow
@@ -64,9 +67,16 @@ def fleet(cluster: NatsCluster) -> Iterator[list[SteadyRobot]]:
 
 
 async def start_fleet(
-    cluster: NatsCluster, fleet: list[SteadyRobot], start_ms: int, *, rate: float, count: int
+    cluster: NatsCluster,
+    fleet: list[SteadyRobot],
+    start_ms: int,
+    *,
+    rate: float,
+    count: int,
+    before_publishing: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Robot i connects to node i % 3 first and fails over to the next ones."""
+    """Robot i connects to node i % 3 first and fails over to the next ones; once all are
+    connected, `before_publishing` runs, then they publish."""
     ports = [n.ports.mqtt for n in cluster.nodes]
     for i, robot_id in enumerate(ROBOTS):
         first = i % len(ports)
@@ -89,6 +99,8 @@ async def start_fleet(
         return [bool(r.ports_used) for r in fleet]
 
     await eventually(connected, [True] * len(fleet), timeout=60)
+    if before_publishing is not None:
+        await before_publishing()
     for robot in fleet:
         robot.start()
 
@@ -113,15 +125,22 @@ async def test_killing_a_nats_node_mid_stream_loses_nothing(
         nats_bridges.start(name)
     start_ms = int(time.time() * 1000) - 60_000
     count = 3000
-    await start_fleet(cluster, fleet, start_ms, rate=250, count=count)
-    await sent_at_least(fleet, 800)
+
     # A node robots publish to, once it leads no stream: NATS 2.9 acknowledges an MQTT QoS 1
-    # publish before the stream stored it, so killing a stream's leader loses what robots
-    # publish until a new one is elected (docs/nats.md, "Killing a stream's leader").
-    on_node = {r.ports_used[-1]: r for r in fleet}
-    victim = next(n for n in cluster.nodes if n.ports.mqtt in on_node)
-    robot = on_node[victim.ports.mqtt]
-    await cluster.move_leaders_off(victim)
+    # publish before the stream stored it, so a change of a stream's leader loses what robots
+    # publish meanwhile (docs/nats.md, "Killing a stream's leader"). The leaders move before
+    # the robots publish, since moving them is such a change too.
+    async def move_leaders() -> None:
+        # The node the first robot is on.
+        node = next(n for n in cluster.nodes if n.ports.mqtt == fleet[0].ports_used[-1])
+        await cluster.move_leaders_off(node)
+
+    await start_fleet(
+        cluster, fleet, start_ms, rate=250, count=count, before_publishing=move_leaders
+    )
+    robot = fleet[0]
+    victim = next(n for n in cluster.nodes if n.ports.mqtt == robot.ports_used[0])
+    await sent_at_least(fleet, 800)
     assert victim.proc is not None
     victim.proc.kill()
     assert victim.proc.wait(timeout=10) == -9
@@ -200,3 +219,34 @@ async def test_a_clean_restart_of_the_whole_cluster_keeps_the_stream_and_the_con
     for name in BRIDGES[1:]:
         nats_bridges.start(name)
     await assert_stored_exactly_once(registered, fleet, start_ms, count)
+
+
+async def test_statuses_come_back_from_the_stream_when_redis_lost_them(
+    registered: asyncpg.Pool[Any],
+    counters: Counters,
+    cluster: NatsCluster,
+    nats_bridges: NatsBridges,
+) -> None:
+    bridge = nats_bridges.start("nb1")
+    robot = paho.Client(CallbackAPIVersion.VERSION2, client_id="r2", protocol=paho.MQTTv311)
+    robot.username_pw_set("r2", cluster.passwords["r2"])
+    robot.connect("127.0.0.1", cluster.nodes[2].ports.mqtt)
+    robot.loop_start()
+    try:
+        for value in (b"offline", b"online"):
+            robot.publish(status_topic("r2"), value, qos=1, retain=True).wait_for_publish(30)
+    finally:
+        robot.disconnect()
+        robot.loop_stop()
+
+    async def status() -> Any:
+        return (await counters.statuses(["r2"])).get("r2", {}).get("status")
+
+    assert await eventually(status, "online") == "online"
+    # Redis loses everything under our prefix: the bridge notices, rebuilds the counters and
+    # has the statuses replayed from the stream (the last per robot: online, not offline).
+    await counters.clear()
+    assert await eventually(status, "online") == "online"
+    log = bridge.log_path.read_text()
+    assert '"statuses replayed from the stream"' in log
+    assert "Redis lost or restarted" in log
