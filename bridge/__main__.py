@@ -1,4 +1,5 @@
-"""`python -m bridge` runs the bridge; `python -m bridge rebuild-counters` rebuilds Redis."""
+"""`python -m bridge` runs the bridge; `python -m bridge rebuild-counters` rebuilds Redis;
+`python -m bridge nats-setup` creates or updates the NATS stream and consumer (docs/nats.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import uvloop
 
-from bridge.app import rebuild, run
+from bridge.app import nats_setup, rebuild, run
 from bridge.settings import BridgeSettings
 from telemetry.logs import configure_logging
 
@@ -16,7 +17,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bridge", description="MQTT -> PostgreSQL bridge. Settings: environment."
     )
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "rebuild-counters"])
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "rebuild-counters", "nats-setup"]
+    )
     args = parser.parse_args()
     settings = BridgeSettings()
     sys.setswitchinterval(settings.gil_switch_interval_s)
@@ -24,6 +27,12 @@ def main() -> None:
     if args.command == "rebuild-counters":
         groups = uvloop.run(rebuild(settings))
         print(f"rebuilt counters from {groups} (robot, sensor type, minute) groups")
+    elif args.command == "nats-setup":
+        done = uvloop.run(nats_setup(settings))
+        print(
+            f"stream {settings.nats_stream} and consumer {settings.nats_consumer} {done} "
+            f"(replicas {settings.nats_replicas})"
+        )
     else:
         uvloop.run(run(settings))
 

@@ -18,8 +18,10 @@ from bridge.counter_care import CounterCare
 from bridge.health import HealthServer, ReadinessProbe, watch_readiness
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber
+from bridge.nats import NatsSource, StreamPlan, connect, ensure_stream, split_urls
 from bridge.pipeline import Pipeline, ShutdownWithUncommittedBatchError
-from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings
+from bridge.settings import PUBLIC_SHARE_GROUP, BridgeSettings, BridgeSource
+from bridge.source import Source
 from db.connect import open_pool
 from db.errors import DATABASE_AWAY_ERRORS
 from db.partitions import maintain_partitions
@@ -133,20 +135,8 @@ async def run(settings: BridgeSettings) -> None:
             report=lambda exc, retry_in_s: _waiting("Redis", settings.redis_url, exc, retry_in_s),
         )
 
-        if settings.share_group == PUBLIC_SHARE_GROUP:
-            log.warning(
-                "SHARE_GROUP is the public name robosense: any client of the broker can join the "
-                "group and take readings from it; set the secret one (docs/security.md)"
-            )
         inbox = Inbox(loop=loop, high_water=settings.inbox_high_water)
-        subscriber = await stack.enter_async_context(
-            MqttSubscriber(
-                target=settings.mqtt,
-                client_id=settings.bridge_client_id,
-                share_group=settings.share_group,
-                inbox=inbox,
-            )
-        )
+        subscriber: Source = await stack.enter_async_context(_source(settings, inbox))
         pipeline = Pipeline(
             inbox=inbox,
             subscriber=subscriber,
@@ -196,6 +186,7 @@ async def run(settings: BridgeSettings) -> None:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(health.serve(stopping=pipeline.stopping), name="health")
                 tg.create_task(watch_readiness(probe, stopping=pipeline.stopping), name="readiness")
+                tg.create_task(subscriber.pump(pipeline.stopping), name="source")
                 tg.create_task(pipeline.collect(), name="collector")
                 tg.create_task(pipeline.flush(), name="flusher")
                 for name, (interval_s, job) in periodic.items():
@@ -212,17 +203,68 @@ async def run(settings: BridgeSettings) -> None:
                 if await subscriber.wait_subscribed(within_s=30):
                     log.info(
                         "bridge ready",
-                        extra={"client_id": settings.bridge_client_id, "mqtt": str(settings.mqtt)},
+                        extra={
+                            "client_id": settings.bridge_client_id,
+                            "source": str(settings.bridge_source),
+                            "address": subscriber.address,
+                        },
                     )
                 else:
                     log.warning(
                         "not subscribed after 30 s; still trying",
-                        extra=unreachable(settings.mqtt_url, subscriber.last_error),
+                        extra=unreachable(subscriber.address, subscriber.last_error),
                     )
         except* ShutdownWithUncommittedBatchError as group:
             log.error(str(group.exceptions[0]))  # noqa: TRY400 - expected; no traceback needed
             raise SystemExit(1) from None
         log.info("bridge stopped cleanly")
+
+
+def _source(settings: BridgeSettings, inbox: Inbox) -> MqttSubscriber | NatsSource:
+    """BRIDGE_SOURCE: Mosquitto (the default) or the NATS cluster's shared consumer."""
+    if settings.bridge_source is BridgeSource.NATS:
+        return NatsSource(
+            urls=split_urls(settings.nats_urls),
+            stream=settings.nats_stream,
+            consumer=settings.nats_consumer,
+            client_name=settings.bridge_client_id,
+            inbox=inbox,
+            fetch_batch=settings.nats_fetch_batch,
+            fetch_wait_s=settings.nats_fetch_wait_s,
+        )
+    if settings.share_group == PUBLIC_SHARE_GROUP:
+        log.warning(
+            "SHARE_GROUP is the public name robosense: any client of the broker can join the "
+            "group and take readings from it; set the secret one (docs/security.md)"
+        )
+    return MqttSubscriber(
+        target=settings.mqtt,
+        client_id=settings.bridge_client_id,
+        share_group=settings.share_group,
+        inbox=inbox,
+    )
+
+
+def stream_plan(settings: BridgeSettings) -> StreamPlan:
+    return StreamPlan(
+        stream=settings.nats_stream,
+        consumer=settings.nats_consumer,
+        replicas=settings.nats_replicas,
+        max_age_s=settings.nats_max_age_days * 86_400,
+        max_bytes=settings.nats_max_bytes,
+        ack_wait_s=settings.nats_ack_wait_s,
+        max_ack_pending=settings.nats_max_ack_pending,
+    )
+
+
+async def nats_setup(settings: BridgeSettings) -> str:
+    """Creates or updates the stream and the bridges' consumer (NATS_URLS with a user that
+    may manage streams, not the bridges' own)."""
+    nc = await connect(split_urls(settings.nats_urls), name="robosense-nats-setup")
+    try:
+        return await ensure_stream(nc, stream_plan(settings))
+    finally:
+        await nc.close()
 
 
 async def rebuild(settings: BridgeSettings) -> int:

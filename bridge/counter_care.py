@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from bridge import metrics
-from bridge.mqtt import MqttSubscriber
+from bridge.source import Source
 from db.dead_letters import delete_dead_letters_before
 from db.robot_registry import registered_among
 from ingest.counters import Counters
@@ -32,7 +32,7 @@ class CounterCare:
         pool: asyncpg.Pool[Any],
         counters: Counters,
         writer: IngestWriter,
-        subscriber: MqttSubscriber,
+        subscriber: Source,
         replay_older_than_s: float,
         reconcile_interval_s: float,
         reconcile_minutes: int,

@@ -32,6 +32,8 @@ class InboundMessage(NamedTuple):
     received_at: float  # time.time() when paho handed it over
     # The broker's retained copy, sent because we (re)subscribed; a live publish has it False.
     retained: bool = False
+    # JetStream's acknowledgement subject for this delivery (the NATS source); MQTT: empty.
+    reply: str = ""
 
 
 class Inbox:
@@ -47,8 +49,13 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def room(self) -> int:
+        """How many more messages fit below the high-water mark (a pulling source asks first,
+        so that put() never blocks the event loop)."""
+        return max(self._high_water - len(self._items), 0)
+
     def put(self, item: InboundMessage) -> None:
-        """Called from paho's thread."""
+        """Called from paho's thread, or from the loop by a source that asked room() first."""
         items = self._items
         if len(items) >= self._high_water:
             with self._room:

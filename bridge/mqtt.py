@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -113,6 +113,10 @@ class MqttSubscriber:
         self._client.on_message = self._on_message
 
     @property
+    def address(self) -> str:
+        return self._address_url
+
+    @property
     def generation(self) -> int:
         return self._generation
 
@@ -134,6 +138,9 @@ class MqttSubscriber:
     async def wait_subscribed(self, within_s: float) -> bool:
         return await asyncio.to_thread(self._subscribed.wait, within_s)
 
+    async def pump(self, stopping: asyncio.Event) -> None:
+        """Nothing to pull: paho's thread pushes messages into the inbox."""
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -151,7 +158,7 @@ class MqttSubscriber:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
-    def ack(self, messages: Iterable[InboundMessage]) -> int:
+    async def ack(self, messages: Sequence[InboundMessage]) -> int:
         """Acknowledges QoS 1 messages delivered on the current connection; returns how many.
 
         Messages from an earlier connection are not acked: the broker redelivers them on the

@@ -21,7 +21,7 @@ from asyncpg import exceptions as pg
 from bridge import metrics
 from bridge.batcher import Batch, BatchBuilder
 from bridge.inbox import Inbox
-from bridge.mqtt import MqttSubscriber
+from bridge.source import Source
 from db.errors import DATABASE_AWAY_ERRORS, ROW_REFUSED_ERRORS
 from db.robot_registry import registered_among
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
@@ -89,7 +89,7 @@ class Pipeline:
         self,
         *,
         inbox: Inbox,
-        subscriber: MqttSubscriber,
+        subscriber: Source,
         builder: BatchBuilder,
         writer: IngestWriter,
         counters: Counters,
@@ -202,7 +202,7 @@ class Pipeline:
             result = await self._write_until_committed(batch)
             if batch.statuses:
                 await self._set_statuses(batch)
-            self.subscriber.ack(batch.messages)
+            await self.subscriber.ack(batch.messages)
             now = time.time()
             self.last_commit_at = now
             self._handed_over.popleft()

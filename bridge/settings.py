@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from enum import StrEnum
 
 from pydantic import Field
 
@@ -12,7 +13,33 @@ from telemetry.settings import ServiceSettings
 PUBLIC_SHARE_GROUP = "robosense"
 
 
+class BridgeSource(StrEnum):
+    MQTT = "mqtt"  # Mosquitto (MQTT_URL): one machine, the default
+    NATS = "nats"  # a JetStream consumer on a NATS cluster (NATS_URLS; docs/nats.md)
+
+
 class BridgeSettings(ServiceSettings):
+    bridge_source: BridgeSource = BridgeSource.MQTT
+    # Comma-separated nats://user:pass@host:port, any or all nodes of the cluster: the client
+    # connects to one and fails over to the others (and to those the cluster announces).
+    nats_urls: str = "nats://127.0.0.1:4222"
+    nats_stream: str = Field(default="ROBOSENSE", pattern=r"^[A-Za-z0-9_-]+$")
+    nats_consumer: str = Field(default="bridges", pattern=r"^[A-Za-z0-9_-]+$")
+    # Messages one pull asks for (at most what the inbox has room for), and how long a pull
+    # waits when the stream has nothing new. Chosen with loadtest/ingest --source nats
+    # (BENCHMARKS.md, "NATS cluster").
+    nats_fetch_batch: int = Field(default=1_000, ge=1)
+    nats_fetch_wait_s: float = Field(default=1.0, gt=0)
+    # What `python -m bridge nats-setup` gives the stream and the consumer. The ack wait must
+    # exceed a batch's time from fetch to commit under load, or batches are delivered twice
+    # (absorbed, but wasted); a killed bridge's messages go to the others after it.
+    nats_replicas: int = Field(default=3, ge=1, le=5)
+    nats_ack_wait_s: float = Field(default=30.0, gt=0)
+    # Unacknowledged messages across all bridges: the cluster stops handing out more beyond.
+    nats_max_ack_pending: int = Field(default=50_000, ge=1)
+    nats_max_age_days: float = Field(default=7.0, gt=0)
+    nats_max_bytes: int = Field(default=20 * 1024**3, ge=1024**2)
+
     # Several bridges split the stream when they share the group; each needs its own client id,
     # and must keep it across restarts to resume its persistent session.
     bridge_client_id: str = Field(

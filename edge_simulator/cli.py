@@ -136,7 +136,8 @@ def build_parser(env: SimulatorSettings) -> argparse.ArgumentParser:
     mqtt.add_argument(
         "--mqtt-url",
         default=env.mqtt_url,
-        help="mqtt://[user:pass@]host:port (env MQTT_URL)",
+        help="mqtt://[user:pass@]host:port (env MQTT_URL); for a cluster, its nodes "
+        "comma-separated: connections spread over them and move on when theirs goes away",
     )
     mqtt.add_argument(
         "--mqtt-secret-file",
@@ -222,7 +223,9 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         )
         for s in sensors
     }
-    mqtt = MqttTarget(args.mqtt_url)
+    first, *others = args.mqtt_url.split(",")
+    mqtt = MqttTarget(first)
+    failover = tuple((t.host, t.port) for t in map(MqttTarget, others))
     if args.provision_mqtt and not args.mqtt_secret_file:
         raise ValueError("--provision-mqtt needs --mqtt-secret-file")
     secret = args.mqtt_secret_file.read_text().strip() if args.mqtt_secret_file else None
@@ -256,6 +259,7 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         ),
         mqtt_host=mqtt.host,
         mqtt_port=mqtt.port,
+        mqtt_failover=failover,
         mqtt_username=mqtt.username,
         mqtt_password=mqtt.password,
         mqtt_secret=secret,
@@ -302,10 +306,15 @@ async def _main(args: argparse.Namespace, config: SimulationConfig) -> Summary:
         log.warning(
             "NO ROBOSENSE BRIDGE was connected to %s during this run: nothing it published "
             "was stored",
-            redact_url(args.mqtt_url),
-            extra=unreachable(args.mqtt_url),
+            _shown(args.mqtt_url),
+            extra=unreachable(args.mqtt_url.split(",")[0]),
         )
     return summary
+
+
+def _shown(urls: str) -> str:
+    """--mqtt-url for a log line: each node's URL without its password."""
+    return ",".join(redact_url(u) for u in urls.split(","))
 
 
 async def _online(config: SimulationConfig) -> list[str]:
@@ -327,9 +336,9 @@ async def _bridges(args: argparse.Namespace, config: SimulationConfig) -> list[s
             "NO ROBOSENSE BRIDGE is connected to %s: what the fleet publishes there is not "
             "stored unless a bridge connects. scripts/run's broker listens on %s; a machine's "
             "own broker (usually port 1883) is not ours",
-            redact_url(args.mqtt_url),
+            _shown(args.mqtt_url),
             DEFAULT_MQTT_URL,
-            extra=unreachable(args.mqtt_url),
+            extra=unreachable(args.mqtt_url.split(",")[0]),
         )
     return bridges
 
@@ -347,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = uvloop.run(_main(args, config))
     except OSError as exc:
-        log.error("cannot reach the MQTT broker", extra=unreachable(args.mqtt_url, exc))  # noqa: TRY400 - the cause is in the line
+        first = args.mqtt_url.split(",")[0]
+        log.error("cannot reach the MQTT broker", extra=unreachable(first, exc))  # noqa: TRY400 - the cause is in the line
         return 1
     # The file first: stdout may be a pipe that is gone (`scripts/run | tee`, then Ctrl-C).
     if args.summary:

@@ -74,6 +74,10 @@ class SimulationConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1884  # our broker's (telemetry.topics.DEFAULT_MQTT_URL)
+    # The other nodes of a clustered broker (NATS, docs/nats.md), as (host, port): connection i
+    # starts on node i mod n, the first being mqtt_host:mqtt_port, and moves on to the next
+    # when its node goes away.
+    mqtt_failover: tuple[tuple[str, int], ...] = ()
     # One identity for every connection (mqtt://user:pass@...), or each connection its own,
     # with passwords derived from this secret (edge_simulator/identities.py).
     mqtt_username: str | None = None
@@ -119,6 +123,10 @@ class SimulationConfig:
         for robot_id in (self.robot_id(0), self.robot_id(self.robots - 1)):
             if not is_valid_robot_id(robot_id) or len(f"ghost-{robot_id}") > 64:
                 raise ValueError(f"robot prefix gives an invalid robot id {robot_id!r}")
+
+    @property
+    def brokers(self) -> list[tuple[str, int]]:
+        return [(self.mqtt_host, self.mqtt_port), *self.mqtt_failover]
 
     def connection_groups(self) -> list[list[str]]:
         """This partition's robots, as they share connections."""

@@ -34,6 +34,7 @@ from telemetry.topics import status_topic
 log = logging.getLogger(__name__)
 
 ONLINE = b"online"
+_CONNACK_TIMEOUT_S = 15.0
 OFFLINE = b"offline"
 
 
@@ -45,8 +46,7 @@ class Link:
         self,
         *,
         loop: asyncio.AbstractEventLoop,
-        host: str,
-        port: int,
+        brokers: Sequence[tuple[str, int]],
         client_id: str,
         robots: Sequence[str],
         qos: int,
@@ -55,8 +55,10 @@ class Link:
         password: str | None = None,
     ) -> None:
         self._loop = loop
-        self._host = host
-        self._port = port
+        # (host, port) of each node it may use; it uses the first until that goes away.
+        self._brokers = list(brokers)
+        self.broker = 0
+        self.moves = 0  # times it went on to another node
         self._keepalive = keepalive_s
         self.robots = list(robots)
         self.qos = qos
@@ -140,9 +142,19 @@ class Link:
         if self._lost and not self._lost.done():
             self._lost.set_result(None)
             return
+        if self._reconnecting is not None and not self._reconnecting.done():
+            # Its own reconnect replaced the socket: one reconnect at a time, or two would
+            # take the session from each other in turn.
+            return
         if was_up and not self.closing:
             log.warning("connection %s lost (%s); reconnecting", self.robots[0], reason)
-            self._reconnecting = self._loop.create_task(self._reconnect(1.0))
+            # A lone broker may be restarting: wait a little. A cluster has other nodes: go on
+            # to the next at once (paho resends what the lost node had not acknowledged).
+            if len(self._brokers) > 1:
+                self._next_broker()
+                self._reconnecting = self._loop.create_task(self._reconnect(0.05))
+            else:
+                self._reconnecting = self._loop.create_task(self._reconnect(1.0))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
@@ -198,11 +210,20 @@ class Link:
         self.up = True
 
     # Connection lifecycle.
+    def _next_broker(self) -> None:
+        self.broker = (self.broker + 1) % len(self._brokers)
+        self.moves += 1
+
     async def connect(self) -> None:
         self._connected = self._loop.create_future()
+        host, port = self._brokers[self.broker]
         # A blocking TCP connect: brokers are near, and paho's own connect_async needs its thread.
-        self.client.connect(self._host, self._port, keepalive=self._keepalive)
-        await self._connected
+        self.client.connect(host, port, keepalive=self._keepalive)
+        # A node that accepted the TCP connection may still never answer (a NATS node whose
+        # session stream is electing a leader): TimeoutError is an OSError, so a reconnect
+        # goes on to the next node.
+        async with asyncio.timeout(_CONNACK_TIMEOUT_S):
+            await self._connected
         if self._flushing:
             await self._flushing
 
@@ -213,7 +234,9 @@ class Link:
                 await self.connect()
             except OSError as exc:
                 log.warning("reconnect of %s failed: %s", self.robots[0], exc)
-                delay_s = min(delay_s * 2, 10.0)
+                if len(self._brokers) > 1:
+                    self._next_broker()
+                delay_s = min(max(delay_s * 2, 0.2), 10.0)
             else:
                 return
 
@@ -277,8 +300,7 @@ class Fleet:
         self,
         *,
         groups: Sequence[Sequence[str]],
-        host: str,
-        port: int,
+        brokers: Sequence[tuple[str, int]],
         qos: int,
         keepalive_s: int,
         client_prefix: str,
@@ -288,8 +310,7 @@ class Fleet:
         self._groups = groups
         # (username, password) per group; the broker makes the username the client id.
         self._logins = logins or [(None, None)] * len(groups)
-        self._host = host
-        self._port = port
+        self._brokers = list(brokers)
         self._qos = qos
         self._keepalive = keepalive_s
         self._client_prefix = client_prefix
@@ -303,8 +324,9 @@ class Fleet:
         self.links = [
             Link(
                 loop=loop,
-                host=self._host,
-                port=self._port,
+                # Spread over the nodes: link i starts on node i mod n.
+                brokers=self._brokers[i % len(self._brokers) :]
+                + self._brokers[: i % len(self._brokers)],
                 client_id=f"{self._client_prefix}-{group[0]}",
                 robots=group,
                 qos=self._qos,
@@ -312,7 +334,7 @@ class Fleet:
                 username=login[0],
                 password=login[1],
             )
-            for group, login in zip(self._groups, self._logins, strict=True)
+            for i, (group, login) in enumerate(zip(self._groups, self._logins, strict=True))
         ]
         try:
             # In chunks: the broker's accept backlog, not our patience, limits a connect storm.

@@ -33,8 +33,7 @@ async def simulate(
     stop = stop or asyncio.Event()
     async with Fleet(
         groups=config.connection_groups(),
-        host=config.mqtt_host,
-        port=config.mqtt_port,
+        brokers=config.brokers,
         qos=config.qos,
         keepalive_s=config.keepalive_s,
         client_prefix=client_prefix,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import orjson
@@ -64,8 +64,18 @@ class SteadyRobot:
     """
 
     def __init__(
-        self, *, port: int, robot_id: str, password: str, start_ms: int, rate: float, count: int
+        self,
+        *,
+        port: int,
+        robot_id: str,
+        password: str,
+        start_ms: int,
+        rate: float,
+        count: int,
+        failover_ports: Sequence[int] = (),
     ) -> None:
+        """`failover_ports`: other nodes of a cluster, tried in turn when a connection is lost
+        (the first is `port`); `ports_used` records each node connected to, in order."""
         assert count < 65_535
         self.robot_id = robot_id
         self.start_ms = start_ms
@@ -89,9 +99,27 @@ class SteadyRobot:
         # bridge, which is when a subscription the broker forgot costs readings.
         self.client.reconnect_delay_set(min_delay=cast(int, 0.02), max_delay=cast(int, 0.05))
         self.client.on_publish = self._on_publish
+        self._ports = [port, *failover_ports]
+        self._next = 0
+        self.ports_used: list[int] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = lambda client, userdata: self._on_disconnect(
+            client, userdata, None, None, None
+        )
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name=f"robot-{robot_id}", daemon=True)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if not rc.is_failure:
+            self.ports_used.append(self._ports[self._next])
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if len(self._ports) > 1 and not self._stop.is_set():
+            # The next node: paho's thread reconnects to whatever connect_async set last.
+            self._next = (self._next + 1) % len(self._ports)
+            client.connect_async("127.0.0.1", self._ports[self._next])
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         index = self._index_of_mid.get(mid)

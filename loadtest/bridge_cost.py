@@ -72,7 +72,7 @@ async def one_round(messages: list[paho.MQTTMessage]) -> tuple[float, float, flo
             builder.add(item)
     t2 = time.process_time()
     batch = builder.take()
-    sub.ack(batch.messages)
+    await sub.ack(batch.messages)
     t3 = time.process_time()
     n = len(messages)
     if len(batch.decoded.readings) != n:

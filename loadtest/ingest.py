@@ -1,5 +1,10 @@
 """End-to-end ingest benchmark: publishers → our Mosquitto → 1-2 bridges → PostgreSQL + Redis.
 
+    python -m loadtest.ingest --source mqtt nats   # the same matrix on Mosquitto and on a
+                                                   # 3-node NATS cluster (docs/nats.md)
+    python -m loadtest.ingest --nats-kill          # + a NATS node killed mid-stream: loss and
+                                                   # recovery time
+
     python -m loadtest.ingest                      # the full matrix, flat out, + half-rate runs
     python -m loadtest.ingest --quick              # 1 and 10 readings/message, 1 bridge, QoS 1
     python -m loadtest.ingest --per-message 10 --bridges 2 --qos 1 --readings 300000 --repeat 3
@@ -39,6 +44,7 @@ import asyncpg
 import uvloop
 
 from harness.bridge import BridgeProcess
+from harness.nats import NatsBridges, NatsCluster
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from ingest.counters import Counters
@@ -53,6 +59,7 @@ from loadtest.ceilings import (
     publisher_rate,
 )
 from loadtest.commits import CommitPoller, commit_series, per_second
+from loadtest.nats_kill import node_kill, print_kill
 from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
 from mqtt_auth.identities import Identity, Role
@@ -64,12 +71,16 @@ class Config:
     bridges: int
     qos: int
     rate: float = 0.0  # readings/s in total; 0 = flat out
+    # mqtt: our Mosquitto; nats: a 3-node NATS cluster, publishers spread over its nodes'
+    # MQTT listeners, the bridges sharing its JetStream consumer.
+    source: str = "mqtt"
 
     @property
     def label(self) -> str:
         pace = f"{self.rate / 1000:.0f}k/s" if self.rate else "flat out"
         plural = "s" if self.bridges > 1 else ""
-        return f"{self.per_message}/msg, {self.bridges} bridge{plural}, QoS {self.qos}, {pace}"
+        shape = f"{self.per_message}/msg, {self.bridges} bridge{plural}, QoS {self.qos}, {pace}"
+        return f"NATS x3: {shape}" if self.source == "nats" else shape
 
 
 def _metric(port: int, name: str) -> float:
@@ -85,6 +96,56 @@ async def _redis_total(counters: Counters, started: float, ended: float) -> int:
     minutes = list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
     window = await counters.window(minutes, top=0)
     return sum(m.get("*", 0) for m in window.totals)
+
+
+def _start_broker(
+    config: Config,
+    *,
+    robots: list[list[str]],
+    dsn: str,
+    redis_url: str,
+    prefix: str,
+    workdir: Path,
+    root: Path,
+) -> tuple[Mosquitto | NatsCluster, list[tuple[str, str]], list[int], list[BridgeProcess]]:
+    """The configuration's broker, started with the publishers' and bridges' identities, its
+    MQTT ports, and its bridges (not started)."""
+    names = [f"bench-bridge-{k}" for k in range(config.bridges)]
+    broker: Mosquitto | NatsCluster
+    if config.source == "nats":
+        broker = NatsCluster(workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="nats-")))
+        logins = [(i.username, broker.add(i)) for i in publisher_identities(robots)]
+        for name in names:
+            broker.add(Identity(name, Role.BRIDGE, None))
+        broker.start()
+        on_nats = NatsBridges(broker, dsn, prefix, workdir)
+        on_nats.setup_stream()
+        ports = [n.ports.mqtt for n in broker.nodes]
+        settings = {name: on_nats.settings(name) for name in names}
+        mqtt_urls = dict.fromkeys(names, "mqtt://127.0.0.1:1")
+    else:
+        broker = Mosquitto(workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mosquitto-")))
+        logins = [(i.username, broker.add(i)) for i in publisher_identities(robots)]
+        for name in names:
+            broker.add(Identity(name, Role.BRIDGE, None))
+        broker.start()
+        ports = [broker.port]
+        settings = {name: {"share_group": broker.share_group} for name in names}
+        mqtt_urls = {name: broker.url_for(name) for name in names}
+    bridges = [
+        BridgeProcess(
+            database_url=dsn,
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            mqtt_url=mqtt_urls[name],
+            log_path=workdir / f"bridge-{k}.log",
+            client_id=name,
+            **settings[name],
+            **python_env(root),
+        )
+        for k, name in enumerate(names)
+    ]
+    return broker, logins, ports, bridges
 
 
 async def run_config(
@@ -103,24 +164,15 @@ async def run_config(
     conn = await asyncpg.connect(dsn)
     await empty_readings(conn)
     await counters.clear()
-    broker = Mosquitto(workdir=Path(tempfile.mkdtemp(dir=workdir, prefix="mosquitto-")))
-    logins = [(i.username, broker.add(i)) for i in publisher_identities(robots)]
-    for k in range(config.bridges):
-        broker.add(Identity(f"bench-bridge-{k}", Role.BRIDGE, None))
-    broker.start()
-    bridges = [
-        BridgeProcess(
-            database_url=dsn,
-            redis_url=redis_url,
-            redis_prefix=counters.prefix,
-            mqtt_url=broker.url_for(f"bench-bridge-{k}"),
-            log_path=workdir / f"bridge-{k}.log",
-            client_id=f"bench-bridge-{k}",
-            share_group=broker.share_group,
-            **python_env(root),
-        )
-        for k in range(config.bridges)
-    ]
+    broker, logins, ports, bridges = _start_broker(
+        config,
+        robots=robots,
+        dsn=dsn,
+        redis_url=redis_url,
+        prefix=counters.prefix,
+        workdir=workdir,
+        root=root,
+    )
     for b in bridges:
         b.root = root
     poller = CommitPoller(dsn=dsn)
@@ -132,7 +184,8 @@ async def run_config(
         spies = [_py_spy(b, config, k, profile_dir) for k, b in enumerate(bridges) if profile_dir]
         poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
-            port=broker.port,
+            port=ports[0],
+            more_ports=ports[1:],
             logins=logins,
             robots=robots,
             readings=readings,
@@ -338,49 +391,60 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         data["mosquitto_ceilings"] = mq
 
         results = []
-        for per_message in shapes:
-            for n_bridges in bridges_list:
-                for qos in qoses:
-                    config = Config(per_message=per_message, bridges=n_bridges, qos=qos)
-                    runs = []
-                    for _ in range(args.repeat):
-                        r = await run_config(
-                            config,
-                            dsn=dsn,
-                            redis_url=servers.redis_url,
-                            counters=counters,
-                            robots=robots,
-                            readings=args.readings,
-                            workdir=workdir,
-                            settle_s=args.settle_s,
-                            profile_dir=args.profile,
-                        )
-                        _print_result(r)
-                        runs.append(r)
-                    result = _median_run(runs)
-                    results.append(result)
-                    if args.half_rate and qos == 1:
-                        half = Config(
-                            per_message=per_message,
-                            bridges=n_bridges,
-                            qos=qos,
-                            rate=round(result["sustained_readings_per_s"] / 2, -2),
-                        )
-                        runs = []
-                        for _ in range(args.repeat):
-                            r = await run_config(
-                                half,
-                                dsn=dsn,
-                                redis_url=servers.redis_url,
-                                counters=counters,
-                                robots=robots,
-                                readings=min(args.readings, int(half.rate * args.half_rate_s)),
-                                workdir=workdir,
-                                settle_s=args.settle_s,
-                            )
-                            _print_result(r)
-                            runs.append(r)
-                        results.append(_median_run(runs))
+        matrix = [
+            (src, pm, nb, q)
+            for pm in shapes
+            for nb in bridges_list
+            for q in qoses
+            for src in args.source
+        ]
+        for source, per_message, n_bridges, qos in matrix:
+            config = Config(per_message=per_message, bridges=n_bridges, qos=qos, source=source)
+            runs = []
+            for _ in range(args.repeat):
+                r = await run_config(
+                    config,
+                    dsn=dsn,
+                    redis_url=servers.redis_url,
+                    counters=counters,
+                    robots=robots,
+                    readings=args.readings,
+                    workdir=workdir,
+                    settle_s=args.settle_s,
+                    profile_dir=args.profile,
+                )
+                _print_result(r)
+                runs.append(r)
+            result = _median_run(runs)
+            results.append(result)
+            if args.half_rate and qos == 1:
+                half = Config(
+                    per_message=per_message,
+                    bridges=n_bridges,
+                    qos=qos,
+                    rate=round(result["sustained_readings_per_s"] / 2, -2),
+                    source=source,
+                )
+                runs = []
+                for _ in range(args.repeat):
+                    r = await run_config(
+                        half,
+                        dsn=dsn,
+                        redis_url=servers.redis_url,
+                        counters=counters,
+                        robots=robots,
+                        readings=min(args.readings, int(half.rate * args.half_rate_s)),
+                        workdir=workdir,
+                        settle_s=args.settle_s,
+                    )
+                    _print_result(r)
+                    runs.append(r)
+                results.append(_median_run(runs))
+        data["nats_kill"] = (
+            await _kills(dsn=dsn, counters=counters, workdir=workdir, seconds=args.nats_kill_s)
+            if args.nats_kill
+            else []
+        )
     _add_ratios(results, mosquitto=mq, postgres=pg_median)
     data["results"] = results
     data["seconds"] = time.time() - started
@@ -520,6 +584,20 @@ def _sustained_markdown(data: dict[str, Any]) -> str:
     )
 
 
+async def _kills(
+    *, dsn: str, counters: Counters, workdir: Path, seconds: float
+) -> list[dict[str, Any]]:
+    print("NATS node killed mid-stream (robots with failover, 2 bridges):")
+    kills = []
+    for kill_leader in (False, True):
+        k = await node_kill(
+            dsn=dsn, counters=counters, workdir=workdir, kill_leader=kill_leader, seconds=seconds
+        )
+        print_kill(k)
+        kills.append(k)
+    return kills
+
+
 def _add_ratios(
     results: list[dict[str, Any]],
     *,
@@ -590,9 +668,17 @@ def _markdown(data: dict[str, Any]) -> str:
         for shape, d in data["mosquitto_ceilings"].items()
         for name, v in d.items()
     ]
+    kills = data.get("nats_kill") or []
+    kill_md = (
+        "\n### NATS node killed mid-stream (same run)\n\n"
+        + report.markdown_table(kills, list(kills[0]))
+        if kills
+        else ""
+    )
     return (
         f"## Ingest, {data['started_at']}\n\n"
         + report.markdown_table(rows, cols)
+        + kill_md
         + "\n### Ceilings (same run)\n\n"
         + report.markdown_table(ceil_rows, ["ceiling", "readings/s"])
     )
@@ -649,6 +735,17 @@ def main() -> None:
     p.add_argument("--profile", type=Path, help="py-spy each bridge; collapsed stacks here")
     p.add_argument("--no-ceilings", dest="ceilings", action="store_false")
     p.add_argument("--quick", action="store_true", help="1 and 10 per message, 1 bridge, QoS 1")
+    p.add_argument(
+        "--source",
+        nargs="+",
+        default=["mqtt"],
+        choices=["mqtt", "nats"],
+        help="the broker(s): our Mosquitto, a 3-node NATS cluster (docs/nats.md), or both",
+    )
+    p.add_argument(
+        "--nats-kill", action="store_true", help="also kill a NATS node mid-stream (two cases)"
+    )
+    p.add_argument("--nats-kill-s", type=float, default=20.0, help="length of a node-kill run")
     p.add_argument(
         "--sustain",
         type=float,

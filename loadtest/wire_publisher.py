@@ -334,10 +334,13 @@ async def run_publishers(
     rate: float,
     window: int = 2000,
     logins: list[tuple[str, str]] | None = None,
+    more_ports: list[int] | None = None,
 ) -> list[PublisherResult]:
     """Runs one publisher process per robot group, all starting together; splits the work.
 
-    logins: (username, password) per group, an identity allowed to publish for its robots."""
+    logins: (username, password) per group, an identity allowed to publish for its robots.
+    more_ports: a cluster's other nodes; publisher i connects to node i mod n."""
+    ports = [port, *(more_ports or [])]
     n = len(robots)
     share = readings // n // per_message * per_message  # whole messages per process
     start_at = time.time() + 0.5  # time for the interpreters to start and connect
@@ -346,7 +349,7 @@ async def run_publishers(
             sys.executable,
             "-m",
             "loadtest.wire_publisher",
-            f"--port={port}",
+            f"--port={ports[i % len(ports)]}",
             f"--index={i}",
             f"--robots={','.join(group)}",
             f"--readings={share}",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mqtt_auth.identities import ALL_ROBOTS, Identity, IdentityError, Role
+from mqtt_auth.nats import write_cluster_dir
 from mqtt_auth.passwords import derive_password, hash_password, new_password
 from mqtt_auth.settings import MqttAuthSettings
 from mqtt_auth.store import AuthFiles, IdentityStore, share_group
@@ -54,6 +55,18 @@ def build_parser(defaults: MqttAuthSettings) -> argparse.ArgumentParser:
     sub.add_parser("list", help="identities, roles and robots (no secrets)")
     sub.add_parser("render", help="write passwd and acl from the state (before the broker starts)")
     sub.add_parser("share-group", help="print the bridges' secret share group name")
+    nc = sub.add_parser(
+        "nats-conf",
+        help="write a NATS cluster's node configs and users from these identities (docs/nats.md)",
+    )
+    nc.add_argument("--out", type=Path, required=True, help="the directory to write")
+    nc.add_argument("--nodes", default="nats-1,nats-2,nats-3", help="the nodes' host names")
+    nc.add_argument("--replicas", type=int, default=3, help="of the MQTT session streams")
+    nc.add_argument(
+        "--secret-file",
+        type=Path,
+        help="the fleet secret: robots' and gateways' NATS passwords derive from it",
+    )
     return p
 
 
@@ -104,6 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{i.username} {i.role} {auth}{assigned}")
     elif args.command == "render":
         store.render()
+    elif args.command == "nats-conf":
+        written = write_cluster_dir(
+            args.out,
+            store.identities(),
+            nodes=[n.strip() for n in args.nodes.split(",") if n.strip()],
+            fleet_secret=args.secret_file.read_text().strip() if args.secret_file else None,
+            replicas=args.replicas,
+        )
+        print("\n".join(written))
     else:
         print(share_group(files))
     return 0

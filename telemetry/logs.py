@@ -18,6 +18,7 @@ _SERVICES = {
     "postgres": "postgresql",
     "redis": "redis",
     "rediss": "redis",
+    "nats": "nats",
 }
 
 

@@ -28,6 +28,12 @@ SITES_FILTER = "sites/#"
 SITE_REACHABLE = b"1"
 SITE_UNREACHABLE = b"0"
 
+# The same topics as NATS subjects: NATS's MQTT listener maps `robots/r1/sensors/imu` to
+# `robots.r1.sensors.imu` (levels become tokens, `+` becomes `*`), so a JetStream stream bound
+# to these captures what robots publish over MQTT to any node of a cluster (docs/nats.md).
+NATS_READINGS_SUBJECT = "robots.*.sensors.*"
+NATS_STATUS_SUBJECT = "robots.*.status"
+
 # Our broker (mosquitto.conf) listens here, not on MQTT's usual 1883: a machine's own broker
 # there keeps its distribution's defaults, which drop messages at our rates.
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1884"
@@ -80,6 +86,12 @@ def parse_site_status_topic(topic: str) -> str | None:
 def is_valid_site_id(site_id: str) -> bool:
     # One topic level and one MQTT username (the site's identity at the cloud broker).
     return _ROBOT_ID.fullmatch(site_id) is not None
+
+
+def topic_of_subject(subject: str) -> str:
+    """The MQTT topic a NATS subject carries. Our topics have no `.` (robot ids and sensor
+    types cannot hold one); NATS would have sent a `.` in a topic level as `//`."""
+    return subject.replace("//", "\x00").replace(".", "/").replace("\x00", ".")
 
 
 def readings_filter(share_group: str) -> str:

@@ -96,6 +96,27 @@ def test_cluster_profile_has_a_redis_cluster_the_settings_can_reach() -> None:
     assert urlsplit(settings.redis_url).hostname in nodes
 
 
+def test_cluster_profile_runs_three_nats_nodes_and_three_bridges_on_their_stream() -> None:
+    services = _compose()["services"]
+    cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    nodes = {f"nats-{i}" for i in (1, 2, 3)}
+    bridges = {f"nats-bridge-{i}" for i in (1, 2, 3)}
+    assert nodes | bridges | {"nats-conf", "nats-setup"} <= cluster
+    # Each node its own config (written by `python -m mqtt_auth nats-conf`), store and port.
+    assert {services[n]["command"][-1] for n in nodes} == {f"/nats/{n}.conf" for n in nodes}
+    assert len({services[n]["volumes"][1] for n in nodes}) == 3
+    assert len({services[n]["ports"][0] for n in nodes}) == 3
+    for name in bridges:
+        bridge = services[name]
+        assert bridge["environment"]["BRIDGE_SOURCE"] == "nats"
+        assert bridge["environment"]["BRIDGE_CLIENT_ID"] == name
+        assert f"/nats/clients/{name}.env" in bridge["command"][-1]
+        assert bridge["depends_on"]["nats-setup"]["condition"] == "service_completed_successfully"
+        # Counting into the profile's Redis Cluster, as its other processes do.
+        assert bridge["environment"]["REDIS_CLUSTER"] == "true"
+    assert "nats-conf --out /nats" in services["nats-conf"]["command"][-1]
+
+
 class _LateForwarder:
     """Forwards a port to PostgreSQL, from some seconds on: a database that is still starting."""
 

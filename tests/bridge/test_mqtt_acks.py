@@ -53,7 +53,7 @@ async def test_acked_messages_are_not_redelivered_and_unacked_ones_are(
         assert _seqs(received) == set(range(5_000))
         # Acked in one call, more than one write's worth (4,096 PUBACKs), out of order.
         acked = received[:4_500][::-1]
-        assert subscriber.ack(acked) == 4_500
+        assert await subscriber.ack(acked) == 4_500
     # Leaving sends the queued PUBACKs before the DISCONNECT; the session stays.
 
     second = Inbox(loop=loop, high_water=10_000)
@@ -64,4 +64,4 @@ async def test_acked_messages_are_not_redelivered_and_unacked_ones_are(
         publisher.publish_all(battery_messages("r2", 1, seq0=10**6))
         redelivered = await _receive(second, 501)
         assert _seqs(redelivered) == set(range(4_500, 5_000)) | {10**6}
-        assert subscriber.ack(redelivered) == 501
+        assert await subscriber.ack(redelivered) == 501

@@ -17,8 +17,8 @@ import pytest
 
 from bridge.batcher import BatchBuilder
 from bridge.inbox import InboundMessage, Inbox
-from bridge.mqtt import MqttSubscriber
 from bridge.pipeline import Pipeline, ShutdownWithUncommittedBatchError
+from bridge.source import Source
 from ingest.counters import Counters
 from ingest.write import IngestWriter, WriteResult
 from telemetry.errors import RejectReason
@@ -36,7 +36,7 @@ def _reading(robot: str, ts: datetime, seq: int) -> Reading:
 
 
 class FakeSubscriber:
-    """What the pipeline needs of MqttSubscriber: acks, recorded in order."""
+    """What the pipeline needs of a Source: acks, recorded in order."""
 
     subscribed = True
 
@@ -44,7 +44,7 @@ class FakeSubscriber:
         self.events = events
         self.acked: list[int] = []
 
-    def ack(self, messages: Iterable[InboundMessage]) -> int:
+    async def ack(self, messages: Iterable[InboundMessage]) -> int:
         mids = [m.mid for m in messages]
         self.acked.extend(mids)
         self.events.append(f"ack {len(mids)}")
@@ -83,7 +83,7 @@ def _pipeline(
     loop = asyncio.get_running_loop()
     return Pipeline(
         inbox=Inbox(loop=loop, high_water=1000),
-        subscriber=cast(MqttSubscriber, subscriber),
+        subscriber=cast(Source, subscriber),
         builder=BatchBuilder(decoder=PayloadDecoder(window=kw.pop("window", TimeWindow()))),
         writer=cast(IngestWriter, writer),
         counters=cast(Counters, counters),

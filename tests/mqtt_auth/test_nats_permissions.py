@@ -1,0 +1,100 @@
+"""The MQTT identities' permissions on a NATS cluster (mqtt_auth.nats): a robot's readings land
+in the stream only under its own id, and a bridge can consume the stream but not manage it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+import orjson
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+import nats
+from bridge.nats import StreamPlan, connect, ensure_stream, split_urls
+from harness.nats import NatsCluster
+from harness.waiting import eventually
+from mqtt_auth.identities import Identity, Role
+from mqtt_auth.nats import ADMIN_USERNAME
+
+pytestmark = pytest.mark.slow
+
+PLAN = StreamPlan("ROBOSENSE", "bridges", 3, 3600.0, 64 * 1024**2, 30.0, 1000)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    c = NatsCluster(workdir=tmp_path / "nats")
+    c.add_robot("r1")
+    c.add_robot("r2")
+    c.add(Identity("nb", Role.BRIDGE, None))
+    with c:
+        yield c
+
+
+def _publish_as_r1(cluster: NatsCluster, topics: list[str]) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="r1", protocol=paho.MQTTv311)
+    client.username_pw_set("r1", cluster.passwords["r1"])
+    client.connect("127.0.0.1", cluster.nodes[1].ports.mqtt)
+    client.loop_start()
+    try:
+        payload = orjson.dumps({"ts": int(time.time() * 1000), "seq": 1, "data": {"level": 5}})
+        for topic in topics:
+            # QoS 0: a refused publish gets no PUBACK to wait for.
+            client.publish(topic, payload, qos=0).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_a_robot_publishes_only_its_own_subjects_and_a_bridge_only_consumes(
+    cluster: NatsCluster,
+) -> None:
+    admin = await connect(split_urls(cluster.url_for(ADMIN_USERNAME)), name="admin")
+    try:
+        assert await ensure_stream(admin, PLAN) == "created"
+        await asyncio.to_thread(
+            _publish_as_r1,
+            cluster,
+            ["robots/r2/sensors/battery", "robots/r2/status", "robots/r1/sensors/battery"],
+        )
+        js = admin.jetstream()
+
+        async def subjects() -> dict[str, int]:
+            info = await js.stream_info(PLAN.stream, subjects_filter=">")
+            return dict(info.state.subjects or {})
+
+        # r1's own reading arrives; what it sent under r2's id (before it) never does.
+        assert await eventually(subjects, {"robots.r1.sensors.battery": 1}) == {
+            "robots.r1.sensors.battery": 1
+        }
+    finally:
+        await admin.close()
+
+    bridge = await nats.connect(
+        servers=split_urls(cluster.url_for("nb")), connect_timeout=5, max_reconnect_attempts=1
+    )
+    try:
+        js = bridge.jetstream(timeout=3)
+        sub = await js.pull_subscribe_bind(durable=PLAN.consumer, stream=PLAN.stream)
+        msgs = await sub.fetch(1, timeout=10)
+        assert [m.subject for m in msgs] == ["robots.r1.sensors.battery"]
+        await msgs[0].ack()
+        # Managing the stream is the admin's: refused (no answer to a forbidden request).
+        with pytest.raises((nats.errors.Error, nats.js.errors.Error, TimeoutError)):
+            await js.delete_stream(PLAN.stream)
+        with pytest.raises((nats.errors.Error, nats.js.errors.Error, TimeoutError)):
+            await js.add_stream(name="STOLEN", subjects=["robots.>"])
+    finally:
+        await bridge.close()
+    admin = await connect(split_urls(cluster.url_for(ADMIN_USERNAME)), name="admin")
+    try:
+        info = await admin.jetstream().stream_info(PLAN.stream)
+        assert info.state.messages == 1
+    finally:
+        await admin.close()
