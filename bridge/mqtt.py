@@ -88,7 +88,9 @@ class MqttSubscriber:
         # Why the broker could not be reached, last time it could not (None: it could).
         self.last_error: OSError | None = None
         self._said_at = -1e9
-        self._address_url = f"mqtt://{target.host}:{target.port}"
+        # The identity, never the password: a log line tells which login a bridge used.
+        who = f"{target.username}@" if target.username else ""
+        self._address_url = f"mqtt://{who}{target.host}:{target.port}"
         self._client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,

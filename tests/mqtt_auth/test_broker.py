@@ -184,7 +184,7 @@ async def test_nobody_takes_over_the_bridges_session(
     assert await eventually(lambda: stored(robots, "r1"), n) == n
     # Its log names the broker and the identity, never the password.
     log = bridge.log_path.read_text()
-    assert '"mqtt": "mqtt://bridge@127.0.0.1' in log
+    assert '"address": "mqtt://bridge@127.0.0.1' in log
     assert mosquitto.passwords["bridge"] not in log
 
 
