@@ -31,6 +31,7 @@ ROBOTS = ("r1", "r2", "r3", "r4")
 BRIDGES = ("nb1", "nb2", "nb3")
 # Short, so that a killed bridge's messages go to the others within the test.
 ACK_WAIT_S = "4"
+STREAM = "ROBOSENSE"
 
 
 @pytest.fixture
@@ -260,3 +261,64 @@ async def test_statuses_come_back_from_the_stream_when_redis_lost_them(
     # (Logged once the replay's last fetch found nothing more, after the status was stored.)
     assert await eventually(replayed, True)
     assert "Redis lost or restarted" in bridge.log_path.read_text()
+
+
+async def test_killing_the_stream_leader_mid_stream_loses_nothing(
+    registered: asyncpg.Pool[Any],
+    cluster: NatsCluster,
+    nats_bridges: NatsBridges,
+    fleet: list[SteadyRobot],
+) -> None:
+    """The node leading the readings' stream killed (kill -9) while robots publish QoS 1 to it
+    and to the others (docs/nats.md, "Killing a stream's leader")."""
+    for name in BRIDGES[:2]:
+        nats_bridges.start(name)
+    start_ms = int(time.time() * 1000) - 60_000
+    count = 3000
+    await start_fleet(cluster, fleet, start_ms, rate=250, count=count)
+    await sent_at_least(fleet, 800)
+    victim = await cluster.stream_leader_by_api(STREAM)
+    on_victim = [r for r in fleet if r.ports_used[-1] == victim.ports.mqtt]
+    assert on_victim  # robot i starts on node i % 3
+    assert victim.proc is not None
+    victim.proc.kill()
+    assert victim.proc.wait(timeout=10) == -9
+    killed_at = time.time()
+    victim.proc = None
+
+    await assert_stored_exactly_once(registered, fleet, start_ms, count)
+    # The fault: the killed node led the stream, another leads it now; robots on it went on
+    # through other nodes, and every robot had readings acknowledged after the kill.
+    assert (await cluster.stream_leader_by_api(STREAM)) is not victim
+    assert all(r.ports_used[-1] != victim.ports.mqtt for r in on_victim)
+    assert all(any(t > killed_at + 0.5 for t in r.acked_at.values()) for r in fleet)
+
+
+async def test_restarting_the_whole_cluster_while_robots_publish_loses_nothing(
+    registered: asyncpg.Pool[Any],
+    cluster: NatsCluster,
+    nats_bridges: NatsBridges,
+    fleet: list[SteadyRobot],
+) -> None:
+    """Every node stopped and started again while robots keep publishing (they reconnect to
+    whichever node answers) and the bridges keep running."""
+    for name in BRIDGES[:2]:
+        nats_bridges.start(name)
+    start_ms = int(time.time() * 1000) - 60_000
+    count = 3000
+    await start_fleet(cluster, fleet, start_ms, rate=250, count=count)
+    await sent_at_least(fleet, 500)
+    pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+    sent_before = [r.sent for r in fleet]
+    cluster.stop()
+    stopped_at = time.time()
+    assert all(n.proc is None for n in cluster.nodes)
+    await asyncio.to_thread(cluster.start)
+    assert all(n.proc is not None and n.proc.pid not in pids for n in cluster.nodes)
+
+    await assert_stored_exactly_once(registered, fleet, start_ms, count)
+    # The fault happened mid-stream: every robot was publishing before the stop, reconnected,
+    # and had readings acknowledged after it.
+    assert all(0 < s < count for s in sent_before)
+    assert all(len(r.ports_used) >= 2 for r in fleet)
+    assert all(any(t > stopped_at for t in r.acked_at.values()) for r in fleet)
