@@ -249,6 +249,31 @@ class NatsCluster:
         finally:
             await nc.close()
 
+    async def lead_apart(self, stream: str, other: str, timeout: float = 60.0) -> None:
+        """Has `other` (e.g. NATS's `$MQTT_msgs`) led by a node that does not lead `stream`:
+        steps `other`'s leader down until they differ."""
+        import asyncio
+
+        import nats as nats_client
+
+        running = [n for n in self.nodes if n.proc is not None]
+        nc = await nats_client.connect(
+            servers=self.url_for(ADMIN_USERNAME, nodes=running).split(","), connect_timeout=5
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                leaders = self.leaders()
+                if leaders.get(stream) and leaders.get(other) and leaders[stream] != leaders[other]:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{stream} and {other} still share a leader: {leaders}")
+                with contextlib.suppress(nats_client.errors.Error, TimeoutError):
+                    await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{other}", b"", 5)
+                await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
     async def stream_leader_by_api(self, stream: str, timeout: float = 60.0) -> NatsNode:
         """The stream's leader as JetStream's API tells (stream info's cluster.leader), asked
         through the running nodes as the admin; waits while the stream has none."""
