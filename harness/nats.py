@@ -44,7 +44,7 @@ def nats_server_binary() -> Path:
     acknowledges differently (docs/nats.md). Raises if it is missing or not the version."""
     binary = Path(sys.executable).parent / "nats-server"
     if not binary.is_file():
-        raise FileNotFoundError(f"{binary}: no nats-server in this venv (scripts/setup installs it)")
+        raise FileNotFoundError(f"{binary}: no nats-server here (scripts/setup installs it)")
     out = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout

@@ -22,7 +22,7 @@ from harness.publisher import SteadyRobot
 from harness.waiting import eventually
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
-from telemetry.topics import status_topic
+from telemetry.topics import NATS_MQTT_STREAM, status_topic
 from tests.bridge.test_broker_restart import all_acked, row_count, sent_at_least, stored_indexes
 
 pytestmark = pytest.mark.slow
@@ -263,30 +263,32 @@ async def test_statuses_come_back_from_the_stream_when_redis_lost_them(
     assert "Redis lost or restarted" in bridge.log_path.read_text()
 
 
-async def test_killing_the_stream_leader_mid_stream_loses_nothing(
+@pytest.mark.parametrize("killed", [NATS_MQTT_STREAM, STREAM])
+async def test_killing_a_stream_leader_mid_stream_loses_nothing(
     registered: asyncpg.Pool[Any],
     cluster: NatsCluster,
     nats_bridges: NatsBridges,
     fleet: list[SteadyRobot],
+    killed: str,
 ) -> None:
-    """The node leading the readings' stream killed (kill -9) while robots publish QoS 1 to it
-    and to the others (docs/nats.md, "Killing a stream's leader"). NATS's own `$MQTT_msgs`,
-    whose store the MQTT listener waits for before its PUBACK, is led by another node: the
-    case where a publish is acknowledged while the readings' stream has no leader."""
+    """The node leading a stream killed (kill -9) while robots publish QoS 1 to it and to the
+    others, the other stream led by another node: `$MQTT_msgs`, whose store the MQTT listener
+    waits for before its PUBACK and which the bridges read, or ours, which takes the same
+    messages unacknowledged and which bridges that read it lost readings through
+    (docs/nats.md, "Killing a stream's leader")."""
+    other = STREAM if killed == NATS_MQTT_STREAM else NATS_MQTT_STREAM
     for name in BRIDGES[:2]:
         nats_bridges.start(name)
     start_ms = int(time.time() * 1000) - 60_000
     count = 3000
 
     async def lead_apart() -> None:
-        await cluster.lead_apart(STREAM, "$MQTT_msgs")
+        await cluster.lead_apart(killed, other)
 
-    await start_fleet(
-        cluster, fleet, start_ms, rate=250, count=count, before_publishing=lead_apart
-    )
+    await start_fleet(cluster, fleet, start_ms, rate=250, count=count, before_publishing=lead_apart)
     await sent_at_least(fleet, 800)
-    victim = await cluster.stream_leader_by_api(STREAM)
-    assert (await cluster.stream_leader_by_api("$MQTT_msgs")) is not victim
+    victim = await cluster.stream_leader_by_api(killed)
+    assert (await cluster.stream_leader_by_api(other)) is not victim
     on_victim = [r for r in fleet if r.ports_used[-1] == victim.ports.mqtt]
     assert on_victim  # robot i starts on node i % 3
     assert victim.proc is not None
@@ -298,7 +300,7 @@ async def test_killing_the_stream_leader_mid_stream_loses_nothing(
     await assert_stored_exactly_once(registered, fleet, start_ms, count)
     # The fault: the killed node led the stream, another leads it now; robots on it went on
     # through other nodes, and every robot had readings acknowledged after the kill.
-    assert (await cluster.stream_leader_by_api(STREAM)) is not victim
+    assert (await cluster.stream_leader_by_api(killed)) is not victim
     assert all(r.ports_used[-1] != victim.ports.mqtt for r in on_victim)
     assert all(any(t > killed_at + 0.5 for t in r.acked_at.values()) for r in fleet)
 
