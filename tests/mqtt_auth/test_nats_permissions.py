@@ -21,6 +21,7 @@ from harness.nats import NatsCluster
 from harness.waiting import eventually
 from mqtt_auth.identities import Identity, Role
 from mqtt_auth.nats import ADMIN_USERNAME
+from telemetry.topics import NATS_MQTT_STREAM
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +46,9 @@ def _publish_as_r1(cluster: NatsCluster, topics: list[str]) -> None:
     try:
         payload = orjson.dumps({"ts": int(time.time() * 1000), "seq": 1, "data": {"level": 5}})
         for topic in topics:
-            # QoS 0: a refused publish gets no PUBACK to wait for.
-            client.publish(topic, payload, qos=0).wait_for_publish(10)
+            # QoS 1, which NATS stores in $MQTT_msgs (the bridges' consumer); a refused
+            # publish is acknowledged and dropped (nats-server 2.15).
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -81,13 +83,15 @@ async def test_a_robot_publishes_only_its_own_subjects_and_a_bridge_only_consume
     )
     try:
         js = bridge.jetstream(timeout=3)
-        sub = await js.pull_subscribe_bind(durable=PLAN.consumer, stream=PLAN.stream)
+        sub = await js.pull_subscribe_bind(durable=PLAN.consumer, stream=NATS_MQTT_STREAM)
         msgs = await sub.fetch(1, timeout=10)
-        assert [m.subject for m in msgs] == ["robots.r1.sensors.battery"]
+        assert [m.subject for m in msgs] == ["$MQTT.msgs.robots.r1.sensors.battery"]
         await msgs[0].ack()
         # Managing the stream is the admin's: refused (no answer to a forbidden request).
         with pytest.raises((nats.errors.Error, nats.js.errors.Error, TimeoutError)):
             await js.delete_stream(PLAN.stream)
+        with pytest.raises((nats.errors.Error, nats.js.errors.Error, TimeoutError)):
+            await js.delete_stream(NATS_MQTT_STREAM)
         with pytest.raises((nats.errors.Error, nats.js.errors.Error, TimeoutError)):
             await js.add_stream(name="STOLEN", subjects=["robots.>"])
     finally:
