@@ -746,7 +746,7 @@ def main() -> None:
         help="the broker(s): our Mosquitto, a 3-node NATS cluster (docs/nats.md), or both",
     )
     p.add_argument(
-        "--nats-kill", action="store_true", help="also kill a NATS node mid-stream (two cases)"
+        "--nats-kill", action="store_true", help="also kill a NATS node mid-stream (three cases)"
     )
     p.add_argument("--nats-kill-s", type=float, default=20.0, help="length of a node-kill run")
     p.add_argument(
