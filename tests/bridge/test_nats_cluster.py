@@ -128,10 +128,9 @@ async def test_killing_a_nats_node_mid_stream_loses_nothing(
     start_ms = int(time.time() * 1000) - 60_000
     count = 3000
 
-    # A node robots publish to, once it leads no stream: NATS 2.9 acknowledges an MQTT QoS 1
-    # publish before the stream stored it, so a change of a stream's leader loses what robots
-    # publish meanwhile (docs/nats.md, "Killing a stream's leader"). The leaders move before
-    # the robots publish, since moving them is such a change too.
+    # A node robots publish to, once it leads no stream: a node's loss alone (the leaders'
+    # loss is test_killing_a_stream_leader_mid_stream_loses_nothing). The leaders move before
+    # the robots publish.
     async def move_leaders() -> None:
         # The node the first robot is on.
         node = next(n for n in cluster.nodes if n.ports.mqtt == fleet[0].ports_used[-1])
@@ -191,8 +190,7 @@ async def test_a_clean_restart_of_the_whole_cluster_keeps_the_stream_and_the_con
 ) -> None:
     """Every node stopped cleanly and started again, with readings stored in the stream and not
     yet consumed (the bridges were down): all of them are delivered after the restart, once.
-    (Robots publishing through the restart lose what they publish before the stream has a
-    leader again: docs/nats.md, "Killing a stream's leader".)"""
+    (Robots publishing through the restart: the test after this one.)"""
     first = nats_bridges.start("nb1")
     start_ms = int(time.time() * 1000) - 60_000
     count = 2000
