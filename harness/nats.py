@@ -144,7 +144,9 @@ class NatsCluster:
                 )
             )
 
-    def start(self) -> None:
+    def start(self, *, mqtt: bool = True) -> None:
+        """`mqtt=False`: no MQTT CONNECT before returning, so NATS has not created its `$MQTT_*`
+        streams yet (they come with the account's first one)."""
         self.write_configs()
         # Each node waits for its peers to form the JetStream meta group: start them together.
         for node in self.nodes:
@@ -152,7 +154,8 @@ class NatsCluster:
         for node in self.nodes:
             node.wait_up()
         self.wait_jetstream_ready()
-        self.wait_mqtt_ready()
+        if mqtt:
+            self.wait_mqtt_ready()
 
     def wait_mqtt_ready(self, timeout: float = 90.0) -> None:
         """Until every running node answers an MQTT CONNECT. The account's first one creates
