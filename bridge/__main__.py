@@ -11,6 +11,7 @@ import uvloop
 from bridge.app import nats_setup, rebuild, run
 from bridge.settings import BridgeSettings
 from telemetry.logs import configure_logging
+from telemetry.topics import NATS_MQTT_STREAM
 
 
 def main() -> None:
@@ -30,8 +31,8 @@ def main() -> None:
     elif args.command == "nats-setup":
         done = uvloop.run(nats_setup(settings))
         print(
-            f"stream {settings.nats_stream} and consumer {settings.nats_consumer} {done} "
-            f"(replicas {settings.nats_replicas})"
+            f"stream {settings.nats_stream} and consumer {settings.nats_consumer} (on "
+            f"{NATS_MQTT_STREAM}) {done} (replicas {settings.nats_replicas})"
         )
     else:
         uvloop.run(run(settings))

@@ -31,7 +31,13 @@ from nats.js import api
 import nats
 from bridge.inbox import InboundMessage, Inbox
 from telemetry.logs import unreachable
-from telemetry.topics import NATS_READINGS_SUBJECT, NATS_STATUS_SUBJECT, topic_of_subject
+from telemetry.topics import (
+    NATS_MQTT_PREFIX,
+    NATS_MQTT_STREAM,
+    NATS_READINGS_SUBJECT,
+    NATS_STATUS_SUBJECT,
+    topic_of_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +94,36 @@ class StreamPlan:
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
             # Full: the oldest go. A bridge fleet that far behind has lost readings anyway,
-            # and a stream refusing new ones would not tell the robots: NATS 2.9 acknowledges
-            # their MQTT publishes before the stream stores them (docs/nats.md).
+            # and a stream refusing new ones would not tell the robots: NATS acknowledges
+            # their MQTT publishes once its own `$MQTT_msgs` stored them (docs/nats.md).
             discard=api.DiscardPolicy.OLD,
         )
 
+    def mqtt_stream_config(self) -> api.StreamConfig:
+        """`$MQTT_msgs` as NATS's MQTT listener creates it at the account's first MQTT connect
+        (server/mqtt.go, mqttCreateAccountSessionManager; it uses one that exists): created
+        here when missing, so the bridges' consumer is there before the first robot publishes
+        (an interest stream keeps nothing that no consumer wants)."""
+        return api.StreamConfig(
+            name=NATS_MQTT_STREAM,
+            subjects=[NATS_MQTT_PREFIX + ">"],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.INTEREST,
+            num_replicas=self.replicas,
+        )
+
     def consumer_config(self) -> api.ConsumerConfig:
+        """The bridges' consumer, on NATS's own `$MQTT_msgs` (NATS_MQTT_STREAM), not on our
+        stream: the MQTT listener acknowledges a QoS 1 publish once `$MQTT_msgs` stored it,
+        while our stream takes it like any core NATS message, unacknowledged, and loses what
+        arrives while it has no leader (docs/nats.md). `$MQTT_msgs` keeps a message until
+        every consumer interested in it acknowledged it (interest retention)."""
         return api.ConsumerConfig(
             durable_name=self.consumer,
+            filter_subjects=[
+                NATS_MQTT_PREFIX + NATS_READINGS_SUBJECT,
+                NATS_MQTT_PREFIX + NATS_STATUS_SUBJECT,
+            ],
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
@@ -152,8 +180,13 @@ async def _reconnected() -> None:
 
 
 async def ensure_stream(nc: NatsClient, plan: StreamPlan) -> str:
-    """Creates or updates the stream and the consumer; returns what it did."""
+    """Creates or updates the stream and the bridges' consumer (on `$MQTT_msgs`, created as
+    NATS would when no MQTT client connected yet); returns what it did."""
     js = nc.jetstream()
+    try:
+        await js.stream_info(NATS_MQTT_STREAM)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(plan.mqtt_stream_config())
     try:
         await js.stream_info(plan.stream)
     except nats.js.errors.NotFoundError:
@@ -163,7 +196,7 @@ async def ensure_stream(nc: NatsClient, plan: StreamPlan) -> str:
         await js.update_stream(plan.stream_config())
         done = "updated"
     # add_consumer with the same durable name updates the settings that may change.
-    await js.add_consumer(plan.stream, plan.consumer_config())
+    await js.add_consumer(NATS_MQTT_STREAM, plan.consumer_config())
     return done
 
 
@@ -291,10 +324,10 @@ class NatsSource:
         while True:
             try:
                 # Bind only: the bridge's user may consume, not create (nats-setup does that).
-                await js.consumer_info(self._stream, self._consumer)
+                await js.consumer_info(NATS_MQTT_STREAM, self._consumer)
                 sub = await js.pull_subscribe_bind(
                     durable=self._consumer,
-                    stream=self._stream,
+                    stream=NATS_MQTT_STREAM,
                     pending_msgs_limit=self._fetch_batch * 4,
                 )
             except _PASSING_ERRORS as exc:
@@ -306,7 +339,7 @@ class NatsSource:
                 self._last_error = None
                 log.info(
                     "nats consumer bound",
-                    extra={"stream": self._stream, "consumer": self._consumer},
+                    extra={"stream": NATS_MQTT_STREAM, "consumer": self._consumer},
                 )
                 return sub
 
@@ -320,7 +353,7 @@ class NatsSource:
                     self.address,
                     exc,
                     retry_in_s=delay,
-                    stream=self._stream,
+                    stream=NATS_MQTT_STREAM,
                     consumer=self._consumer,
                 ),
             )

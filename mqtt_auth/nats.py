@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
+from telemetry.topics import NATS_MQTT_STREAM
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_TEMPLATE = ROOT / "nats" / "cluster.conf"
@@ -48,9 +49,10 @@ def permissions(identity: Identity, *, stream: str, consumer: str) -> dict[str, 
         return {
             "publish": {
                 "allow": [
-                    f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                    f"$JS.ACK.{stream}.{consumer}.>",
+                    # The shared consumer, on NATS's own $MQTT_msgs (bridge.nats).
+                    f"$JS.API.CONSUMER.INFO.{NATS_MQTT_STREAM}.{consumer}",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{NATS_MQTT_STREAM}.{consumer}",
+                    f"$JS.ACK.{NATS_MQTT_STREAM}.{consumer}.>",
                     # The short-lived, unnamed consumer that replays the last statuses: it
                     # can create consumers that read the stream, not delete or change one.
                     f"$JS.API.CONSUMER.CREATE.{stream}",

@@ -33,6 +33,11 @@ SITE_UNREACHABLE = b"0"
 # to these captures what robots publish over MQTT to any node of a cluster (docs/nats.md).
 NATS_READINGS_SUBJECT = "robots.*.sensors.*"
 NATS_STATUS_SUBJECT = "robots.*.status"
+# NATS's MQTT listener stores each QoS 1 PUBLISH as `$MQTT.msgs.<subject>` in its own stream
+# `$MQTT_msgs` and sends the PUBACK only once that store succeeded (docs/nats.md): the bridges'
+# consumer reads there.
+NATS_MQTT_STREAM = "$MQTT_msgs"
+NATS_MQTT_PREFIX = "$MQTT.msgs."
 
 # Our broker (mosquitto.conf) listens here, not on MQTT's usual 1883: a machine's own broker
 # there keeps its distribution's defaults, which drop messages at our rates.
@@ -90,7 +95,9 @@ def is_valid_site_id(site_id: str) -> bool:
 
 def topic_of_subject(subject: str) -> str:
     """The MQTT topic a NATS subject carries. Our topics have no `.` (robot ids and sensor
-    types cannot hold one); NATS would have sent a `.` in a topic level as `//`."""
+    types cannot hold one); NATS would have sent a `.` in a topic level as `//`.
+    A subject of `$MQTT_msgs` comes with its `$MQTT.msgs.` prefix, dropped here."""
+    subject = subject.removeprefix(NATS_MQTT_PREFIX)
     return subject.replace("//", "\x00").replace(".", "/").replace("\x00", ".")
 
 

@@ -22,7 +22,7 @@ from harness.publisher import SteadyRobot
 from harness.waiting import eventually
 from ingest.counters import Counters
 from mqtt_auth.identities import Identity, Role
-from telemetry.topics import status_topic
+from telemetry.topics import NATS_MQTT_STREAM, status_topic
 from tests.bridge.test_broker_restart import all_acked, row_count, sent_at_least, stored_indexes
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,7 @@ ROBOTS = ("r1", "r2", "r3", "r4")
 BRIDGES = ("nb1", "nb2", "nb3")
 # Short, so that a killed bridge's messages go to the others within the test.
 ACK_WAIT_S = "4"
+STREAM = "ROBOSENSE"
 
 
 @pytest.fixture
@@ -127,10 +128,9 @@ async def test_killing_a_nats_node_mid_stream_loses_nothing(
     start_ms = int(time.time() * 1000) - 60_000
     count = 3000
 
-    # A node robots publish to, once it leads no stream: NATS 2.9 acknowledges an MQTT QoS 1
-    # publish before the stream stored it, so a change of a stream's leader loses what robots
-    # publish meanwhile (docs/nats.md, "Killing a stream's leader"). The leaders move before
-    # the robots publish, since moving them is such a change too.
+    # A node robots publish to, once it leads no stream: a node's loss alone (the leaders'
+    # loss is test_killing_a_stream_leader_mid_stream_loses_nothing). The leaders move before
+    # the robots publish.
     async def move_leaders() -> None:
         # The node the first robot is on.
         node = next(n for n in cluster.nodes if n.ports.mqtt == fleet[0].ports_used[-1])
@@ -190,8 +190,7 @@ async def test_a_clean_restart_of_the_whole_cluster_keeps_the_stream_and_the_con
 ) -> None:
     """Every node stopped cleanly and started again, with readings stored in the stream and not
     yet consumed (the bridges were down): all of them are delivered after the restart, once.
-    (Robots publishing through the restart lose what they publish before the stream has a
-    leader again: docs/nats.md, "Killing a stream's leader".)"""
+    (Robots publishing through the restart: the test after this one.)"""
     first = nats_bridges.start("nb1")
     start_ms = int(time.time() * 1000) - 60_000
     count = 2000
@@ -260,3 +259,75 @@ async def test_statuses_come_back_from_the_stream_when_redis_lost_them(
     # (Logged once the replay's last fetch found nothing more, after the status was stored.)
     assert await eventually(replayed, True)
     assert "Redis lost or restarted" in bridge.log_path.read_text()
+
+
+@pytest.mark.parametrize("killed", [NATS_MQTT_STREAM, STREAM])
+async def test_killing_a_stream_leader_mid_stream_loses_nothing(
+    registered: asyncpg.Pool[Any],
+    cluster: NatsCluster,
+    nats_bridges: NatsBridges,
+    fleet: list[SteadyRobot],
+    killed: str,
+) -> None:
+    """The node leading a stream killed (kill -9) while robots publish QoS 1 to it and to the
+    others, the other stream led by another node: `$MQTT_msgs`, whose store the MQTT listener
+    waits for before its PUBACK and which the bridges read, or ours, which takes the same
+    messages unacknowledged and which bridges that read it lost readings through
+    (docs/nats.md, "Killing a stream's leader")."""
+    other = STREAM if killed == NATS_MQTT_STREAM else NATS_MQTT_STREAM
+    for name in BRIDGES[:2]:
+        nats_bridges.start(name)
+    start_ms = int(time.time() * 1000) - 60_000
+    count = 3000
+
+    async def lead_apart() -> None:
+        await cluster.lead_apart(killed, other)
+
+    await start_fleet(cluster, fleet, start_ms, rate=250, count=count, before_publishing=lead_apart)
+    await sent_at_least(fleet, 800)
+    victim = await cluster.stream_leader_by_api(killed)
+    assert (await cluster.stream_leader_by_api(other)) is not victim
+    on_victim = [r for r in fleet if r.ports_used[-1] == victim.ports.mqtt]
+    assert on_victim  # robot i starts on node i % 3
+    assert victim.proc is not None
+    victim.proc.kill()
+    assert victim.proc.wait(timeout=10) == -9
+    killed_at = time.time()
+    victim.proc = None
+
+    await assert_stored_exactly_once(registered, fleet, start_ms, count)
+    # The fault: the killed node led the stream, another leads it now; robots on it went on
+    # through other nodes, and every robot had readings acknowledged after the kill.
+    assert (await cluster.stream_leader_by_api(killed)) is not victim
+    assert all(r.ports_used[-1] != victim.ports.mqtt for r in on_victim)
+    assert all(any(t > killed_at + 0.5 for t in r.acked_at.values()) for r in fleet)
+
+
+async def test_restarting_the_whole_cluster_while_robots_publish_loses_nothing(
+    registered: asyncpg.Pool[Any],
+    cluster: NatsCluster,
+    nats_bridges: NatsBridges,
+    fleet: list[SteadyRobot],
+) -> None:
+    """Every node stopped and started again while robots keep publishing (they reconnect to
+    whichever node answers) and the bridges keep running."""
+    for name in BRIDGES[:2]:
+        nats_bridges.start(name)
+    start_ms = int(time.time() * 1000) - 60_000
+    count = 3000
+    await start_fleet(cluster, fleet, start_ms, rate=250, count=count)
+    await sent_at_least(fleet, 500)
+    pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+    sent_before = [r.sent for r in fleet]
+    cluster.stop()
+    stopped_at = time.time()
+    assert all(n.proc is None for n in cluster.nodes)
+    await asyncio.to_thread(cluster.start)
+    assert all(n.proc is not None and n.proc.pid not in pids for n in cluster.nodes)
+
+    await assert_stored_exactly_once(registered, fleet, start_ms, count)
+    # The fault happened mid-stream: every robot was publishing before the stop, reconnected,
+    # and had readings acknowledged after it.
+    assert all(0 < s < count for s in sent_before)
+    assert all(len(r.ports_used) >= 2 for r in fleet)
+    assert all(any(t > stopped_at for t in r.acked_at.values()) for r in fleet)
