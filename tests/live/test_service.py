@@ -6,8 +6,10 @@ away gets when it comes back."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,7 +46,12 @@ async def latest_state(operator: Client, robot_id: str) -> RobotState | None:
 async def test_summaries_follow_the_configured_rate_not_the_raw_rate(
     start_live: StartLive, operator: Client, mosquitto: Mosquitto, fleet: asyncpg.Pool[Any]
 ) -> None:
-    start_live(live_summary_hz="2")
+    live = start_live(live_summary_hz="2")
+    # LIVE_NICE (10 by default) over this test process's own niceness, every thread included.
+    assert live.proc is not None
+    tasks = Path(f"/proc/{live.proc.pid}/task")
+    nice = {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks.iterdir()}
+    assert nice == {min(19, os.nice(0) + 10)}, nice
     start_ms = int(time.time() * 1000)
     sender = SteadyRobot(
         port=mosquitto.port,
