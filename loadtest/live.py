@@ -243,12 +243,31 @@ async def _until(probe: Callable[[], bool], *, within_s: float, what: str) -> No
 
 
 async def rate_phase(
-    servers: BenchSettings, *, robots: int, window: float, hz: float, live_nice: int
+    servers: BenchSettings,
+    *,
+    robots: int,
+    window: float,
+    hz: float,
+    live_nice: int,
+    stream_clients: int = 0,
+    api_port: int = 0,
 ) -> dict[str, Any]:
+    """With `stream_clients`: that many live-stream clients on an API worker too, each
+    watching 5 robots, and the latency from a reading's publish (its `ts`, stamped by the
+    simulator) to its arrival on a stream, at the simulator's steady rate."""
     with tempfile.TemporaryDirectory(prefix="rs-live-rate-") as tmp:
-        async with _stack(
-            servers, label="rate", live_hz=hz, workdir=Path(tmp), live_nice=live_nice
-        ) as stack:
+        async with (
+            _stack(
+                servers,
+                label="rate",
+                live_hz=hz,
+                workdir=Path(tmp),
+                live_nice=live_nice,
+                stream_clients=stream_clients,
+                api_port=api_port or free_port(),
+            ) as stack,
+            contextlib.AsyncExitStack() as exits,
+        ):
             counter = SummaryCounter(stack.broker)
             assert stack.live is not None and stack.live.proc is not None
             live_pid = stack.live.proc.pid
@@ -263,14 +282,33 @@ async def rate_phase(
                     )
                     # Every robot has sent a reading since it was registered.
                     await asyncio.sleep(5)
+                    clients = None
+                    if stream_clients:
+                        clients = exits.enter_context(
+                            ClientProcesses(
+                                port=stack.api_port,
+                                queries=_stream_queries(
+                                    await _live_token(stack.api_port),
+                                    await _robot_ids(stack.database_url),
+                                    stream_clients,
+                                    5,
+                                ),
+                                processes=4,
+                                latency="ts",
+                            )
+                        )
+                        clients.measuring.set()
                     start = time.time()
                     msgs0 = _metric(port, "bridge_messages_received_total")
                     cpu0 = _cpu_seconds(live_pid)
+                    api_cpu0 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     await asyncio.sleep(window)
                     end = time.time()
                     msgs1 = _metric(port, "bridge_messages_received_total")
                     cpu1 = _cpu_seconds(live_pid)
+                    api_cpu1 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     load = os.getloadavg()[0]
+                    stats = clients.stop() if clients is not None else []
             finally:
                 counter.close()
             robot_summaries, fleet_summaries = counter.between(start, end)
@@ -288,7 +326,34 @@ async def rate_phase(
                 "live_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / span, 1),
                 # Each tick publishes one fleet summary.
                 "live_cpu_ms_per_tick": round(1000 * (cpu1 - cpu0) / max(1, fleet_summaries), 1),
+                "live_cpu_us_per_summary": round(1e6 * (cpu1 - cpu0) / max(1, robot_summaries)),
+                **(
+                    {
+                        "streams": {
+                            "clients": stream_clients,
+                            "watch": 5,
+                            "delivered_per_s": round(
+                                sum(s.window_summaries for s in stats) / span, 1
+                            ),
+                            "missed_per_s": round(sum(s.window_missed for s in stats) / span, 1),
+                            "api_cpu_share": round((api_cpu1 - api_cpu0) / span, 3),
+                            "latency_reading_publish_to_stream": percentiles(
+                                [x for s in stats for x in s.latencies]
+                            ),
+                        }
+                    }
+                    if stream_clients
+                    else {}
+                ),
             }
+
+
+async def _robot_ids(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM robots ORDER BY id")]
+    finally:
+        await conn.close()
 
 
 async def _live_token(api_port: int) -> str:
@@ -479,7 +544,13 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[s
     results: dict[str, Any] = {}
     if not args.skip_rate:
         results["rate"] = await rate_phase(
-            servers, robots=args.robots, window=args.window, hz=args.hz, live_nice=args.live_nice
+            servers,
+            robots=args.robots,
+            window=args.window,
+            hz=args.hz,
+            live_nice=args.live_nice,
+            stream_clients=args.stream_clients,
+            api_port=args.api_port,
         )
         print(json.dumps({"rate": results["rate"]}), flush=True)
     if not args.skip_cost:
