@@ -382,7 +382,13 @@ def _stream_queries(token: str, robots: list[str], clients: int, watch: int) -> 
 
 
 async def _ingest_rate(
-    stack: Stack, *, robots: int, readings: int, stream_clients: int = 0, watch: int = 5
+    stack: Stack,
+    *,
+    robots: int,
+    readings: int,
+    stream_clients: int = 0,
+    watch: int = 5,
+    paced_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Readings committed per second between 10 % and 90 % of the total, published flat out
     by lean publishers (loadtest/wire_publisher.py: 10 readings a message, QoS 1) for
@@ -436,7 +442,7 @@ async def _ingest_rate(
                 readings=readings,
                 per_message=10,
                 qos=1,
-                rate=0,
+                rate=paced_rate,
             )
             published = sum(p.readings for p in pubs)
             await _until(
@@ -484,6 +490,7 @@ async def cost_phase(
     live_nice: int,
     stream_clients: int,
     api_port: int,
+    paced_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Live off and on (and on with `stream_clients` live-stream clients), alternating,
     `repeat` times each."""
@@ -504,7 +511,11 @@ async def cost_phase(
                     api_port=api_port or free_port(),
                 ) as stack:
                     result = await _ingest_rate(
-                        stack, robots=robots, readings=readings, stream_clients=clients
+                        stack,
+                        robots=robots,
+                        readings=readings,
+                        stream_clients=clients,
+                        paced_rate=paced_rate,
                     )
             runs[label].append(result)
             print(json.dumps({"cost_run": label, **result}), flush=True)
@@ -563,6 +574,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[s
             live_nice=args.live_nice,
             stream_clients=args.stream_clients,
             api_port=args.api_port,
+            paced_rate=args.paced_rate,
         )
         print(json.dumps({"cost": results["cost"]}), flush=True)
     return results
@@ -585,6 +597,12 @@ def main() -> None:
         "--stream-clients", type=int, default=0, help="cost: also runs with N live-stream clients"
     )
     parser.add_argument("--api-port", type=int, default=0, help="with --stream-clients (0: free)")
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="cost: readings/s in all instead of flat out (latency without an ingest backlog)",
+    )
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
