@@ -108,3 +108,23 @@ async def test_summaries_superseded_in_the_subscriber_are_told_to_each_watching_
     assert await drain(other) == ([{**json.loads(summary("r2", 1))}], 0)
     # The next put wakes the loop again.
     assert inbox.put(robot_summary_topic("r1"), summary("r1", 6))
+
+
+async def test_a_closed_client_is_offered_nothing_and_the_others_still_are() -> None:
+    hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    only_r1 = LiveFilter(robots=frozenset({"r1"}), sensor_types=None, min_interval_s=0)
+    gone = hub.open_client(only_r1)
+    stays = hub.open_client(only_r1)
+    everything = hub.open_client(EVERYTHING)
+    hub.close_client(gone)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 1))
+    assert gone.pending_bytes == 0
+    assert stays.pending_bytes > 0 and everything.pending_bytes > 0
+    hub.close_client(stays)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 2))
+    events = []
+    while (event := await everything.next_event(within_s=0)) is not None:
+        events.append(event)
+    # r1's first summary was still waiting: superseded, and told.
+    assert [(e.event, e.missed) for e in events] == [(DROPPED, 1), (SUMMARY, 0)]
+    assert json.loads(events[1].data)["at"] == 2
