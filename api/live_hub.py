@@ -90,7 +90,9 @@ class LiveClient:
     def pending_bytes(self) -> int:
         return self._bytes + sum(len(a) for a in self._alerts)
 
-    def offer(self, key: str, event: LiveEvent) -> None:
+    def offer(self, key: str, event: LiveEvent, *, missed: int = 0) -> None:
+        """`missed`: summaries of this key superseded before they reached the hub."""
+        self._missed += missed
         old = self._slots.pop(key, None)
         if old is not None:
             self._bytes -= len(old.data)
@@ -109,6 +111,10 @@ class LiveClient:
             stalest = next(iter(self._slots))
             self._bytes -= len(self._slots.pop(stalest).data)
             self._missed += stalest != _FLEET
+        self._wake.set()
+
+    def count_missed(self, n: int) -> None:
+        self._missed += n
         self._wake.set()
 
     def offer_alert(self, data: str) -> None:
@@ -174,11 +180,33 @@ class LiveHub:
         self._client_max_bytes = client_max_bytes
         self._retry_after_s = retry_after_s
         self._clients: set[LiveClient] = set()
+        # Who watches what: a summary is offered to the clients of its robot and to those
+        # that watch every robot, not checked against every client (200 detail views of 5
+        # robots each: 1 client in 40 wants a given summary).
+        self._everything: set[LiveClient] = set()
+        self._by_robot: dict[str, set[LiveClient]] = {}
         self._robots: dict[str, RobotSummary] = {}
         self._fleet: str | None = None
         self.connected = False
         self.connects = 0
         self.undecodable = 0
+        # Robot summaries superseded in the subscriber before the hub took them, and alerts
+        # lost there to its bound (api/live_mqtt.py).
+        self.superseded = 0
+        self.alerts_dropped = 0
+
+    def subscribed(self) -> None:
+        self.connected = True
+        self.connects += 1
+
+    def unsubscribed(self) -> None:
+        self.connected = False
+
+    def alerts_lost(self, n: int) -> None:
+        """Alerts that never reached the hub: every client is told it missed them."""
+        self.alerts_dropped += n
+        for client in self._clients:
+            client.count_missed(n)
 
     @property
     def clients(self) -> int:
@@ -194,20 +222,36 @@ class LiveHub:
             if live_filter.wants(robot_id):
                 client.offer(robot_id, LiveEvent(SUMMARY, _summary_data(summary, live_filter)))
         self._clients.add(client)
+        if live_filter.robots is None:
+            self._everything.add(client)
+        else:
+            for robot_id in live_filter.robots:
+                self._by_robot.setdefault(robot_id, set()).add(client)
         return client
 
     def close_client(self, client: LiveClient) -> None:
         client.close()
         self._clients.discard(client)
+        self._everything.discard(client)
+        for robot_id in client.filter.robots or ():
+            watchers = self._by_robot.get(robot_id)
+            if watchers is not None:
+                watchers.discard(client)
+                if not watchers:
+                    del self._by_robot[robot_id]
 
     def close(self) -> None:
         for client in self._clients:
             client.close()
         self._clients.clear()
+        self._everything.clear()
+        self._by_robot.clear()
 
-    def dispatch(self, topic: str, payload: bytes) -> None:
-        """One message of `fleet/#`. A message that does not decode is logged and skipped:
-        it must not end the subscription nor reach a browser."""
+    def dispatch(self, topic: str, payload: bytes, *, superseded: int = 0) -> None:
+        """One message of `fleet/#`; `superseded`: how many of its topic the subscriber
+        dropped for it (newer first), which each client watching that robot is told it missed.
+        A message that does not decode is logged and skipped: it must not end the
+        subscription nor reach a browser."""
         try:
             if topic == FLEET_SUMMARY_TOPIC:
                 self._on_fleet(decode_fleet_summary(payload))
@@ -216,10 +260,11 @@ class LiveHub:
                 for client in self._clients:
                     client.offer_alert(data)
             elif (robot_id := parse_robot_summary_topic(topic)) is not None:
+                self.superseded += superseded
                 if not payload:  # a retained summary cleared: the robot is gone
                     self._robots.pop(robot_id, None)
                     return
-                self._on_robot(robot_id, decode_robot_summary(payload))
+                self._on_robot(robot_id, decode_robot_summary(payload), superseded)
         except msgspec.DecodeError:  # ValidationError included
             self.undecodable += 1
             log.warning("live: undecodable message skipped", extra={"topic": topic})
@@ -230,19 +275,18 @@ class LiveHub:
         for client in self._clients:
             client.offer(_FLEET, event)
 
-    def _on_robot(self, robot_id: str, summary: RobotSummary) -> None:
+    def _on_robot(self, robot_id: str, summary: RobotSummary, superseded: int) -> None:
         self._robots[robot_id] = summary
         # Encoded once per distinct sensor filter, not once per client.
         encoded: dict[frozenset[str] | None, LiveEvent] = {}
-        for client in self._clients:
-            live_filter = client.filter
-            if not live_filter.wants(robot_id):
-                continue
-            event = encoded.get(live_filter.sensor_types)
-            if event is None:
-                event = LiveEvent(SUMMARY, _summary_data(summary, live_filter))
-                encoded[live_filter.sensor_types] = event
-            client.offer(robot_id, event)
+        for clients in (self._everything, self._by_robot.get(robot_id, ())):
+            for client in clients:
+                live_filter = client.filter
+                event = encoded.get(live_filter.sensor_types)
+                if event is None:
+                    event = LiveEvent(SUMMARY, _summary_data(summary, live_filter))
+                    encoded[live_filter.sensor_types] = event
+                client.offer(robot_id, event, missed=superseded)
 
 
 def _summary_data(summary: RobotSummary, live_filter: LiveFilter) -> str:

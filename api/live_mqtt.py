@@ -1,9 +1,18 @@
 """The worker's one MQTT subscription to `fleet/#`, feeding its LiveHub.
 
-aiomqtt: the topics are decimated (about one summary per robot per second), the subscription
-needs no manual acknowledgement, and it runs on the worker's event loop beside the streams.
+paho-mqtt in its own network thread, not aiomqtt on the event loop: the worker's loop also
+serves every stream, and a subscriber that reads only when the loop gets to it falls behind
+at fleet scale (1,000 robots: ~1,000 summaries/s; aiomqtt manages ~6.6k messages/s on a
+core with nothing else to do). Mosquitto then drops QoS 0 messages for the slow client
+without telling anyone (BENCHMARKS.md, "Live view": 293 of 993 summaries/s reached a page).
+paho's thread reads the socket as fast as messages come and keeps only the **newest message
+per topic** (`LatestInbox`); the loop takes what is there at its own pace. A summary
+superseded before the loop took it is counted, and every client watching that robot is told
+(its `dropped` events), so each summary published is either delivered or counted as missed.
+Alerts are events, not state: they queue (bounded) instead.
+
 A clean session: while the API is away the broker keeps nothing for it (the retained
-summaries give it the whole fleet again when it resubscribes).
+summaries give it the whole fleet again when it resubscribes, in `on_connect`).
 """
 
 from __future__ import annotations
@@ -12,23 +21,39 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, cast
 
-import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from api.live_hub import LiveHub
-from api.metrics import LIVE_CONNECTS, LIVE_DISCONNECTS
+from api.metrics import (
+    LIVE_CONNECTS,
+    LIVE_DISCONNECTS,
+    LIVE_RECEIVED,
+    LIVE_SUPERSEDED,
+)
 from api.settings import ApiSettings
 from mqtt_auth.identities import Identity, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
-from telemetry.live import FLEET_FILTER
+from telemetry.live import FLEET_ALERTS_TOPIC, FLEET_FILTER
 
 log = logging.getLogger(__name__)
 
 _FIRST_RETRY_S = 0.2
 _KEEPALIVE_S = 15
+# Alerts waiting for the loop: raised and cleared per robot and rule, rare; more than this
+# means the loop is stuck, and the oldest go (counted).
+_MAX_ALERTS = 10_000
+# Messages the loop hands to the hub before it lets the streams run again.
+_DISPATCH_CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,47 +64,152 @@ class Credentials:
     password: str | None
 
 
-async def subscribe_forever(
-    credentials: Credentials, hub: LiveHub, *, max_backoff_s: float
-) -> None:
-    """Subscribes and dispatches until cancelled; a lost or refused connection is logged and
-    retried with exponential backoff (the hub's clients stay open meanwhile)."""
-    delay = _FIRST_RETRY_S
-    while True:
-        try:
-            async with aiomqtt.Client(
-                credentials.host,
-                credentials.port,
-                username=credentials.username,
-                password=credentials.password,
-                identifier=credentials.username,
-                clean_session=True,
-                keepalive=_KEEPALIVE_S,
-            ) as client:
-                await client.subscribe(FLEET_FILTER, qos=1)
-                hub.connected = True
-                hub.connects += 1
-                LIVE_CONNECTS.inc()
-                log.info("live: subscribed", extra={"filter": FLEET_FILTER})
-                delay = _FIRST_RETRY_S
-                async for message in client.messages:
-                    payload = message.payload
-                    if isinstance(payload, bytes | bytearray):
-                        hub.dispatch(message.topic.value, bytes(payload))
-        except aiomqtt.MqttError as exc:
-            hub.connected = False
-            LIVE_DISCONNECTS.inc()
-            log.warning(
-                "live: MQTT subscription lost or refused; retrying",
-                extra={
-                    "broker": f"{credentials.host}:{credentials.port}",
-                    "user": credentials.username,
-                    "retry_in_s": round(delay, 2),
-                    "error": str(exc),
-                },
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
+class LatestInbox:
+    """Between paho's thread (`put`) and the event loop (`take`): the newest payload per
+    topic, how many it superseded since the loop last took it, and the alerts in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[bytes, int]] = {}
+        self._alerts: deque[bytes] = deque()
+        self._alerts_dropped = 0
+        # paho's thread wakes the loop once per batch, not once per message.
+        self._wake_pending = False
+        self.received = 0
+        self.superseded = 0
+
+    def put(self, topic: str, payload: bytes) -> bool:
+        """Keeps the message; True when the loop should be woken."""
+        with self._lock:
+            self.received += 1
+            if topic == FLEET_ALERTS_TOPIC:
+                self._alerts.append(payload)
+                if len(self._alerts) > _MAX_ALERTS:
+                    self._alerts.popleft()
+                    self._alerts_dropped += 1
+            else:
+                old = self._latest.get(topic)
+                if old is None:
+                    self._latest[topic] = (payload, 0)
+                else:
+                    self.superseded += 1
+                    self._latest[topic] = (payload, old[1] + 1)
+            wake = not self._wake_pending
+            self._wake_pending = True
+            return wake
+
+    def take(self) -> tuple[list[bytes], int, list[tuple[str, bytes, int]]]:
+        """Alerts, alerts lost to the bound, and (topic, payload, superseded) per topic."""
+        with self._lock:
+            alerts = list(self._alerts)
+            self._alerts.clear()
+            alerts_dropped, self._alerts_dropped = self._alerts_dropped, 0
+            latest, self._latest = self._latest, {}
+            self._wake_pending = False
+        return alerts, alerts_dropped, [(t, p, n) for t, (p, n) in latest.items()]
+
+
+class LiveSubscriber:
+    """paho's client in its own thread; `run()` on the loop hands what it kept to the hub."""
+
+    def __init__(self, credentials: Credentials, hub: LiveHub, *, max_backoff_s: float) -> None:
+        self._credentials = credentials
+        self._hub = hub
+        self.inbox = LatestInbox()
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=credentials.username,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        self._client.username_pw_set(credentials.username, credentials.password)
+        self._client.reconnect_delay_set(
+            min_delay=cast(int, _FIRST_RETRY_S), max_delay=cast(int, max_backoff_s)
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._was_connected = False
+
+    async def __aenter__(self) -> LiveSubscriber:
+        self._client.connect_async(
+            self._credentials.host, self._credentials.port, keepalive=_KEEPALIVE_S
+        )
+        self._client.loop_start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def run(self) -> None:
+        """Hands the inbox to the hub until cancelled, a chunk at a time, letting the streams
+        run between chunks (what arrives meanwhile supersedes what waits)."""
+        hub = self._hub
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            alerts, alerts_dropped, latest = self.inbox.take()
+            if alerts_dropped:
+                hub.alerts_lost(alerts_dropped)
+            for payload in alerts:
+                hub.dispatch(FLEET_ALERTS_TOPIC, payload)
+            for i, (topic, payload, superseded) in enumerate(latest):
+                if superseded:
+                    LIVE_SUPERSEDED.inc(superseded)
+                hub.dispatch(topic, payload, superseded=superseded)
+                if i % _DISPATCH_CHUNK == _DISPATCH_CHUNK - 1:
+                    await asyncio.sleep(0)
+
+    # paho's thread from here on; the hub is touched only on the loop.
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        LIVE_RECEIVED.inc()
+        if self.inbox.put(message.topic, bytes(message.payload)):
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._lost(f"refused: {reason_code}")
+            return
+        client.subscribe(FLEET_FILTER, qos=1)
+        LIVE_CONNECTS.inc()
+        self._was_connected = True
+        self._loop.call_soon_threadsafe(self._hub.subscribed)
+        log.info("live: subscribed", extra={"filter": FLEET_FILTER})
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._was_connected:
+            self._was_connected = False
+            self._lost(f"lost: {reason_code}")
+
+    def _lost(self, error: str) -> None:
+        LIVE_DISCONNECTS.inc()
+        self._loop.call_soon_threadsafe(self._hub.unsubscribed)
+        log.warning(
+            "live: MQTT subscription lost or refused; paho retries",
+            extra={
+                "broker": f"{self._credentials.host}:{self._credentials.port}",
+                "user": self._credentials.username,
+                "error": error,
+            },
+        )
 
 
 @contextlib.asynccontextmanager
@@ -121,13 +251,15 @@ async def open_live(settings: ApiSettings) -> AsyncIterator[LiveHub | None]:
             client_max_bytes=settings.live_client_max_bytes,
             retry_after_s=settings.retry_after_s,
         )
-        async with asyncio.TaskGroup() as tasks:
-            subscriber = tasks.create_task(
-                subscribe_forever(credentials, hub, max_backoff_s=settings.live_reconnect_max_s),
-                name="live-subscriber",
-            )
+        async with (
+            LiveSubscriber(
+                credentials, hub, max_backoff_s=settings.live_reconnect_max_s
+            ) as subscriber,
+            asyncio.TaskGroup() as tasks,
+        ):
+            handing = tasks.create_task(subscriber.run(), name="live-subscriber")
             try:
                 yield hub
             finally:
                 hub.close()
-                subscriber.cancel()
+                handing.cancel()

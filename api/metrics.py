@@ -62,6 +62,15 @@ LIVE_CONNECTS = Counter(
 LIVE_DISCONNECTS = Counter(
     "robosense_api_live_disconnects_total", "Live subscriptions lost or refused, then retried"
 )
+LIVE_RECEIVED = Counter(
+    "robosense_api_live_received_total",
+    "Messages of fleet/# the live subscriber received from the broker",
+)
+LIVE_SUPERSEDED = Counter(
+    "robosense_api_live_superseded_total",
+    "Robot summaries the live subscriber dropped for a newer one of the same robot before the "
+    "hub took them (each watching client is told: robosense_api_live_dropped_total)",
+)
 LIVE_STREAMS = Gauge(
     "robosense_api_live_streams", "Open live-stream clients", multiprocess_mode="livesum"
 )

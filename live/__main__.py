@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvloop
 
@@ -18,8 +19,8 @@ def main() -> None:
             "Publishes each robot's summary (fleet/{id}/summary, retained) at most "
             "LIVE_SUMMARY_HZ, the fleet's (fleet/summary) and alerts (fleet/alerts, stored in "
             "PostgreSQL). "
-            "Settings from the environment: LIVE_SUMMARY_HZ (1), LIVE_STALE_AFTER_S (10), "
-            "LIVE_GAPS_REFRESH_S (5), "
+            "Settings from the environment: LIVE_SUMMARY_HZ (1), LIVE_NICE (10), "
+            "LIVE_STALE_AFTER_S (10), LIVE_GAPS_REFRESH_S (5), "
             "LIVE_SILENT_AFTER_S (30), LIVE_BATTERY_LOW_PERCENT (20), LIVE_BATTERY_OK_PERCENT "
             "(25), LIVE_GAPS_ALERT (10), LIVE_DEAD_LETTERS_ALERT (20), LIVE_ALERT_WINDOW_S (60), "
             "LIVE_RATE_DROP_RATIO (0.5), LIVE_ALERT_RAISE_AFTER_S (5), LIVE_ALERT_CLEAR_AFTER_S "
@@ -31,6 +32,9 @@ def main() -> None:
     parser.parse_args()
     settings = LiveSettings()
     configure_logging(level=settings.log_level, process="live")
+    if settings.live_nice:
+        # Before any thread starts: Linux keeps a niceness per thread, and new ones inherit it.
+        os.nice(settings.live_nice)
     uvloop.run(run(settings))
 
 

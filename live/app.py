@@ -162,11 +162,10 @@ class LiveService:
         changed, fleet = self.fleet.summaries(
             observations, now_ms=now_ms, active_alerts=self.alerts.active_by_robot()
         )
-        for summary in changed:
-            self._publisher.publish(
-                robot_summary_topic(summary.robot_id), encode(summary), retain=True
-            )
-        self._publisher.publish(FLEET_SUMMARY_TOPIC, encode(fleet), retain=True)
+        # One batch: the robots' summaries, then the fleet's (live/mqtt.py says why).
+        messages = [(robot_summary_topic(s.robot_id), encode(s)) for s in changed]
+        messages.append((FLEET_SUMMARY_TOPIC, encode(fleet)))
+        self._publisher.publish_batch(messages, retain=True)
         self.ticks += 1
         return len(changed)
 

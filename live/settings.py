@@ -12,6 +12,11 @@ class LiveSettings(ServiceSettings):
     # docs/security.md); the broker makes the username the client id.
     live_client_id: str = "robosense-live"
 
+    # The service's niceness (0-19, added to the one it starts with): summaries are for people
+    # and can come late; on a machine the bridge saturates, the kernel gives the bridge the
+    # CPU first and a tick takes longer instead (BENCHMARKS.md, "Live view"). 0: as started.
+    live_nice: int = Field(default=10, ge=0, le=19)
+
     # Summaries per robot per second, at most: a robot's summary is published when something
     # in it changed, so a robot that is offline and quiet costs nothing.
     live_summary_hz: float = Field(default=1.0, gt=0, le=20)

@@ -64,6 +64,10 @@ class _Robot:
     # The last summary published, with `at` zeroed: the next is published only if it differs.
     published: RobotSummary | None = None
     battery_written_ms: int | None = None
+    # What Redis said last, and what it parsed to: unchanged bytes are not parsed again.
+    raw_latest: dict[str, bytes] = field(default_factory=dict)
+    raw_status: bytes | None = None
+    status: tuple[str | None, int | None] = (None, None)
 
 
 def parse_latest(raw: bytes) -> SensorLatest | None:
@@ -88,6 +92,8 @@ def _status(raw: bytes | None) -> tuple[str | None, int | None]:
 
 
 def _sum_since(window: deque[tuple[int, int]], since_ms: int) -> int:
+    if not window:
+        return 0
     while window and window[0][0] < since_ms:
         window.popleft()
     return sum(n for _, n in window)
@@ -99,6 +105,10 @@ class FleetState:
         self._window_ms = int(window_s * 1000)
         self._robots: dict[str, _Robot] = {}
         self.robot_ids: list[str] = []
+        # Each robot's (rate, baseline) from the minute counts last handed in: they change
+        # every LIVE_COUNTS_REFRESH_S, not every tick.
+        self._counts_of: Sequence[Mapping[str, int]] | None = None
+        self._rates: dict[str, tuple[float, float | None]] = {}
 
     def set_registry(self, robot_ids: Sequence[str]) -> list[str]:
         """The registered robots; returns those that left it (their summaries go)."""
@@ -136,7 +146,11 @@ class FleetState:
             robot = self._robots.get(robot_id)
             if robot is None:
                 continue
+            known = robot.raw_latest
             for sensor_type, raw in readings.items():
+                if known.get(sensor_type) == raw:
+                    continue
+                known[sensor_type] = raw
                 parsed = parse_latest(raw)
                 if parsed is not None:
                     robot.sensors[sensor_type] = parsed
@@ -172,11 +186,16 @@ class FleetState:
         minute_counts: Sequence[Mapping[str, int]],
     ) -> list[Observation]:
         out = []
+        rates = self._rates_of(minute_counts)
+        no_counts = (0.0, None)
         for robot_id, raw_status, seen_ms in zip(self.robot_ids, statuses, seen, strict=True):
             robot = self._robots[robot_id]
             if seen_ms is not None:
                 robot.seen_ms = int(seen_ms)
-            status, status_at = _status(raw_status)
+            if raw_status != robot.raw_status:
+                robot.raw_status = raw_status
+                robot.status = _status(raw_status)
+            status, status_at = robot.status
             heard = max((t for t in (robot.seen_ms, status_at) if t is not None), default=None)
             silence_s = None if heard is None else max(0, now_ms - heard) / 1000
             if status == "offline":
@@ -189,10 +208,7 @@ class FleetState:
                     state = RobotState.STALE if status == "online" else RobotState.UNKNOWN
             else:
                 state = RobotState.UNKNOWN
-            rate = minute_counts[0].get(robot_id, 0) / 60 if minute_counts else 0.0
-            before = [m.get(robot_id) for m in minute_counts[1:]]
-            counted = [n for n in before if n is not None]
-            baseline = sum(counted) / (60 * len(before)) if counted else None
+            rate, baseline = rates.get(robot_id, no_counts)
             battery = robot.sensors.get("battery")
             level = battery.data.get("level") if battery else None
             since = now_ms - self._window_ms
@@ -209,6 +225,24 @@ class FleetState:
                 )
             )
         return out
+
+    def _rates_of(
+        self, minute_counts: Sequence[Mapping[str, int]]
+    ) -> dict[str, tuple[float, float | None]]:
+        """(rate over the last full minute, mean rate of the minutes before it or None) per
+        robot with any count; computed once per set of counts."""
+        if minute_counts is self._counts_of:
+            return self._rates
+        rates: dict[str, tuple[float, float | None]] = {}
+        if minute_counts:
+            last, before = minute_counts[0], minute_counts[1:]
+            robots = set(last).union(*before)
+            for robot_id in robots:
+                counted = [n for m in before if (n := m.get(robot_id)) is not None]
+                baseline = sum(counted) / (60 * len(before)) if counted else None
+                rates[robot_id] = (last.get(robot_id, 0) / 60, baseline)
+        self._counts_of, self._rates = minute_counts, rates
+        return rates
 
     def summaries(
         self,

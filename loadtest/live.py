@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import orjson
@@ -44,8 +45,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.bridge import BridgeProcess
 from harness.live import LiveProcess
-from harness.services import ROOT, TEST_OPERATOR, Mosquitto
+from harness.services import ROOT, TEST_OPERATOR, Mosquitto, free_port
 from harness.settings import BenchSettings
+from loadtest.live_stream import ADMIN_KEY, API_IDENTITY, api_process
+from loadtest.live_stream_clients import ClientProcesses, ClientStats
+from loadtest.rest import percentiles
 from loadtest.scratch import register_robots, scratch_counters, scratch_database
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
 from mqtt_auth.identities import Identity, Role
@@ -117,11 +121,20 @@ class Stack:
     live: LiveProcess | None
     database_url: str
     workdir: Path
+    api_port: int = 0
+    api_pid: int | None = None
 
 
 @contextlib.asynccontextmanager
 async def _stack(
-    servers: BenchSettings, *, label: str, live_hz: float | None, workdir: Path
+    servers: BenchSettings,
+    *,
+    label: str,
+    live_hz: float | None,
+    workdir: Path,
+    live_nice: int = 10,
+    stream_clients: int = 0,
+    api_port: int = 0,
 ) -> AsyncIterator[Stack]:
     async with (
         scratch_database(servers, label=f"live_{label}") as dsn,
@@ -130,6 +143,7 @@ async def _stack(
         with Mosquitto(workdir=workdir / "mosquitto") as broker:
             broker.add(Identity("bridge", Role.BRIDGE, None))
             broker.add(Identity("live", Role.LIVE, None))
+            broker.add(Identity(API_IDENTITY, Role.API, None))
             bridge = BridgeProcess(
                 database_url=dsn,
                 redis_url=servers.redis_url,
@@ -151,9 +165,24 @@ async def _stack(
                         live_summary_hz=str(live_hz),
                         # Robots registered by the simulator are picked up within 2 s.
                         live_registry_refresh_s="2",
+                        live_nice=str(live_nice),
                     )
                     live.start()
-                yield Stack(broker, bridge, live, dsn, workdir)
+                with contextlib.ExitStack() as api:
+                    api_pid = None
+                    if stream_clients:
+                        api_pid = api.enter_context(
+                            api_process(
+                                port=api_port,
+                                dsn=dsn,
+                                redis_url=servers.redis_url,
+                                prefix=counters.prefix,
+                                mqtt_url=broker.url_for(API_IDENTITY),
+                                clients=stream_clients,
+                                log=workdir / "api.log",
+                            )
+                        )
+                    yield Stack(broker, bridge, live, dsn, workdir, api_port, api_pid)
             finally:
                 if live is not None:
                     live.stop()
@@ -214,10 +243,31 @@ async def _until(probe: Callable[[], bool], *, within_s: float, what: str) -> No
 
 
 async def rate_phase(
-    servers: BenchSettings, *, robots: int, window: float, hz: float
+    servers: BenchSettings,
+    *,
+    robots: int,
+    window: float,
+    hz: float,
+    live_nice: int,
+    stream_clients: int = 0,
+    api_port: int = 0,
 ) -> dict[str, Any]:
+    """With `stream_clients`: that many live-stream clients on an API worker too, each
+    watching 5 robots, and the latency from a reading's publish (its `ts`, stamped by the
+    simulator) to its arrival on a stream, at the simulator's steady rate."""
     with tempfile.TemporaryDirectory(prefix="rs-live-rate-") as tmp:
-        async with _stack(servers, label="rate", live_hz=hz, workdir=Path(tmp)) as stack:
+        async with (
+            _stack(
+                servers,
+                label="rate",
+                live_hz=hz,
+                workdir=Path(tmp),
+                live_nice=live_nice,
+                stream_clients=stream_clients,
+                api_port=api_port or free_port(),
+            ) as stack,
+            contextlib.AsyncExitStack() as exits,
+        ):
             counter = SummaryCounter(stack.broker)
             assert stack.live is not None and stack.live.proc is not None
             live_pid = stack.live.proc.pid
@@ -232,19 +282,41 @@ async def rate_phase(
                     )
                     # Every robot has sent a reading since it was registered.
                     await asyncio.sleep(5)
+                    clients = None
+                    if stream_clients:
+                        clients = exits.enter_context(
+                            ClientProcesses(
+                                port=stack.api_port,
+                                queries=_stream_queries(
+                                    await _live_token(stack.api_port),
+                                    await _robot_ids(stack.database_url),
+                                    stream_clients,
+                                    5,
+                                ),
+                                processes=4,
+                                latency="ts",
+                            )
+                        )
+                        clients.measuring.set()
                     start = time.time()
                     msgs0 = _metric(port, "bridge_messages_received_total")
                     cpu0 = _cpu_seconds(live_pid)
+                    api_cpu0 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     await asyncio.sleep(window)
                     end = time.time()
                     msgs1 = _metric(port, "bridge_messages_received_total")
                     cpu1 = _cpu_seconds(live_pid)
+                    api_cpu1 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
+                    load = os.getloadavg()[0]
+                    stats = clients.stop() if clients is not None else []
             finally:
                 counter.close()
             robot_summaries, fleet_summaries = counter.between(start, end)
             span = end - start
             return {
                 "robots": robots,
+                "live_nice": live_nice,
+                "load_average_1m_at_end": round(load, 2),
                 "summary_hz_configured": hz,
                 "window_s": round(span, 1),
                 "raw_messages_per_s": round((msgs1 - msgs0) / span),
@@ -254,13 +326,76 @@ async def rate_phase(
                 "live_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / span, 1),
                 # Each tick publishes one fleet summary.
                 "live_cpu_ms_per_tick": round(1000 * (cpu1 - cpu0) / max(1, fleet_summaries), 1),
+                "live_cpu_us_per_summary": round(1e6 * (cpu1 - cpu0) / max(1, robot_summaries)),
+                **(
+                    {
+                        "streams": {
+                            "clients": stream_clients,
+                            "watch": 5,
+                            "delivered_per_s": round(
+                                sum(s.window_summaries for s in stats) / span, 1
+                            ),
+                            "missed_per_s": round(sum(s.window_missed for s in stats) / span, 1),
+                            "api_cpu_share": round((api_cpu1 - api_cpu0) / span, 3),
+                            "latency_reading_publish_to_stream": percentiles(
+                                [x for s in stats for x in s.latencies]
+                            ),
+                        }
+                    }
+                    if stream_clients
+                    else {}
+                ),
             }
 
 
-async def _ingest_rate(stack: Stack, *, robots: int, readings: int) -> dict[str, Any]:
+async def _robot_ids(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM robots ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def _live_token(api_port: int) -> str:
+    def post() -> str:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/api/live/token",
+            method="POST",
+            headers={"X-API-Key": ADMIN_KEY},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            token: str = orjson.loads(r.read())["token"]
+            return token
+
+    return await asyncio.to_thread(post)
+
+
+def _stream_queries(token: str, robots: list[str], clients: int, watch: int) -> list[str]:
+    """Each client's query: `watch` robots of its own (detail views), round the fleet."""
+    return [
+        urlencode(
+            [("token", token)]
+            + [("robot_id", robots[(k * watch + j) % len(robots)]) for j in range(watch)]
+        )
+        for k in range(clients)
+    ]
+
+
+async def _ingest_rate(
+    stack: Stack,
+    *,
+    robots: int,
+    readings: int,
+    stream_clients: int = 0,
+    watch: int = 5,
+    paced_rate: float = 0.0,
+) -> dict[str, Any]:
     """Readings committed per second between 10 % and 90 % of the total, published flat out
     by lean publishers (loadtest/wire_publisher.py: 10 readings a message, QoS 1) for
-    `robots` robots, so that the live service has the whole fleet to summarize every tick."""
+    `robots` robots, so that the live service has the whole fleet to summarize every tick.
+    With `stream_clients`: that many live-stream clients on the API worker, in processes of
+    their own, each watching `watch` robots, and the latency from a reading's publish (its
+    `ts`, set when it was put on the wire) to its arrival on a stream in a summary."""
     groups = robot_ids(publishers=2, robots_per_publisher=robots // 2)
     logins = [(i.username, stack.broker.add(i)) for i in publisher_identities(groups)]
     conn = await asyncpg.connect(stack.database_url)
@@ -280,64 +415,166 @@ async def _ingest_rate(stack: Stack, *, robots: int, readings: int) -> dict[str,
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.1)
 
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(sample())
-        pubs = await run_publishers(
-            port=stack.broker.port,
-            logins=logins,
-            robots=groups,
-            readings=readings,
-            per_message=10,
-            qos=1,
-            rate=0,
-        )
-        published = sum(p.readings for p in pubs)
-        await _until(
-            lambda: bool(samples) and samples[-1][1] >= published,
-            within_s=300,
-            what="the bridge stores every reading",
-        )
-        done.set()
+    everyone = [r for g in groups for r in g]
+    clients: ClientProcesses | None = None
+    stats: list[ClientStats] = []
+    with contextlib.ExitStack() as exits:
+        if stream_clients:
+            queries = _stream_queries(
+                await _live_token(stack.api_port), everyone, stream_clients, watch
+            )
+            clients = exits.enter_context(
+                ClientProcesses(port=stack.api_port, queries=queries, processes=4, latency="ts")
+            )
+        live_pid = stack.live.proc.pid if stack.live and stack.live.proc else None
+        assert stack.bridge.proc is not None
+        watched = {"bridge": stack.bridge.proc.pid, "live": live_pid, "api": stack.api_pid}
+        cpu0 = {k: _cpu_seconds(p) for k, p in watched.items() if p is not None}
+        t0 = time.monotonic()
+        if clients is not None:
+            clients.measuring.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sample())
+            pubs = await run_publishers(
+                port=stack.broker.port,
+                logins=logins,
+                robots=groups,
+                readings=readings,
+                per_message=10,
+                qos=1,
+                rate=paced_rate,
+            )
+            published = sum(p.readings for p in pubs)
+            await _until(
+                lambda: bool(samples) and samples[-1][1] >= published,
+                within_s=300,
+                what="the bridge stores every reading",
+            )
+            done.set()
+        span = time.monotonic() - t0
+        cpu = {k: _cpu_seconds(p) - cpu0[k] for k, p in watched.items() if p is not None}
+        load = os.getloadavg()[0]
+        if clients is not None:
+            clients.measuring.clear()
+            stats = clients.stop()
     t10 = next(t for t, n in samples if n >= 0.1 * published)
     t90 = next(t for t, n in samples if n >= 0.9 * published)
-    return {"readings": published, "readings_per_s": round(0.8 * published / (t90 - t10))}
+    result: dict[str, Any] = {
+        "readings": published,
+        "readings_per_s": round(0.8 * published / (t90 - t10)),
+        "load_average_1m_at_end": round(load, 2),
+        "cpu_share_of_a_core": {k: round(v / span, 3) for k, v in cpu.items()},
+        "bridge_cpu_ms_per_1k_readings": round(1e6 * cpu["bridge"] / published, 1),
+    }
+    if stats:
+        delivered = sum(s.window_summaries for s in stats)
+        result["streams"] = {
+            "clients": stream_clients,
+            "watch": watch,
+            "delivered_per_s": round(delivered / span, 1),
+            "missed_per_s": round(sum(s.window_missed for s in stats) / span, 1),
+            "latency_reading_publish_to_stream": percentiles(
+                [x for s in stats for x in s.latencies]
+            ),
+        }
+    return result
 
 
 async def cost_phase(
-    servers: BenchSettings, *, robots: int, readings: int, hz: float, repeat: int
+    servers: BenchSettings,
+    *,
+    robots: int,
+    readings: int,
+    hz: float,
+    repeat: int,
+    live_nice: int,
+    stream_clients: int,
+    api_port: int,
+    paced_rate: float = 0.0,
 ) -> dict[str, Any]:
-    """Live off and on, alternating, `repeat` times each."""
-    runs: dict[str, list[int]] = {"off": [], "on": []}
+    """Live off and on (and on with `stream_clients` live-stream clients), alternating,
+    `repeat` times each."""
+    labels: list[tuple[str, float | None, int]] = [("off", None, 0), ("on", hz, 0)]
+    if stream_clients:
+        labels.append(("on+streams", hz, stream_clients))
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in labels}
     for _ in range(repeat):
-        for label, live_hz in (("off", None), ("on", hz)):
-            with tempfile.TemporaryDirectory(prefix=f"rs-live-cost-{label}-") as tmp:
+        for label, live_hz, clients in labels:
+            with tempfile.TemporaryDirectory(prefix="rs-live-cost-") as tmp:
                 async with _stack(
-                    servers, label=f"cost_{label}", live_hz=live_hz, workdir=Path(tmp)
+                    servers,
+                    label=f"cost_{label.replace('+', '_')}",
+                    live_hz=live_hz,
+                    workdir=Path(tmp),
+                    live_nice=live_nice,
+                    stream_clients=clients,
+                    api_port=api_port or free_port(),
                 ) as stack:
-                    result = await _ingest_rate(stack, robots=robots, readings=readings)
-            runs[label].append(result["readings_per_s"])
+                    result = await _ingest_rate(
+                        stack,
+                        robots=robots,
+                        readings=readings,
+                        stream_clients=clients,
+                        paced_rate=paced_rate,
+                    )
+            runs[label].append(result)
             print(json.dumps({"cost_run": label, **result}), flush=True)
-    off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
-    return {
+
+    def rates(label: str) -> list[int]:
+        return [r["readings_per_s"] for r in runs[label]]
+
+    off = rates("off")
+    summary: dict[str, Any] = {
         "robots": robots,
         "readings_per_run": readings,
+        "live_nice": live_nice,
         "note": "short runs on a shared 2-core machine: noisy",
-        "live_off_readings_per_s": runs["off"],
-        "live_on_readings_per_s": runs["on"],
-        "median_change_percent": round(100 * (on - off) / off, 1),
+        "loads": {k: [r["load_average_1m_at_end"] for r in v] for k, v in runs.items()},
+        "runs": runs,
     }
+    for label, _, _ in labels[1:]:
+        on = rates(label)
+        # Each run against the off run just before it (the machine's load drifts).
+        pairs = [100 * (b - a) / a for a, b in zip(off, on, strict=True)]
+        summary[label] = {
+            "readings_per_s": on,
+            "off_readings_per_s": off,
+            "median_of_pairs_change_percent": round(statistics.median(pairs), 1),
+            "pairs_change_percent": [round(p, 1) for p in pairs],
+            "change_of_medians_percent": round(
+                100 * (statistics.median(on) - statistics.median(off)) / statistics.median(off), 1
+            ),
+            "live_cpu_share_median": statistics.median(
+                r["cpu_share_of_a_core"]["live"] for r in runs[label]
+            ),
+        }
+    return summary
 
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if not args.skip_rate:
         results["rate"] = await rate_phase(
-            servers, robots=args.robots, window=args.window, hz=args.hz
+            servers,
+            robots=args.robots,
+            window=args.window,
+            hz=args.hz,
+            live_nice=args.live_nice,
+            stream_clients=args.stream_clients,
+            api_port=args.api_port,
         )
         print(json.dumps({"rate": results["rate"]}), flush=True)
     if not args.skip_cost:
         results["cost"] = await cost_phase(
-            servers, robots=args.robots, readings=args.readings, hz=args.hz, repeat=args.repeat
+            servers,
+            robots=args.robots,
+            readings=args.readings,
+            hz=args.hz,
+            repeat=args.repeat,
+            live_nice=args.live_nice,
+            stream_clients=args.stream_clients,
+            api_port=args.api_port,
+            paced_rate=args.paced_rate,
         )
         print(json.dumps({"cost": results["cost"]}), flush=True)
     return results
@@ -355,6 +592,17 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=2, help="ingest runs each way")
     parser.add_argument("--hz", type=float, default=1.0, help="LIVE_SUMMARY_HZ")
+    parser.add_argument("--live-nice", type=int, default=10, help="LIVE_NICE")
+    parser.add_argument(
+        "--stream-clients", type=int, default=0, help="cost: also runs with N live-stream clients"
+    )
+    parser.add_argument("--api-port", type=int, default=0, help="with --stream-clients (0: free)")
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="cost: readings/s in all instead of flat out (latency without an ingest backlog)",
+    )
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()

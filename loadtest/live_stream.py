@@ -26,22 +26,24 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiomqtt
 import httpx
-import orjson
+import paho.mqtt.client as paho
 import uvloop
+from paho.mqtt.enums import CallbackAPIVersion
 
 from api.keys import generate_key
 from harness.services import ROOT, Mosquitto, wait_for_port
 from harness.settings import BenchSettings
 from loadtest import report
+from loadtest.live_stream_clients import ClientProcesses
 from loadtest.rest import percentiles
 from loadtest.scratch import scratch_counters, scratch_database
 from mqtt_auth.identities import Identity, Role
@@ -50,14 +52,6 @@ from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot
 API_IDENTITY = "api-live-bench"
 WRITER = "live-bench"
 ADMIN_KEY = generate_key().token
-_MARK = b'"t_pub":'
-
-
-@dataclass
-class ClientStats:
-    summaries: int = 0
-    missed: int = 0
-    latencies: list[float] = field(default_factory=list)
 
 
 def rss_mib(pid: int) -> float:
@@ -128,67 +122,53 @@ def summary(robot_id: str, at_s: float) -> bytes:
     )
 
 
-@dataclass
-class Reader:
-    """One client: a raw HTTP/1.1 connection. httpx's per-chunk cost, times 200 clients,
-    made this process (not the API) the bottleneck; events are counted from the raw bytes."""
+class Publisher:
+    """Publishes the summaries as the live service would, from paho's thread (QoS 1, so the
+    broker's acknowledgements count what it took)."""
 
-    port: int
-    query: str
-    stats: ClientStats
-    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, port: int, password: str) -> None:
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client.username_pw_set(WRITER, password)
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
 
-    async def run(self, measuring: asyncio.Event) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            writer.write(f"GET /api/live?{self.query} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"stream refused: {head[:200]!r}")
-            self.opened.set()
-            buffer = b""
-            while chunk := await reader.read(262144):
-                now = time.time()
-                buffer += chunk
-                # Chunked framing puts each event's size line before it: `in`, not startswith.
-                *events, buffer = buffer.split(b"\r\n\r\n")
-                if measuring.is_set():
-                    self._count(events, now)
-        finally:
-            writer.close()
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        with self._lock:
+            self.acked += 1
 
-    def _count(self, events: list[bytes], now: float) -> None:
-        stats = self.stats
-        for event in events:
-            if b"event: summary" in event:
-                stats.summaries += 1
-                start = event.find(_MARK)
-                if start >= 0:
-                    start += len(_MARK)
-                    stats.latencies.append(now - float(event[start : event.find(b"}", start)]))
-            elif b"event: dropped" in event:
-                stats.missed += orjson.loads(event.split(b"data: ", 1)[1])["missed"]
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 async def publish_rounds(
-    mqtt_port: int, password: str, robots: list[str], rate_hz: float, stop: asyncio.Event
+    publisher: Publisher, robots: list[str], rate_hz: float, stop: asyncio.Event
 ) -> int:
     published = 0
-    async with aiomqtt.Client("127.0.0.1", mqtt_port, username=WRITER, password=password) as mqtt:
-        next_round = time.monotonic()
-        while not stop.is_set():
-            await asyncio.gather(
-                *(
-                    mqtt.publish(
-                        robot_summary_topic(r), summary(r, time.time()), qos=1, retain=True
-                    )
-                    for r in robots
-                )
+    next_round = time.monotonic()
+    while not stop.is_set():
+        for r in robots:
+            publisher.client.publish(
+                robot_summary_topic(r), summary(r, time.time()), qos=1, retain=True
             )
-            published += len(robots)
-            next_round += 1 / rate_hz
-            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+        published += len(robots)
+        next_round += 1 / rate_hz
+        await asyncio.sleep(max(0.0, next_round - time.monotonic()))
     return published
+
+
+def api_metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in r.read().decode().splitlines()
+            if line.startswith((name + " ", name + "{"))
+        )
 
 
 async def run(args: argparse.Namespace, workdir: Path, servers: BenchSettings) -> dict[str, Any]:
@@ -221,61 +201,88 @@ async def measure(
         token = (await client.post("/api/live/token", headers={"X-API-Key": ADMIN_KEY})).json()[
             "token"
         ]
-        await asyncio.sleep(2)  # the subscriber's first connect
-        rss_before = rss_mib(pid)
-        stats = [ClientStats() for _ in range(args.clients)]
-        measuring = asyncio.Event()
-        stop = asyncio.Event()
-        watched: list[int] = []
-        async with asyncio.TaskGroup() as tasks:
-            readers = []
-            clients = []
-            for k in range(args.clients):
-                params = [("token", token)]
-                if args.watch:
-                    mine = [robots[(k * args.watch + j) % len(robots)] for j in range(args.watch)]
-                    params += [("robot_id", r) for r in mine]
-                watched.append(args.watch or len(robots))
-                clients.append(Reader(args.api_port, urlencode(params), stats[k]))
-                readers.append(tasks.create_task(clients[-1].run(measuring)))
-            await asyncio.wait_for(asyncio.gather(*(c.opened.wait() for c in clients)), 120)
-            await asyncio.sleep(2)
-            rss_idle = rss_mib(pid)
-            publisher = tasks.create_task(
-                publish_rounds(broker.port, broker.passwords[WRITER], robots, args.rate_hz, stop)
-            )
+    await asyncio.sleep(2)  # the subscriber's first connect
+    rss_before = rss_mib(pid)
+    queries = []
+    watched: list[int] = []
+    for k in range(args.clients):
+        params = [("token", token)]
+        if args.watch:
+            mine = [robots[(k * args.watch + j) % len(robots)] for j in range(args.watch)]
+            params += [("robot_id", r) for r in mine]
+        watched.append(args.watch or len(robots))
+        queries.append(urlencode(params))
+    stop = asyncio.Event()
+    received0 = api_metric(args.api_port, "robosense_api_live_received_total")
+    with ClientProcesses(
+        port=args.api_port, queries=queries, processes=args.client_processes, latency="t_pub"
+    ) as clients:
+        await asyncio.sleep(2)
+        rss_idle = rss_mib(pid)
+        publisher = Publisher(broker.port, broker.passwords[WRITER])
+        try:
+            publishing = asyncio.create_task(publish_rounds(publisher, robots, args.rate_hz, stop))
             await asyncio.sleep(args.warmup)
             cpu0 = _cpu(pid)
-            measuring.set()
+            load = os.getloadavg()[0]
+            clients.measuring.set()
             await asyncio.sleep(args.duration)
-            measuring.clear()
+            clients.measuring.clear()
             cpu1 = _cpu(pid)
             rss_end = rss_mib(pid)
             stop.set()
-            await publisher
-            for reader in readers:
-                reader.cancel()
+            published = await publishing
+            # What is on its way arrives, or is superseded and told, within a few seconds.
+            await asyncio.sleep(args.settle)
+        finally:
+            publisher.close()
+        stats = clients.stop()
+    received = api_metric(args.api_port, "robosense_api_live_received_total") - received0
+    superseded = api_metric(args.api_port, "robosense_api_live_superseded_total")
     latencies = [x for s in stats for x in s.latencies]
-    delivered = sum(s.summaries for s in stats)
+    window_delivered = sum(s.window_summaries for s in stats)
     asked = sum(w * args.rate_hz for w in watched)
+    rounds = published // len(robots)
+    # Every client watches from before the first round: it should get, or be told it missed,
+    # each round's summary of each robot it watches.
+    expected = sum(w * rounds for w in watched)
+    delivered = sum(s.summaries for s in stats)
+    told = sum(s.missed for s in stats)
     return {
         "clients": args.clients,
+        "client_processes": args.client_processes,
         "robots": args.robots,
         "watch": args.watch or "all",
         "rate_hz": args.rate_hz,
         "duration_s": args.duration,
+        "load_average_during": round(load, 2),
         "rss_before_mib": rss_before,
         "rss_idle_mib": rss_idle,
         "rss_end_mib": rss_end,
         "kib_per_idle_client": (rss_idle - rss_before) * 1024 / args.clients,
         "kib_per_client_at_end": (rss_end - rss_before) * 1024 / args.clients,
         "asked_per_s": asked,
-        "delivered_per_s": delivered / args.duration,
-        "delivered_share": delivered / args.duration / asked if asked else 0.0,
-        "missed_per_s": sum(s.missed for s in stats) / args.duration,
-        "per_client_delivered_per_s": delivered / args.duration / args.clients,
+        "delivered_per_s": window_delivered / args.duration,
+        "delivered_share": window_delivered / args.duration / asked if asked else 0.0,
+        "missed_per_s": sum(s.window_missed for s in stats) / args.duration,
+        "per_client_delivered_per_s": window_delivered / args.duration / args.clients,
         "api_cpu_share": (cpu1 - cpu0) / args.duration,
         "latency": percentiles(latencies),
+        # The stages, over the whole run (warm-up included): broker -> subscriber -> hub ->
+        # clients. Summaries the broker took (QoS 1, acknowledged) that the subscriber never
+        # got were dropped by the broker without telling anyone.
+        "stages": {
+            "published": published,
+            "broker_acked": publisher.acked,
+            "subscriber_received": int(received),
+            "superseded_in_subscriber": int(superseded),
+            "to_hub": int(received - superseded),
+            "lost_between_broker_and_subscriber": int(publisher.acked - received),
+            "client_expected": expected,
+            "client_delivered": delivered,
+            "client_told_missed": told,
+            "client_unaccounted": expected - delivered - told,
+        },
     }
 
 
@@ -293,6 +300,8 @@ def main() -> None:
     p.add_argument("--rate-hz", type=float, default=1.0, help="summaries per robot per second")
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--settle", type=float, default=5.0, help="after the last round, seconds")
+    p.add_argument("--client-processes", type=int, default=4)
     p.add_argument("--api-port", type=int, default=21100)
     p.add_argument("--mqtt-port", type=int, default=21101)
     args = p.parse_args()
@@ -322,6 +331,15 @@ def main() -> None:
         f"latency publish -> stream: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
         f"max {lat['max_ms']:.1f} ms; API RSS {result['rss_before_mib']:.1f} MiB before, "
         f"{result['rss_idle_mib']:.1f} idle with clients, {result['rss_end_mib']:.1f} at the end\n"
+    )
+    st = result["stages"]
+    text += (
+        f"stages (whole run): published {st['published']}, broker acked {st['broker_acked']}, "
+        f"subscriber received {st['subscriber_received']} (lost between broker and "
+        f"subscriber: {st['lost_between_broker_and_subscriber']}), superseded in the "
+        f"subscriber {st['superseded_in_subscriber']}, to the hub {st['to_hub']}; clients: "
+        f"expected {st['client_expected']} = delivered {st['client_delivered']} + told missed "
+        f"{st['client_told_missed']} + unaccounted {st['client_unaccounted']}\n"
     )
     print(text)
     print(f"written: {report.write(name='live-stream', data=result, markdown=text)}")

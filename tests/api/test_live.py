@@ -17,10 +17,13 @@ from typing import Any
 
 import aiomqtt
 import httpx
+import paho.mqtt.client as paho
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, aconnect_sse
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.keys import Scope
@@ -497,3 +500,60 @@ async def test_each_worker_provisions_its_own_identity(
             await publish(out, summary("r1", 1))
             await eventually(lambda: stream.has(lambda s: bool(s.summaries("r1"))), True)
     assert [i.username for i in live_identities()] == [API_IDENTITY]
+
+
+async def test_summaries_that_arrive_while_the_loop_is_busy_are_superseded_and_told(
+    api: LiveApi,
+) -> None:
+    """The worker's event loop busy (here: blocked) while summaries arrive: the subscriber's
+    thread keeps reading them, keeps the newest per robot, and each client is told how many it
+    missed; nothing is lost without a count."""
+    robots = [f"r{i}" for i in range(5)]
+    rounds = 40
+    published = len(robots) * rounds
+    mosquitto = api.mosquitto
+    if WRITER not in mosquitto.passwords:
+        mosquitto.add(Identity(WRITER, Role.LIVE, None))
+
+    def publish_while_the_loop_is_blocked() -> None:
+        received0 = REGISTRY.get_sample_value("robosense_api_live_received_total") or 0.0
+        out = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        out.username_pw_set(WRITER, mosquitto.passwords[WRITER])
+        out.connect("127.0.0.1", mosquitto.port)
+        out.loop_start()
+        try:
+            for at in range(1, rounds + 1):
+                for robot_id in robots:
+                    info = out.publish(
+                        robot_summary_topic(robot_id), encode(summary(robot_id, at)), qos=1
+                    )
+                    info.wait_for_publish(timeout=10)
+        finally:
+            out.disconnect()
+            out.loop_stop()
+        # paho's thread receives them all while this loop does nothing.
+        deadline = time.monotonic() + 30
+        while (
+            REGISTRY.get_sample_value("robosense_api_live_received_total") or 0.0
+        ) - received0 < published:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the subscriber did not receive every summary")
+            time.sleep(0.01)
+
+    async with api.stream() as stream:
+        superseded0 = api.hub.superseded
+        publish_while_the_loop_is_blocked()
+
+        def caught_up(s: Stream) -> bool:
+            return {d["robot_id"]: d["at"] for d in s.summaries()} == dict.fromkeys(robots, rounds)
+
+        await eventually(lambda: stream.has(caught_up), True, timeout=30)
+        await eventually(
+            lambda: stream.has(lambda s: len(s.summaries()) + s.missed() >= published),
+            True,
+            timeout=30,
+        )
+    # The fault happened: the hub got far fewer than were published.
+    assert api.hub.superseded - superseded0 >= published - 2 * len(robots)
+    assert len(stream.summaries()) + stream.missed() == published
+    assert len(stream.summaries()) < published

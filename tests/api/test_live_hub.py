@@ -1,13 +1,16 @@
-"""The live hub's per-client bounds, in process (the stream itself: tests/api/test_live.py)."""
+"""The live hub's per-client bounds and the subscriber's newest-per-topic inbox, in process
+(the stream itself: tests/api/test_live.py)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from api.http_errors import LiveStreamFullError
-from api.live_hub import DROPPED, SUMMARY, LiveFilter, LiveHub
+from api.live_hub import DROPPED, SUMMARY, LiveClient, LiveFilter, LiveHub
+from api.live_mqtt import LatestInbox
 from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot_summary_topic
 
 EVERYTHING = LiveFilter(robots=None, sensor_types=None, min_interval_s=0.0)
@@ -67,3 +70,61 @@ def test_the_worker_cap() -> None:
     assert refused.value.retry_after_s == 3
     hub.close_client(first)
     hub.open_client(EVERYTHING)
+
+
+async def test_summaries_superseded_in_the_subscriber_are_told_to_each_watching_client() -> None:
+    inbox = LatestInbox()
+    hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    watching = hub.open_client(EVERYTHING)
+    other = hub.open_client(
+        LiveFilter(robots=frozenset({"r2"}), sensor_types=None, min_interval_s=0)
+    )
+    wakes = [inbox.put(robot_summary_topic("r1"), summary("r1", at)) for at in range(1, 6)]
+    wakes.append(inbox.put(robot_summary_topic("r2"), summary("r2", 1)))
+    # One wake for the batch, not one per message.
+    assert wakes == [True] + [False] * 5
+    alerts, alerts_dropped, latest = inbox.take()
+    assert (alerts, alerts_dropped) == ([], 0)
+    assert [(t, n) for t, _, n in latest] == [
+        (robot_summary_topic("r1"), 4),
+        (robot_summary_topic("r2"), 0),
+    ]
+    assert (inbox.received, inbox.superseded) == (6, 4)
+    for topic, payload, superseded in latest:
+        hub.dispatch(topic, payload, superseded=superseded)
+    assert hub.superseded == 4
+
+    async def drain(client: LiveClient) -> tuple[list[dict[str, Any]], int]:
+        events = []
+        while (event := await client.next_event(within_s=0)) is not None:
+            events.append(event)
+        delivered = [json.loads(e.data) for e in events if e.event == SUMMARY]
+        return delivered, sum(e.missed for e in events if e.event == DROPPED)
+
+    delivered, missed = await drain(watching)
+    assert [(d["robot_id"], d["at"]) for d in delivered] == [("r1", 5), ("r2", 1)]
+    assert missed == 4
+    # r1's losses are not told to a client that does not watch r1.
+    assert await drain(other) == ([{**json.loads(summary("r2", 1))}], 0)
+    # The next put wakes the loop again.
+    assert inbox.put(robot_summary_topic("r1"), summary("r1", 6))
+
+
+async def test_a_closed_client_is_offered_nothing_and_the_others_still_are() -> None:
+    hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    only_r1 = LiveFilter(robots=frozenset({"r1"}), sensor_types=None, min_interval_s=0)
+    gone = hub.open_client(only_r1)
+    stays = hub.open_client(only_r1)
+    everything = hub.open_client(EVERYTHING)
+    hub.close_client(gone)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 1))
+    assert gone.pending_bytes == 0
+    assert stays.pending_bytes > 0 and everything.pending_bytes > 0
+    hub.close_client(stays)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 2))
+    events = []
+    while (event := await everything.next_event(within_s=0)) is not None:
+        events.append(event)
+    # r1's first summary was still waiting: superseded, and told.
+    assert [(e.event, e.missed) for e in events] == [(DROPPED, 1), (SUMMARY, 0)]
+    assert json.loads(events[1].data)["at"] == 2

@@ -6,8 +6,10 @@ away gets when it comes back."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -41,10 +43,20 @@ async def latest_state(operator: Client, robot_id: str) -> RobotState | None:
     return found[-1].state if found else None
 
 
+def threads_niceness(pid: int) -> set[int]:
+    """The niceness of each of a process's threads (Linux keeps one per thread)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+
+
 async def test_summaries_follow_the_configured_rate_not_the_raw_rate(
     start_live: StartLive, operator: Client, mosquitto: Mosquitto, fleet: asyncpg.Pool[Any]
 ) -> None:
-    start_live(live_summary_hz="2")
+    live = start_live(live_summary_hz="2")
+    # LIVE_NICE (10 by default) over this test process's own niceness, every thread included.
+    assert live.proc is not None
+    nice = threads_niceness(live.proc.pid)
+    assert nice == {min(19, os.nice(0) + 10)}, nice
     start_ms = int(time.time() * 1000)
     sender = SteadyRobot(
         port=mosquitto.port,
