@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
 import time
 from collections import deque
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -149,6 +149,7 @@ class MqttPublisher:
         # The pinned paho's private method: paho writes it as one packet; at QoS 0 its
         # completion only marks the info published.
         self._client._packet_queue(PUBLISH, packets, 0, 0, paho.MQTTMessageInfo(0))
+
     def take_site_events(self) -> list[SiteEvent]:
         """The sites' statuses received since the last call, oldest first."""
         events = []
