@@ -148,6 +148,9 @@ class AlertOut(BaseModel):
     cleared_at: int | None
     message: str
     detail: dict[str, Any]
+    site_id: str | None = Field(
+        default=None, description="The site of a `site_unreachable` alert (robot_id is null)."
+    )
 
 
 class AlertPage(BaseModel):

@@ -1,4 +1,5 @@
-"""Alerts: raise (once per robot and kind while open), clear, the open ones, a keyset-paged list.
+"""Alerts: raise (once per robot or site and kind while open), clear, the open ones, and a
+keyset-paged list.
 
 Rows come back with epoch-millisecond times, the contract's unit (telemetry/live.py).
 """
@@ -14,24 +15,27 @@ import orjson
 from db.executor import Executor, Reader
 
 _COLUMNS = (
-    "id, kind, severity, robot_id, "
+    "id, kind, severity, robot_id, site_id, "
     "(extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, "
     "(extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at, "
     "message, detail::text AS detail"
 )
 
-# ON CONFLICT names the partial unique index alerts_open: an open alert of the same robot and
-# kind (raised by an earlier run of the service) is kept, and returned by the second statement.
+# ON CONFLICT names the partial unique index alerts_open: an open alert of the same robot (or
+# site) and kind (raised by an earlier run of the service) is kept, and returned by the second
+# statement.
 _RAISE = f"""
-INSERT INTO alerts (kind, severity, robot_id, raised_at, message, detail)
-VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6::jsonb)
-ON CONFLICT (kind, coalesce(robot_id, '')) WHERE cleared_at IS NULL DO NOTHING
+INSERT INTO alerts (kind, severity, robot_id, raised_at, message, detail, site_id)
+VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6::jsonb, $7)
+ON CONFLICT (kind, coalesce(robot_id, ''), coalesce(site_id, '')) WHERE cleared_at IS NULL
+DO NOTHING
 RETURNING {_COLUMNS}
 """
 
 _FIND_OPEN = f"""
 SELECT {_COLUMNS} FROM alerts
-WHERE kind = $1 AND coalesce(robot_id, '') = coalesce($2, '') AND cleared_at IS NULL
+WHERE kind = $1 AND coalesce(robot_id, '') = coalesce($2, '')
+    AND coalesce(site_id, '') = coalesce($3, '') AND cleared_at IS NULL
 """
 
 _CLEAR = f"""
@@ -58,6 +62,8 @@ class AlertRow:
     cleared_at: int | None
     message: str
     detail: dict[str, Any]
+    # The site an alert is about (`site_unreachable`); None for a robot's alerts.
+    site_id: str | None = None
 
 
 def _row(r: asyncpg.Record) -> AlertRow:
@@ -66,6 +72,7 @@ def _row(r: asyncpg.Record) -> AlertRow:
         kind=r["kind"],
         severity=r["severity"],
         robot_id=r["robot_id"],
+        site_id=r["site_id"],
         raised_at=r["raised_at"],
         cleared_at=r["cleared_at"],
         message=r["message"],
@@ -82,15 +89,23 @@ async def raise_alert(
     raised_at_ms: int,
     message: str,
     detail: dict[str, Any],
+    site_id: str | None = None,
 ) -> tuple[AlertRow, bool]:
-    """The open alert of this robot and kind, and whether this call raised it (False: it was
-    already open)."""
+    """The open alert of this robot (or site) and kind, and whether this call raised it
+    (False: it was already open)."""
     row: asyncpg.Record | None = await db.fetchrow(
-        _RAISE, kind, severity, robot_id, raised_at_ms, message, orjson.dumps(detail).decode()
+        _RAISE,
+        kind,
+        severity,
+        robot_id,
+        raised_at_ms,
+        message,
+        orjson.dumps(detail).decode(),
+        site_id,
     )
     if row is not None:
         return _row(row), True
-    existing: asyncpg.Record | None = await db.fetchrow(_FIND_OPEN, kind, robot_id)
+    existing: asyncpg.Record | None = await db.fetchrow(_FIND_OPEN, kind, robot_id, site_id)
     if existing is None:
         # Cleared between the two statements (by another live service): raise it again.
         return await raise_alert(
@@ -101,6 +116,7 @@ async def raise_alert(
             raised_at_ms=raised_at_ms,
             message=message,
             detail=detail,
+            site_id=site_id,
         )
     return _row(existing), False
 

@@ -3,18 +3,23 @@
 A rule says, per robot and tick, whether its condition holds. An alert is raised once the
 condition has held for `raise_after_s` and cleared once it has been gone for `clear_after_s`;
 the battery rule also has two thresholds (hysteresis). Open alerts are loaded from PostgreSQL
-at start, and the table allows one open alert per robot and kind, so a restarted service picks
-them up instead of raising them again.
+at start, and the table allows one open alert per robot (or site) and kind, so a restarted
+service picks them up instead of raising them again.
+
+A site whose broker cannot reach the cloud has one alert, `site_unreachable`, with the same
+hold times; its robots' alerts are neither raised nor cleared meanwhile (what the cloud knows
+of them is out of date), and once it is back, robots whose readings are draining late raise
+neither `silent` nor `rate_drop` (docs/live.md, "Sites").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from db.alerts import AlertRow
-from live.state import Observation
+from live.state import Observation, SiteView
 from telemetry.live import Alert, AlertKind, RobotState, Severity
 
 
@@ -38,9 +43,10 @@ class Candidate:
 
     kind: AlertKind
     severity: Severity
-    robot_id: str
+    robot_id: str | None
     message: str
     detail: dict[str, Any]
+    site_id: str | None = None
 
 
 # A rule: (observation, is the alert open now) -> message and detail when its condition holds.
@@ -55,6 +61,8 @@ def _rules(t: Thresholds) -> dict[AlertKind, tuple[Severity, _Rule]]:
 
     def silent(o: Observation, _open: bool) -> tuple[str, dict[str, Any]] | None:
         if o.state not in (RobotState.ONLINE, RobotState.STALE) or o.silence_s is None:
+            return None
+        if o.draining:
             return None
         if o.silence_s < t.silent_after_s:
             return None
@@ -88,6 +96,9 @@ def _rules(t: Thresholds) -> dict[AlertKind, tuple[Severity, _Rule]]:
         base = o.baseline_hz
         if o.state is not RobotState.ONLINE or base is None or base < t.rate_drop_min_hz:
             return None
+        # Counted by the readings' own time: an outage's minutes fill in as it drains.
+        if o.draining or o.rate_unsettled:
+            return None
         if o.rate_hz >= t.rate_drop_ratio * base:
             return None
         return (
@@ -115,6 +126,7 @@ def alert_of(row: AlertRow) -> Alert:
         cleared_at=row.cleared_at,
         message=row.message,
         detail=row.detail,
+        site_id=row.site_id,
     )
 
 
@@ -132,11 +144,52 @@ class AlertBook:
         # Since when (ms) a condition held without its alert open, or failed with it open.
         self._holding: dict[_Key, int] = {}
         self._lifting: dict[_Key, int] = {}
+        # `site_unreachable` per site, and its hold times.
+        self.open_sites: dict[str, Alert] = {}
+        self._site_holding: dict[str, int] = {}
+        self._site_lifting: dict[str, int] = {}
 
     def load(self, rows: Iterable[AlertRow]) -> None:
         for row in rows:
-            if row.robot_id is not None and row.kind in _KINDS:
+            if row.site_id is not None and row.kind == AlertKind.SITE_UNREACHABLE:
+                self.open_sites[row.site_id] = alert_of(row)
+            elif row.robot_id is not None and row.kind in _KINDS:
                 self.open[(row.robot_id, AlertKind(row.kind))] = alert_of(row)
+
+    def evaluate_sites(
+        self, sites: Mapping[str, SiteView], *, now_ms: int
+    ) -> tuple[list[Candidate], list[Alert]]:
+        """`site_unreachable` to raise and to clear: raised once a site has said "0" for the
+        hold time, cleared once it has said "1" (or its status was deleted) for the clearing
+        time. A site not heard of since the service started keeps its open alert."""
+        to_raise: list[Candidate] = []
+        to_clear: list[Alert] = []
+        for site_id, view in sites.items():
+            is_open = site_id in self.open_sites
+            if not view.reachable:
+                self._site_lifting.pop(site_id, None)
+                if is_open:
+                    continue
+                since = self._site_holding.setdefault(site_id, now_ms)
+                if now_ms - since >= self._t.raise_after_s * 1000:
+                    to_raise.append(
+                        Candidate(
+                            AlertKind.SITE_UNREACHABLE,
+                            Severity.CRITICAL,
+                            None,
+                            "site cannot reach the cloud; its robots' data is queued there",
+                            {"since": view.since_ms},
+                            site_id=site_id,
+                        )
+                    )
+            else:
+                self._site_holding.pop(site_id, None)
+                if not is_open:
+                    continue
+                since = self._site_lifting.setdefault(site_id, now_ms)
+                if now_ms - since >= self._t.clear_after_s * 1000:
+                    to_clear.append(self.open_sites[site_id])
+        return to_raise, to_clear
 
     def evaluate(
         self, observations: Sequence[Observation], *, now_ms: int, registered: set[str]
@@ -147,9 +200,16 @@ class AlertBook:
         to_clear: list[Alert] = []
         seen: set[_Key] = set()
         for o in observations:
+            frozen = o.state is RobotState.SITE_UNREACHABLE
             for kind, (severity, rule) in self._rules.items():
                 key = (o.robot_id, kind)
                 seen.add(key)
+                if frozen:
+                    # Nothing new is known of it: nothing raised, nothing cleared, and each
+                    # hold time starts again once its site is back.
+                    self._holding.pop(key, None)
+                    self._lifting.pop(key, None)
+                    continue
                 is_open = key in self.open
                 found = rule(o, is_open)
                 if found is not None:
@@ -174,13 +234,19 @@ class AlertBook:
         return to_raise, to_clear
 
     def raised(self, alert: Alert) -> None:
-        if alert.robot_id is not None:
+        if alert.site_id is not None:
+            self.open_sites[alert.site_id] = alert
+            self._site_holding.pop(alert.site_id, None)
+        elif alert.robot_id is not None:
             key = (alert.robot_id, alert.kind)
             self.open[key] = alert
             self._holding.pop(key, None)
 
     def cleared(self, alert: Alert) -> None:
-        if alert.robot_id is not None:
+        if alert.site_id is not None:
+            self.open_sites.pop(alert.site_id, None)
+            self._site_lifting.pop(alert.site_id, None)
+        elif alert.robot_id is not None:
             key = (alert.robot_id, alert.kind)
             self.open.pop(key, None)
             self._lifting.pop(key, None)

@@ -4,7 +4,9 @@ Each tick (1 / LIVE_SUMMARY_HZ) costs, whatever the fleet's size: one Redis roun
 every robot's status and last-seen time, one for the latest readings and sequence counters of
 the robots heard from since the last tick, one indexed PostgreSQL query for the dead letters
 stored since the last tick. The registry and the per-minute counts are read less often
-(LIVE_REGISTRY_REFRESH_S, LIVE_COUNTS_REFRESH_S).
+(LIVE_REGISTRY_REFRESH_S, LIVE_COUNTS_REFRESH_S). Sites' statuses arrive on MQTT
+(`sites/+/status`); which robot is behind which site is read from the identity directory
+(MQTT_AUTH_DIR) with the registry.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,6 +34,8 @@ from live.alerts import AlertBook, Thresholds, alert_of
 from live.mqtt import MqttPublisher
 from live.settings import LiveSettings
 from live.state import FleetState, counted_minutes
+from mqtt_auth.identities import robot_sites
+from mqtt_auth.store import load_identities
 from telemetry.live import (
     FLEET_ALERTS_TOPIC,
     FLEET_SUMMARY_TOPIC,
@@ -86,7 +91,9 @@ class LiveService:
         self._counters = counters
         self._publisher = publisher
         self.fleet = FleetState(
-            stale_after_s=settings.live_stale_after_s, window_s=settings.live_alert_window_s
+            stale_after_s=settings.live_stale_after_s,
+            window_s=settings.live_alert_window_s,
+            draining_after_s=settings.live_draining_after_s,
         )
         self.alerts = AlertBook(thresholds_of(settings))
         self._registry_at = -1e18
@@ -110,12 +117,29 @@ class LiveService:
             for robot_id in gone:
                 # An empty retained message deletes the retained summary.
                 self._publisher.publish(robot_summary_topic(robot_id), b"", qos=1, retain=True)
+            await self._read_sites()
             self._registry_at = now
         if now - self._counts_at >= self._s.live_counts_refresh_s:
             self._minute_counts = await self._counters.robot_minute_counts(
                 counted_minutes(_now_ms())
             )
             self._counts_at = now
+
+    async def _read_sites(self) -> None:
+        """Each robot's site, from the site identities (a file the API and `python -m
+        mqtt_auth` replace atomically); kept as it was when the file cannot be read."""
+        if not self._s.mqtt_auth_dir:
+            return
+        directory = Path(self._s.mqtt_auth_dir)
+        try:
+            identities = await asyncio.to_thread(load_identities, directory)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot read the site identities; robots keep their sites",
+                extra={"dir": str(directory), "error": repr(exc)},
+            )
+            return
+        self.fleet.set_sites(robot_sites(identities.values()))
 
     async def _read_live(
         self, now: float, now_ms: int
@@ -155,12 +179,16 @@ class LiveService:
             live = tg.create_task(self._read_live(now, now_ms))
             tg.create_task(self._read_refused(now_ms))
         statuses, seen = live.result()
+        self.fleet.take_site_events(self._publisher.take_site_events())
         observations = self.fleet.observe(
             now_ms=now_ms, statuses=statuses, seen=seen, minute_counts=self._minute_counts
         )
         await self._alerts(observations, now_ms)
         changed, fleet = self.fleet.summaries(
-            observations, now_ms=now_ms, active_alerts=self.alerts.active_by_robot()
+            observations,
+            now_ms=now_ms,
+            active_alerts=self.alerts.active_by_robot(),
+            site_alerts=len(self.alerts.open_sites),
         )
         # One batch: the robots' summaries, then the fleet's (live/mqtt.py says why).
         messages = [(robot_summary_topic(s.robot_id), encode(s)) for s in changed]
@@ -173,6 +201,9 @@ class LiveService:
         to_raise, to_clear = self.alerts.evaluate(
             observations, now_ms=now_ms, registered=set(self.fleet.robot_ids)
         )
+        site_raise, site_clear = self.alerts.evaluate_sites(self.fleet.sites, now_ms=now_ms)
+        to_raise += site_raise
+        to_clear += site_clear
         for c in to_raise:
             row, new = await raise_alert(
                 self._pool,
@@ -182,6 +213,7 @@ class LiveService:
                 raised_at_ms=now_ms,
                 message=c.message,
                 detail=c.detail,
+                site_id=c.site_id,
             )
             alert = alert_of(row)
             self.alerts.raised(alert)
@@ -197,7 +229,12 @@ class LiveService:
         self._publisher.publish(FLEET_ALERTS_TOPIC, encode(alert), qos=1)
         log.info(
             f"alert {what}",
-            extra={"kind": str(alert.kind), "robot_id": alert.robot_id, "id": alert.id},
+            extra={
+                "kind": str(alert.kind),
+                "robot_id": alert.robot_id,
+                "site_id": alert.site_id,
+                "id": alert.id,
+            },
         )
 
     async def follow_battery(self) -> None:

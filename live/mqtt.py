@@ -1,8 +1,10 @@
-"""The live service's MQTT session: paho-mqtt in its own thread, publishing only.
+"""The live service's MQTT session: paho-mqtt in its own thread, publishing summaries and
+alerts, and following the sites' statuses (`sites/+/status`, docs/edge.md).
 
 paho rather than aiomqtt: publishing needs no callbacks on the event loop, and `publish` is
-safe to call from it (paho locks its output queue). A clean session: the service subscribes to
-nothing, so the broker has nothing to keep for it.
+safe to call from it (paho locks its output queue); a site's status is queued by paho's thread
+and taken by the next tick. A clean session: the only subscription is to retained statuses,
+which the broker hands over again at each connect, so it has nothing to keep for the service.
 
 A tick's summaries go out as a batch (`publish_batch`): QoS 0 PUBLISH packets built here and
 handed to paho's thread as a few large writes. paho's own `publish` costs, per message, a
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -26,8 +30,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from live.state import SiteEvent
 from telemetry.logs import unreachable
 from telemetry.settings import MqttTarget
+from telemetry.topics import (
+    SITE_REACHABLE,
+    SITE_STATUS_FILTER,
+    SITE_UNREACHABLE,
+    parse_site_status_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,8 @@ class MqttPublisher:
         # Counts connections: a new one means the broker may have lost retained messages
         # (restarted without persistence), so every summary is published again.
         self.connections = 0
+        # Sites' statuses as they arrive, oldest first (appended by paho's thread).
+        self._site_events: deque[SiteEvent] = deque()
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -86,6 +99,7 @@ class MqttPublisher:
         self._client.reconnect_delay_set(min_delay=cast(int, 0.2), max_delay=5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
 
     @property
     def connected(self) -> bool:
@@ -136,7 +150,29 @@ class MqttPublisher:
         # completion only marks the info published.
         self._client._packet_queue(PUBLISH, packets, 0, 0, paho.MQTTMessageInfo(0))
 
+    def take_site_events(self) -> list[SiteEvent]:
+        """The sites' statuses received since the last call, oldest first."""
+        events = []
+        while self._site_events:
+            events.append(self._site_events.popleft())
+        return events
+
     # paho's thread from here on.
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        site_id = parse_site_status_topic(msg.topic)
+        if site_id is None:
+            return
+        payload = bytes(msg.payload)
+        if payload in (SITE_REACHABLE, b""):
+            # b"": the retained status was deleted, the site is gone (judged as reachable).
+            reachable = True
+        elif payload == SITE_UNREACHABLE:
+            reachable = False
+        else:
+            log.warning("site status not understood", extra={"site": site_id})
+            return
+        self._site_events.append(SiteEvent(site_id, reachable, int(time.time() * 1000)))
 
     def _on_connect(
         self,
@@ -155,6 +191,9 @@ class MqttPublisher:
             )
             return
         self.connections += 1
+        # QoS 1: a status is not lost between the broker and us. The retained ones arrive at
+        # once, the current state of every site.
+        client.subscribe(SITE_STATUS_FILTER, qos=1)
         self._connected.set()
         log.info("mqtt connected", extra={"connections": self.connections})
 

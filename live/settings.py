@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from telemetry.settings import ServiceSettings
+from mqtt_auth.settings import MqttAuthSettings
 
 
-class LiveSettings(ServiceSettings):
+class LiveSettings(MqttAuthSettings):
+    # MQTT_AUTH_DIR (inherited): the cloud broker's identity directory, read only, for each
+    # robot's site (the site identities list their robots, docs/edge.md). Empty: no robot is
+    # known to be behind a site; sites' statuses still raise `site_unreachable`.
     # The MQTT identity is MQTT_URL's user (role `live`: publishes fleet/# only,
     # docs/security.md); the broker makes the username the client id.
     live_client_id: str = "robosense-live"
@@ -22,6 +25,9 @@ class LiveSettings(ServiceSettings):
     live_summary_hz: float = Field(default=1.0, gt=0, le=20)
     # An online robot with no reading for this long is `stale`.
     live_stale_after_s: float = Field(default=10.0, gt=0)
+    # A robot whose newest reading arrived at least this late (received_at - ts), within
+    # LIVE_STALE_AFTER_S, is draining a backlog: no `silent` or `rate_drop` for it.
+    live_draining_after_s: float = Field(default=10.0, gt=0)
     # How often the registry (which robots exist) is read from PostgreSQL.
     live_registry_refresh_s: float = Field(default=30.0, gt=0)
     # How often the per-minute per-robot counts (reading rate, rate drop) are read from Redis:

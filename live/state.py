@@ -4,6 +4,11 @@ look at. No I/O here: `live/app.py` reads Redis and PostgreSQL and hands the res
 A tick reads every robot's status and last-seen time (two commands for the whole fleet), and
 the latest readings and sequence counters only of robots that sent something since the last
 tick, so a quiet robot costs two hash lookups a tick.
+
+Sites (docs/edge.md): a robot whose site broker cannot reach the cloud (`sites/{site}/status`
+"0") is `site_unreachable`, whatever the cloud last heard of it; once the site is back, its
+silence counts from the site's return, and a robot whose newest reading arrived late (a
+backlog draining) is `draining` (docs/live.md, "Sites").
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from telemetry.live import AlertKind, FleetSummary, RobotState, RobotSummary, Se
 
 # The minutes behind a rate drop's baseline, before the last full minute.
 BASELINE_MINUTES = 5
+# How long after a site's return its robots' per-minute counts may still be filling (they are
+# counted by the readings' own time, and the outage's minutes fill as the backlog drains):
+# every minute a rate drop looks at, and the one in progress.
+RATE_UNSETTLED_MS = (BASELINE_MINUTES + 2) * 60_000
 
 
 def minute_of(ms: int) -> int:
@@ -49,6 +58,35 @@ class Observation:
     baseline_hz: float | None
     gaps_in_window: int
     rejected_in_window: int
+    # The site whose broker forwards its readings (None: none known).
+    site: str | None = None
+    # `received_at - ts` of its newest reading.
+    delay_ms: int | None = None
+    # Its newest reading arrived late (at least `draining_after_s`) and recently: a backlog
+    # is draining, so silence and rate say nothing about the robot.
+    draining: bool = False
+    # Its site was unreachable within the minutes a rate drop compares: counts still filling.
+    rate_unsettled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEvent:
+    """A site's status as the service received it (`sites/{site}/status`)."""
+
+    site_id: str
+    # False: "0"; True: "1", or its retained status was deleted (the site is gone: its robots
+    # are judged on their own again).
+    reachable: bool
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    reachable: bool
+    # Since when it is what it is (as received here).
+    since_ms: int
+    # When it last came back after being seen unreachable (None: not seen so).
+    back_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -76,9 +114,11 @@ def parse_latest(raw: bytes) -> SensorLatest | None:
         doc: dict[str, Any] = orjson.loads(raw)
         ts = int(datetime.fromisoformat(doc["ts"]).timestamp() * 1000)
         data = doc["data"]
+        received = doc.get("received_at")
+        received_at = int(datetime.fromisoformat(received).timestamp() * 1000) if received else None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    return SensorLatest(ts=ts, data=data if isinstance(data, dict) else {})
+    return SensorLatest(ts=ts, data=data if isinstance(data, dict) else {}, received_at=received_at)
 
 
 def _status(raw: bytes | None) -> tuple[str | None, int | None]:
@@ -99,16 +139,45 @@ def _sum_since(window: deque[tuple[int, int]], since_ms: int) -> int:
     return sum(n for _, n in window)
 
 
+def _newest(sensors: Mapping[str, SensorLatest]) -> SensorLatest | None:
+    return max(sensors.values(), key=lambda s: s.ts, default=None)
+
+
 class FleetState:
-    def __init__(self, *, stale_after_s: float, window_s: float) -> None:
+    def __init__(
+        self, *, stale_after_s: float, window_s: float, draining_after_s: float = 10.0
+    ) -> None:
         self._stale_after_ms = int(stale_after_s * 1000)
         self._window_ms = int(window_s * 1000)
+        self._draining_after_ms = int(draining_after_s * 1000)
         self._robots: dict[str, _Robot] = {}
         self.robot_ids: list[str] = []
         # Each robot's (rate, baseline) from the minute counts last handed in: they change
         # every LIVE_COUNTS_REFRESH_S, not every tick.
         self._counts_of: Sequence[Mapping[str, int]] | None = None
         self._rates: dict[str, tuple[float, float | None]] = {}
+        # Each robot's site (mqtt_auth's site identities), and each site's status.
+        self.robot_site: dict[str, str] = {}
+        self.sites: dict[str, SiteView] = {}
+
+    def set_sites(self, robot_sites: Mapping[str, str]) -> None:
+        self.robot_site = dict(robot_sites)
+
+    def take_site_events(self, events: Iterable[SiteEvent]) -> None:
+        """Statuses in the order received. A first "1" is where the site stands (the retained
+        status at connect), not a return: only a "1" after a "0" sets `back_ms`."""
+        for e in events:
+            old = self.sites.get(e.site_id)
+            if old is not None and old.reachable == e.reachable:
+                continue
+            elif not e.reachable:
+                self.sites[e.site_id] = SiteView(False, e.at_ms, old.back_ms if old else None)
+            else:
+                back = e.at_ms if old is not None else None
+                self.sites[e.site_id] = SiteView(True, e.at_ms, back)
+
+    def unreachable_sites(self) -> list[str]:
+        return sorted(s for s, v in self.sites.items() if not v.reachable)
 
     def set_registry(self, robot_ids: Sequence[str]) -> list[str]:
         """The registered robots; returns those that left it (their summaries go)."""
@@ -196,9 +265,18 @@ class FleetState:
                 robot.raw_status = raw_status
                 robot.status = _status(raw_status)
             status, status_at = robot.status
-            heard = max((t for t in (robot.seen_ms, status_at) if t is not None), default=None)
+            site_id = self.robot_site.get(robot_id)
+            site = self.sites.get(site_id) if site_id is not None else None
+            # A site's return is news of its robots: their silence counts from then, while
+            # their backlog makes its way to the cloud.
+            back = site.back_ms if site is not None and site.reachable else None
+            heard = max(
+                (t for t in (robot.seen_ms, status_at, back) if t is not None), default=None
+            )
             silence_s = None if heard is None else max(0, now_ms - heard) / 1000
-            if status == "offline":
+            if site is not None and not site.reachable:
+                state = RobotState.SITE_UNREACHABLE
+            elif status == "offline":
                 state = RobotState.OFFLINE
             elif status == "online" or (status is None and robot.seen_ms is not None):
                 fresh = heard is not None and now_ms - heard <= self._stale_after_ms
@@ -212,6 +290,23 @@ class FleetState:
             battery = robot.sensors.get("battery")
             level = battery.data.get("level") if battery else None
             since = now_ms - self._window_ms
+            newest = _newest(robot.sensors)
+            delay = (
+                newest.received_at - newest.ts
+                if newest is not None and newest.received_at is not None
+                else None
+            )
+            draining = (
+                delay is not None
+                and newest is not None
+                and newest.received_at is not None
+                and delay >= self._draining_after_ms
+                and now_ms - newest.received_at <= self._stale_after_ms
+            )
+            unsettled = site is not None and (
+                not site.reachable
+                or (site.back_ms is not None and now_ms - site.back_ms < RATE_UNSETTLED_MS)
+            )
             out.append(
                 Observation(
                     robot_id=robot_id,
@@ -222,6 +317,10 @@ class FleetState:
                     baseline_hz=baseline,
                     gaps_in_window=_sum_since(robot.gaps_window, since),
                     rejected_in_window=_sum_since(robot.rejected_window, since),
+                    site=site_id,
+                    delay_ms=delay,
+                    draining=draining,
+                    rate_unsettled=unsettled,
                 )
             )
         return out
@@ -250,13 +349,15 @@ class FleetState:
         *,
         now_ms: int,
         active_alerts: Mapping[str, list[AlertKind]],
+        site_alerts: int = 0,
     ) -> tuple[list[RobotSummary], FleetSummary]:
         """The robot summaries that changed since last published (to publish now), and the
         fleet's roll-up; resets what counts "since the last summary"."""
         changed = []
         states: dict[RobotState, int] = dict.fromkeys(RobotState, 0)
         rate = 0.0
-        gaps_new = rejected_new = alerts = 0
+        gaps_new = rejected_new = draining = 0
+        alerts = site_alerts
         for o in observations:
             robot = self._robots[o.robot_id]
             kinds = active_alerts.get(o.robot_id, [])
@@ -272,8 +373,11 @@ class FleetState:
                 gaps_new=robot.gaps_new,
                 rejected_new=robot.rejected_new,
                 active_alerts=kinds,
+                site=o.site,
+                delay_ms=o.delay_ms,
             )
             states[o.state] += 1
+            draining += o.draining
             rate += o.rate_hz
             gaps_new += robot.gaps_new
             rejected_new += robot.rejected_new
@@ -290,6 +394,8 @@ class FleetState:
             gaps_new=gaps_new,
             rejected_new=rejected_new,
             active_alerts=alerts,
+            sites_unreachable=self.unreachable_sites(),
+            draining=draining,
         )
         return changed, fleet
 

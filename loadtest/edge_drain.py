@@ -7,7 +7,9 @@ for --outage seconds and restored. Printed: the backlog (readings and messages),
 broker's memory and persistence file per queued message, the drain rate into PostgreSQL
 (readings/s, from the restore until the first reading published after the restore is stored:
 the site's queue is one FIFO, so that is when the site has caught up) and site B's ingest
-(readings/s and received_at - ts) before the outage and during the drain.
+(readings/s and received_at - ts) before the outage and during the drain (while it publishes:
+until the backlog is stored or the simulators stop, whichever comes first), and the machine's
+load average at each step (other work on the machine shows there).
 
     .venv/bin/python -m loadtest.edge_drain --outage 600
 """
@@ -19,10 +21,11 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +101,20 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
         scratch_database(servers, label="edge") as dsn,
         scratch_counters(servers, label="edge") as counters,
     ):
-        cloud = Mosquitto(workdir=workdir / "cloud")
+        # --port-base: the brokers, the link and the bridge's metrics on fixed ports (a shared
+        # machine's port ranges); 0: free ones.
+        base = args.port_base
+        cloud = Mosquitto(workdir=workdir / "cloud", port=base or None)
         cloud.add(Identity("bench-bridge", Role.BRIDGE, None))
         cloud.add(Identity("bench-operator", Role.OPERATOR, None))
         cloud.start()
-        wan = TcpProxy(workdir=workdir / "wan", target_port=cloud.port)
+        wan = TcpProxy(
+            workdir=workdir / "wan", target_port=cloud.port, port=base + 1 if base else None
+        )
         wan.start()
         site = SiteMosquitto(
             workdir=workdir / "site", cloud=cloud, site_id="site-a", robots=site_robots,
-            via_port=wan.port,
+            via_port=wan.port, port=base + 2 if base else None,
         )  # fmt: skip
         site.start()
         bridge = BridgeProcess(
@@ -115,6 +123,7 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
             mqtt_url=cloud.url_for("bench-bridge"),
             log_path=workdir / "bridge.log",
             client_id="bench-bridge",
+            **({"metrics_port": str(base + 3)} if base else {}),
         )
         bridge.start()
         # Until stopped: the simulators run through the outage and the drain.
@@ -135,8 +144,10 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
         conn = await asyncpg.connect(dsn)
         watch = SiteWatch(cloud, "bench-operator")
         status = site_status_topic("site-a")
+        load: dict[str, list[float]] = {}
         try:
             await asyncio.sleep(args.warmup)
+            load["cut"] = list(os.getloadavg())
             t_cut = datetime.now(UTC)
             wan.cut()
             await asyncio.sleep(args.outage)
@@ -144,15 +155,32 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
             rss = _rss_bytes(site.proc.pid)
             db_file = site.data_dir / "mosquitto.db"
             db_size = db_file.stat().st_size if db_file.exists() else 0
+            load["restore"] = list(os.getloadavg())
             t_restore = datetime.now(UTC)
             wan.start()
             t_up = await _reconnected(watch, status, t_restore.timestamp())
             await asyncio.sleep(args.after)
+            load["simulators_stop"] = list(os.getloadavg())
+            t_stop = datetime.now(UTC)
             for sim in sims:
                 sim.send_signal(signal.SIGINT)
                 await asyncio.wait_for(sim.wait(), 120)
-            await _settled(conn)
-            r = await _measure(conn, t_cut, t_restore, t_up)
+            expected = {
+                name: json.loads((workdir / f"sim-{name}.json").read_text())["totals"][
+                    "valid_readings"
+                ]
+                for name in ("a", "b")
+            }
+            await _settled(conn, sum(expected.values()))
+            load["settled"] = list(os.getloadavg())
+            r = await _measure(
+                conn,
+                t_cut=t_cut,
+                t_restore=t_restore,
+                t_up_s=t_up,
+                t_stop=t_stop,
+                warmup=timedelta(seconds=args.warmup),
+            )
         finally:
             watch.close()
             await conn.close()
@@ -161,16 +189,19 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
                     sim.kill()
                     await sim.wait()
             bridge.stop()
-            site.stop()
+            # A large queue takes the site broker longer to save than the harness waits.
+            for broker in (site, cloud):
+                try:
+                    broker.stop()
+                except subprocess.TimeoutExpired:
+                    assert broker.proc is not None
+                    broker.proc.wait(timeout=600)
+                    broker.proc = None
             wan.stop()
-            cloud.stop()
-    expected = {
-        name: json.loads((workdir / f"sim-{name}.json").read_text())["totals"]["valid_readings"]
-        for name in ("a", "b")
-    }
     messages = _messages_per_s(args) * args.outage
     return {
         **r,
+        "loadavg_1_5_15": load,
         "outage_s": args.outage,
         "site_robots": args.robots,
         "live_robots": args.live_robots,
@@ -195,10 +226,11 @@ async def _reconnected(watch: SiteWatch, status: str, since: float) -> float:
     raise TimeoutError("the site never reconnected")
 
 
-async def _settled(conn: asyncpg.Connection[Any]) -> None:
-    """Until nothing more is stored for 5 s (the backlog drained, the last messages in)."""
+async def _settled(conn: asyncpg.Connection[Any], expected: int) -> None:
+    """Until every acknowledged reading is stored, or nothing more is for 60 s (a save of a
+    large queue stops the site broker for many seconds: 5 s of quiet is not the end)."""
     last, since = -1, time.monotonic()
-    while time.monotonic() - since < 5:
+    while time.monotonic() - since < 60 and last < expected:
         await asyncio.sleep(0.5)
         n = await conn.fetchval("SELECT count(*) FROM sensor_readings")
         if n != last:
@@ -206,7 +238,13 @@ async def _settled(conn: asyncpg.Connection[Any]) -> None:
 
 
 async def _measure(
-    conn: asyncpg.Connection[Any], t_cut: datetime, t_restore: datetime, t_up_s: float
+    conn: asyncpg.Connection[Any],
+    *,
+    t_cut: datetime,
+    t_restore: datetime,
+    t_up_s: float,
+    t_stop: datetime,
+    warmup: timedelta,
 ) -> dict[str, Any]:
     t_up = datetime.fromtimestamp(t_up_s, UTC)
     backlog = await conn.fetchval(
@@ -235,17 +273,24 @@ async def _measure(
         )
     }
     drain_s = (backlog_stored - t_up).total_seconds()
+    # None: no reading with a timestamp after the reconnect (a simulator far behind its
+    # schedule stamps readings with the schedule's time).
+    catch_up = (first_live - t_up).total_seconds() if first_live is not None else None
     return {
         "backlog_readings": backlog,
         "reconnect_s": (t_up - t_restore).total_seconds(),
         "drain_s": drain_s,
         "drain_readings_per_s": backlog / drain_s if drain_s > 0 else 0.0,
-        "first_live_after_reconnect_s": (first_live - t_up).total_seconds(),
+        "first_live_after_reconnect_s": catch_up,
         "order_inversions": inversions,
         "stored_a": stored.get("sa", 0),
         "stored_b": stored.get("sb", 0),
-        "live_site_before": await _site_stats(conn, "sb", t_cut - (t_restore - t_cut) / 4, t_cut),
-        "live_site_during_drain": await _site_stats(conn, "sb", t_up, backlog_stored),
+        # The second half of the warm-up (the simulators start during the first; a window
+        # longer than the warm-up would divide its readings by time nothing was published).
+        "live_site_before": await _site_stats(conn, "sb", t_cut - warmup / 2, t_cut),
+        # While site B publishes: its simulator stops after --after seconds.
+        "live_site_during_drain": await _site_stats(conn, "sb", t_up, min(backlog_stored, t_stop)),
+        "simulators_stopped_after_reconnect_s": (t_stop - t_up).total_seconds(),
     }
 
 
@@ -266,10 +311,13 @@ def main() -> None:
     p.add_argument("--robots", type=int, default=100, help="site A's robots")
     p.add_argument("--live-robots", type=int, default=20, help="site B's robots (no outage)")
     p.add_argument("--outage", type=float, default=600.0, help="seconds the uplink is cut")
-    p.add_argument("--warmup", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=30.0, help="seconds before the cut")
     p.add_argument("--after", type=float, default=300.0, help="publishing after the restore")
     p.add_argument("--sensors", default="", help="the simulator's --sensors (default: all)")
     p.add_argument("--rate", default="", help="the simulator's --rate")
+    p.add_argument("--port-base", type=int, default=0,
+                   help="cloud broker, link, site broker, bridge metrics on this port and the "
+                        "next three (0: free ports)")  # fmt: skip
     r = asyncio.run(run(p.parse_args(), BenchSettings()))
     print(json.dumps(r, default=str, indent=2))
     print(f"outage {r['outage_s']:.0f} s, site A {r['site_robots']} robots, "
@@ -282,8 +330,9 @@ def main() -> None:
           f" ({r['file_bytes_per_queued_message']:.0f} B/message)")  # fmt: skip
     print(f"reconnected {r['reconnect_s']:.1f} s after the restore; backlog stored"
           f" {r['drain_s']:.1f} s after that: {r['drain_readings_per_s']:,.0f} readings/s;"
-          f" first live reading {r['first_live_after_reconnect_s']:.1f} s after reconnecting;"
+          f" first live reading {r['first_live_after_reconnect_s']} s after reconnecting;"
           f" order inversions {r['order_inversions']}")  # fmt: skip
+    print(f"load average (1, 5, 15 min): {r['loadavg_1_5_15']}")
     for name in ("live_site_before", "live_site_during_drain"):
         s = r[name]
         print(f"site B {name[10:]}: {s['readings_per_s']:,.0f} readings/s, received_at - ts"

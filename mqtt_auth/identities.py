@@ -47,7 +47,7 @@ class Role(StrEnum):
     SITE = "site"  # a site broker's bridge: a gateway for its robots, plus the site's status
     BRIDGE = "bridge"  # reads readings (shared or not) and statuses
     OPERATOR = "operator"  # reads robot and fleet topics, never publishes
-    LIVE = "live"  # the live service: publishes fleet/# (summaries, alerts), reads nothing
+    LIVE = "live"  # the live service: publishes fleet/# (summaries, alerts), reads site statuses
     API = "api"  # the API's live-stream subscriber: reads the fleet topics only
 
 
@@ -126,8 +126,10 @@ class Identity:
             # Its presence marker, under its username (the broker's client id for it).
             lines.append(f"topic write {bridge_presence_topic(self.username)}")
         elif self.role is Role.LIVE:
-            # Summaries and alerts only: a leaked live password cannot forge readings.
+            # Summaries and alerts only: a leaked live password cannot forge readings. It
+            # reads the sites' statuses (a site unreachable, docs/live.md), nothing else.
             lines.append(f"topic write {FLEET_FILTER}")
+            lines.append(f"topic read {SITE_STATUS_FILTER}")
         elif self.role is Role.API:
             # Decimated summaries and alerts only: the raw readings are no business of a
             # browser's stream, and the API publishes nothing.
@@ -158,6 +160,19 @@ class Identity:
             str(hashed) if hashed is not None else None,
             tuple(str(r) for r in robots),
         )
+
+
+def robot_sites(identities: Iterable[Identity]) -> dict[str, str]:
+    """Each robot's site: the site identity that may publish for it (its site broker's bridge,
+    docs/edge.md). A robot listed by several sites goes with the first by name; a site
+    assigned every robot (`+`) names none."""
+    sites: dict[str, str] = {}
+    for identity in sorted(identities, key=lambda i: i.username):
+        if identity.role is Role.SITE:
+            for robot in identity.robots:
+                if robot != ALL_ROBOTS:
+                    sites.setdefault(robot, identity.username)
+    return sites
 
 
 def render_password_file(identities: Sequence[Identity]) -> str:

@@ -139,12 +139,17 @@ class IdentityStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load(self) -> dict[str, Identity]:
-        path = self.files.directory / STATE_FILE
-        try:
-            raw = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        return {username: Identity.from_json(username, data) for username, data in raw.items()}
+        return load_identities(self.files.directory)
+
+
+def load_identities(directory: Path) -> dict[str, Identity]:
+    """The identities of a store, read only (no lock: the state file is replaced atomically);
+    none when it has no state file yet."""
+    try:
+        raw = orjson.loads((directory / STATE_FILE).read_bytes())
+    except FileNotFoundError:
+        return {}
+    return {username: Identity.from_json(username, data) for username, data in raw.items()}
 
 
 def _write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:

@@ -41,6 +41,9 @@ class RobotState(StrEnum):
     OFFLINE = "offline"
     # Registered, never said anything.
     UNKNOWN = "unknown"
+    # Its site's broker cannot reach the cloud (`sites/{site}/status` is "0", docs/edge.md):
+    # what the cloud last heard of it may be out of date, whatever it said. Wins over the others.
+    SITE_UNREACHABLE = "site_unreachable"
 
 
 class AlertKind(StrEnum):
@@ -61,6 +64,8 @@ class Severity(StrEnum):
 class SensorLatest(msgspec.Struct, frozen=True):
     ts: int
     data: dict[str, Any]
+    # When the bridge received it (None: unknown); minus `ts`, its delay.
+    received_at: int | None = None
 
 
 class RobotSummary(msgspec.Struct, frozen=True):
@@ -81,6 +86,12 @@ class RobotSummary(msgspec.Struct, frozen=True):
     # Messages of this robot refused (dead-lettered) since the last summary.
     rejected_new: int
     active_alerts: list[AlertKind]
+    # The site whose broker forwards its readings (the site identity at the cloud lists it,
+    # docs/edge.md); None: it publishes to the cloud broker directly, or no site is known.
+    site: str | None = None
+    # `received_at - ts` of its newest reading: how late its data arrives (a site's backlog
+    # draining after an outage shows here). None: no reading yet.
+    delay_ms: int | None = None
 
 
 class FleetSummary(msgspec.Struct, frozen=True):
@@ -93,6 +104,11 @@ class FleetSummary(msgspec.Struct, frozen=True):
     gaps_new: int
     rejected_new: int
     active_alerts: int
+    # Sites whose broker cannot reach the cloud (their status says "0"), sorted.
+    sites_unreachable: list[str] = []
+    # Robots whose newest reading arrived at least LIVE_DRAINING_AFTER_S late, recently: a
+    # site's backlog draining.
+    draining: int = 0
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -107,6 +123,8 @@ class Alert(msgspec.Struct, frozen=True):
     cleared_at: int | None
     message: str
     detail: dict[str, Any] = {}
+    # The site a `site_unreachable` alert is about (its `robot_id` is null).
+    site_id: str | None = None
 
 
 _encoder = msgspec.json.Encoder()

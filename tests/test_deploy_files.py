@@ -210,3 +210,6 @@ def test_the_live_service_has_an_identity_of_its_own() -> None:
     # Made by the one-shot mqtt-auth service with the `live` role (publishes fleet/# only).
     assert "add live live" in "\n".join(services["mqtt-auth"]["command"])
     assert "bridge" in services["live"]["depends_on"]
+    # The site identities in the same directory say which robots are behind a site.
+    assert services["live"]["environment"]["MQTT_AUTH_DIR"] == "/auth"
+    assert "mqtt-auth:/auth:ro" in services["live"]["volumes"]

@@ -200,6 +200,11 @@ function ago(ms, now) {
   return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
 }
 
+function fmtDelay(ms) {
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
 function fmtBattery(percent) {
   return percent == null ? "–" : `${percent.toFixed(0)} %`;
 }
@@ -225,14 +230,16 @@ function fillRow(slot, robot, now) {
     slot.text.at = s.at;
     row.dataset.at = String(s.at);
   }
-  setText(slot, "state", slot.badge, s.state);
+  setText(slot, "state", slot.badge, s.state.replaceAll("_", " "));
   const battery = fmtBattery(s.battery_percent);
   if (slot.text.battery !== battery) {
     slot.fill.style.width = `${Math.max(0, Math.min(100, s.battery_percent ?? 0))}%`;
     slot.fill.className = s.battery_percent != null && s.battery_percent < 20 ? "low" : "";
   }
   setText(slot, "battery", slot.level, battery);
-  setText(slot, "seen", slot.cells.seen, ago(s.last_seen, now));
+  // Data arriving late (a site's backlog draining): how late its newest reading was.
+  const late = s.delay_ms != null && s.delay_ms >= 10000 ? `, data ${fmtDelay(s.delay_ms)} late` : "";
+  setText(slot, "seen", slot.cells.seen, ago(s.last_seen, now) + late);
   setText(slot, "rate", slot.cells.rate, `${s.rate_hz.toFixed(1)}/s`);
   const gaps = sumValues(s.gaps_total);
   if (slot.text.gaps !== String(gaps)) slot.cells.gaps.classList.toggle("some", gaps > 0);
@@ -307,7 +314,7 @@ function renderTable(now) {
 }
 
 function renderFleet() {
-  const counts = { online: 0, stale: 0, offline: 0, unknown: 0 };
+  const counts = { online: 0, stale: 0, offline: 0, unknown: 0, site_unreachable: 0 };
   for (const robot of robots.values()) {
     counts[robot.summary.state] = (counts[robot.summary.state] || 0) + 1;
   }
@@ -349,6 +356,11 @@ function alertItem(alert, cleared) {
     robot.href = `#robot=${encodeURIComponent(alert.robot_id)}`;
     robot.textContent = alert.robot_id;
     item.append(robot);
+  } else if (alert.site_id) {
+    const site = document.createElement("span");
+    site.className = "alert-robot";
+    site.textContent = `site ${alert.site_id}`;
+    item.append(site);
   }
   const message = document.createElement("span");
   message.className = "alert-message";
@@ -619,7 +631,9 @@ function renderDetail(now) {
   const s = robot && robot.summary;
   const fields = s
     ? [
-        ["State", s.state],
+        ["State", s.state.replaceAll("_", " ")],
+        ["Site", s.site || "none (publishes to the cloud directly)"],
+        ["Delay of its newest reading", s.delay_ms == null ? "–" : fmtDelay(s.delay_ms)],
         ["Battery", fmtBattery(s.battery_percent)],
         ["Last seen", ago(s.last_seen, now)],
         ["Reading rate", `${s.rate_hz.toFixed(1)}/s`],

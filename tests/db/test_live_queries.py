@@ -44,6 +44,37 @@ async def test_an_open_alert_is_raised_once(clean_db: asyncpg.Pool[Any]) -> None
     assert await clean_db.fetchval("SELECT count(*) FROM alerts") == 3
 
 
+async def test_one_open_alert_per_site(clean_db: asyncpg.Pool[Any]) -> None:
+    await clean_db.execute("TRUNCATE alerts")
+
+    async def raise_site(site: str) -> Any:
+        return await raise_alert(
+            clean_db,
+            kind="site_unreachable",
+            severity="critical",
+            robot_id=None,
+            raised_at_ms=1_700_000_000_000,
+            message="m",
+            detail={},
+            site_id=site,
+        )
+
+    a, new_a = await raise_site("site-a")
+    b, new_b = await raise_site("site-b")
+    again, new_again = await raise_site("site-a")
+    assert new_a and new_b and not new_again
+    assert a.id != b.id and again.id == a.id and again.site_id == "site-a"
+    assert a.robot_id is None
+    # A robot's alert of the same kind is another alert.
+    robot, new_robot = await _raise(clean_db, "site-a", "site_unreachable")
+    assert new_robot and robot.id not in (a.id, b.id) and robot.site_id is None
+    assert {(r.robot_id, r.site_id) for r in await open_alerts(clean_db)} == {
+        (None, "site-a"),
+        (None, "site-b"),
+        ("site-a", None),
+    }
+
+
 async def test_battery_follows_the_newest_reading(clean_db: asyncpg.Pool[Any]) -> None:
     await clean_db.execute("INSERT INTO robots (id) VALUES ('r1')")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)

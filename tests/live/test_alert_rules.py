@@ -1,5 +1,5 @@
 """AlertBook: each rule's condition, hold times and hysteresis (no flapping), open alerts
-loaded from an earlier run."""
+loaded from an earlier run, a site's `site_unreachable` and what it suppresses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 
 from db.alerts import AlertRow
 from live.alerts import AlertBook, Thresholds, alert_of
-from live.state import Observation
+from live.state import Observation, SiteView
 from telemetry.live import Alert, AlertKind, RobotState
 
 T = Thresholds(raise_after_s=5, clear_after_s=10)
@@ -125,3 +125,81 @@ def test_alerts_of_a_robot_that_left_the_registry_are_cleared() -> None:
     kinds(book, obs(state=RobotState.OFFLINE), NOW)
     to_raise, to_clear = book.evaluate([], now_ms=NOW + 1_000, registered=set())
     assert to_raise == [] and [a.kind for a in to_clear] == [AlertKind.OFFLINE]
+
+
+def site_kinds(
+    book: AlertBook, sites: dict[str, bool], at: int
+) -> tuple[list[str | None], list[str | None]]:
+    """evaluate_sites, each decision taken as stored; the sites raised and cleared."""
+    views = {s: SiteView(reachable, NOW) for s, reachable in sites.items()}
+    to_raise, to_clear = book.evaluate_sites(views, now_ms=at)
+    for c in to_raise:
+        assert c.kind is AlertKind.SITE_UNREACHABLE and c.robot_id is None
+        book.raised(
+            Alert(
+                id=at,
+                kind=c.kind,
+                severity=c.severity,
+                robot_id=None,
+                raised_at=at,
+                cleared_at=None,
+                message=c.message,
+                detail=c.detail,
+                site_id=c.site_id,
+            )
+        )
+    for a in to_clear:
+        book.cleared(a)
+    return [c.site_id for c in to_raise], [a.site_id for a in to_clear]
+
+
+def test_one_site_unreachable_alert_per_site_with_the_hold_times() -> None:
+    book = AlertBook(T)
+    assert site_kinds(book, {"a": False, "b": True}, NOW) == ([], [])
+    assert site_kinds(book, {"a": False, "b": True}, NOW + 5_000) == (["a"], [])
+    assert site_kinds(book, {"a": False, "b": False}, NOW + 6_000) == ([], [])
+    assert site_kinds(book, {"a": False, "b": False}, NOW + 11_000) == (["b"], [])
+    assert set(book.open_sites) == {"a", "b"}
+    # Robots' alerts are another matter.
+    assert book.active_by_robot() == {}
+    assert site_kinds(book, {"a": True, "b": False}, NOW + 12_000) == ([], [])
+    assert site_kinds(book, {"a": True, "b": False}, NOW + 22_000) == ([], ["a"])
+    # A site not heard of (the service just started) keeps its open alert.
+    assert site_kinds(book, {}, NOW + 40_000) == ([], [])
+    assert set(book.open_sites) == {"b"}
+
+
+def test_a_site_alert_from_an_earlier_run_is_loaded() -> None:
+    book = AlertBook(Thresholds(raise_after_s=0, clear_after_s=0))
+    row = AlertRow(8, "site_unreachable", "critical", None, NOW, None, "m", {}, site_id="site-a")
+    book.load([row])
+    assert book.open_sites == {"site-a": alert_of(row)} and book.open == {}
+    assert site_kinds(book, {"site-a": False}, NOW + 1_000) == ([], [])
+    assert site_kinds(book, {"site-a": True}, NOW + 2_000) == ([], ["site-a"])
+
+
+def test_robots_of_an_unreachable_site_raise_and_clear_nothing() -> None:
+    book = AlertBook(T)
+    unreachable = obs(state=RobotState.SITE_UNREACHABLE, silence_s=600.0, rate_hz=0.0)
+    # An alert open before the outage stays open through it.
+    kinds(book, obs(battery_percent=10.0), NOW)
+    assert kinds(book, obs(battery_percent=10.0), NOW + 5_000)[0] == [AlertKind.BATTERY_LOW]
+    for i in range(6, 60):
+        assert kinds(book, unreachable, NOW + i * 1_000) == ([], [])
+    assert book.active_by_robot() == {"r1": [AlertKind.BATTERY_LOW]}
+    # Back: offline (its Last Will drained) raises after a full hold time, not at once.
+    offline = obs(state=RobotState.OFFLINE)
+    assert kinds(book, offline, NOW + 60_000) == ([], [])
+    assert kinds(book, offline, NOW + 65_000)[0] == [AlertKind.OFFLINE]
+
+
+def test_draining_robots_are_not_silent_and_unsettled_counts_drop_no_rate() -> None:
+    book = AlertBook(Thresholds(raise_after_s=0))
+    silent = obs(state=RobotState.STALE, silence_s=31.0)
+    assert kinds(book, dataclasses.replace(silent, draining=True), NOW) == ([], [])
+    assert kinds(book, silent, NOW + 1_000)[0] == [AlertKind.SILENT]
+    book = AlertBook(Thresholds(raise_after_s=0))
+    dropped = obs(rate_hz=1.0, baseline_hz=10.0)
+    assert kinds(book, dataclasses.replace(dropped, draining=True), NOW) == ([], [])
+    assert kinds(book, dataclasses.replace(dropped, rate_unsettled=True), NOW) == ([], [])
+    assert kinds(book, dropped, NOW + 1_000)[0] == [AlertKind.RATE_DROP]

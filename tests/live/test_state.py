@@ -1,12 +1,15 @@
 """FleetState: states from status and silence, summaries only when they change, gaps and
-rejections since the last summary, battery updates for the registry."""
+rejections since the last summary, battery updates for the registry, sites unreachable and
+their backlogs draining."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import orjson
 
 from ingest.counters import SeqStats
-from live.state import FleetState, counted_minutes, minute_of
+from live.state import RATE_UNSETTLED_MS, FleetState, SiteEvent, counted_minutes, minute_of
 from telemetry.live import RobotState
 
 NOW = 1_800_000_000_000
@@ -135,3 +138,93 @@ def test_robots_leaving_the_registry_are_reported() -> None:
     fleet.set_registry(["r1", "r2"])
     assert fleet.set_registry(["r2", "r3"]) == ["r1"]
     assert fleet.robot_ids == ["r2", "r3"]
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def test_robots_of_an_unreachable_site_are_marked_whatever_they_said() -> None:
+    fleet = FleetState(stale_after_s=10, window_s=60)
+    fleet.set_registry(["a1", "a2", "b1"])
+    fleet.set_sites({"a1": "site-a", "a2": "site-a", "b1": "site-b"})
+    # A first "1" is where a site stands (its retained status), not a return.
+    fleet.take_site_events([SiteEvent("site-a", True, NOW - 9_000)])
+    fleet.take_site_events([SiteEvent("site-b", True, NOW - 9_000)])
+    assert fleet.sites["site-a"].back_ms is None
+    fleet.take_site_events([SiteEvent("site-a", False, NOW - 5_000)])
+    statuses = [status("online", NOW - 60_000), status("offline", NOW - 60_000)] * 2
+    obs = fleet.observe(
+        now_ms=NOW,
+        statuses=statuses[:3],
+        seen=[NOW - 100_000, NOW - 100_000, NOW - 100_000],
+        minute_counts=[],
+    )
+    assert [o.state for o in obs] == [
+        RobotState.SITE_UNREACHABLE,
+        RobotState.SITE_UNREACHABLE,
+        RobotState.STALE,
+    ]
+    assert [o.site for o in obs] == ["site-a", "site-a", "site-b"]
+    assert obs[0].rate_unsettled and not obs[2].rate_unsettled
+    _, summary = fleet.summaries(obs, now_ms=NOW, active_alerts={}, site_alerts=1)
+    assert summary.sites_unreachable == ["site-a"] and summary.active_alerts == 1
+    assert summary.states[RobotState.SITE_UNREACHABLE] == 2
+
+
+def test_a_site_back_restarts_its_robots_silence_and_late_readings_are_draining() -> None:
+    fleet = FleetState(stale_after_s=10, window_s=60, draining_after_s=5)
+    fleet.set_registry(["a1", "b1"])
+    fleet.set_sites({"a1": "site-a"})
+    back = NOW - 2_000
+    fleet.take_site_events(
+        [SiteEvent("site-a", True, NOW - 600_000), SiteEvent("site-a", False, NOW - 300_000)]
+    )
+    fleet.take_site_events([SiteEvent("site-a", False, NOW - 200_000)])
+    fleet.take_site_events([SiteEvent("site-a", True, back)])
+    assert fleet.sites["site-a"].back_ms == back
+    obs = fleet.observe(
+        now_ms=NOW,
+        statuses=[status("online", NOW - 400_000)] * 2,
+        seen=[NOW - 300_000, NOW - 300_000],
+        minute_counts=[],
+    )
+    # Heard of with its site's return: online, silent for 2 s rather than 300 s.
+    assert obs[0].state is RobotState.ONLINE and obs[0].silence_s == 2.0
+    assert obs[0].rate_unsettled and not obs[0].draining
+    assert obs[1].state is RobotState.STALE and obs[1].silence_s == 300.0
+    # The backlog drains: a reading from 250 s ago arrives now.
+    old = {"battery": late_reading(ts=NOW - 250_000, received=NOW - 500, level=50)}
+    fleet.take_detail(["a1"], [old], {}, NOW)
+    [a1, _] = fleet.observe(
+        now_ms=NOW,
+        statuses=[status("online", NOW - 400_000)] * 2,
+        seen=[NOW - 500, NOW - 300_000],
+        minute_counts=[],
+    )
+    assert a1.draining and a1.delay_ms == 249_500
+    changed, summary = fleet.summaries([a1, _], now_ms=NOW, active_alerts={})
+    assert changed[0].delay_ms == 249_500 and changed[0].site == "site-a"
+    assert summary.draining == 1 and summary.sites_unreachable == []
+    # Received long ago, it is no longer draining (its delay stays in the summary).
+    [a1_later, _] = fleet.observe(
+        now_ms=NOW + 20_000,
+        statuses=[status("online", NOW - 400_000)] * 2,
+        seen=[NOW - 500, NOW - 300_000],
+        minute_counts=[],
+    )
+    assert not a1_later.draining and a1_later.delay_ms == 249_500
+    # Its counts settle once the minutes a rate drop compares are after the outage.
+    [a1_settled, _] = fleet.observe(
+        now_ms=back + RATE_UNSETTLED_MS,
+        statuses=[status("online", NOW - 400_000)] * 2,
+        seen=[back + RATE_UNSETTLED_MS, NOW],
+        minute_counts=[],
+    )
+    assert not a1_settled.rate_unsettled
+
+
+def late_reading(*, ts: int, received: int, level: float) -> bytes:
+    return orjson.dumps(
+        {"ts": iso(ts), "received_at": iso(received), "seq": 1, "data": {"level": level}}
+    )

@@ -1,4 +1,5 @@
-"""The live service's identity publishes fleet/# and nothing else, and reads nothing."""
+"""The live service's identity publishes fleet/# and nothing else, and reads the sites'
+statuses and nothing else."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def test_acl_lines() -> None:
         "user live",
         "topic deny robots/live/#",
         "topic write fleet/#",
+        "topic read sites/+/status",
     ]
 
 
@@ -25,16 +27,29 @@ async def test_the_live_identity_publishes_fleet_topics_only(
     operator.subscribe("robots/#", "fleet/#")
     live = Client(mosquitto, "live")
     clients.append(live)
-    live.subscribe("robots/#", "fleet/#")
+    live.subscribe("robots/#", "fleet/#", "sites/#")
     # QoS 1 in MQTT 3.1.1: the broker acknowledges a refused publish and drops it.
     live.publish("robots/r1/sensors/battery", b'{"ts": 1, "data": {"level": 1}}')
     live.publish("robots/r1/status", b"offline")
+    live.publish("sites/site-a/status", b"0")
     live.publish("fleet/r1/summary", b"{}")
 
     async def topics() -> list[str]:
         return operator.topics()
 
-    # In order from one publisher: had the robots/ ones gone through, they would come first.
+    # In order from one publisher: had the robots/ and sites/ ones gone through, they would
+    # come first.
     await eventually(topics, ["fleet/r1/summary"], timeout=10)
-    # It reads nothing, not even what it published.
-    assert live.topics() == []
+    # A site's status (published by the site's identity, as its bridge does) is delivered,
+    # its broker's counters are not.
+    mosquitto.add(Identity.site("site-a", None, ["r9"]))
+    site = Client(mosquitto, "site-a")
+    clients.append(site)
+    site.publish("sites/site-a/broker/publish/messages/dropped", b"3")
+    site.publish("sites/site-a/status", b"1")
+
+    async def live_topics() -> list[str]:
+        return live.topics()
+
+    # Nothing else, not even what it published.
+    await eventually(live_topics, ["sites/site-a/status"], timeout=10)
