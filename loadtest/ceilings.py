@@ -209,6 +209,9 @@ async def postgres_ceilings(
     return out
 
 
-async def count_rows(conn: asyncpg.Connection) -> int:
-    n: int = await conn.fetchval("SELECT count(*) FROM sensor_readings")
+async def count_rows(conn: asyncpg.Connection, *, since: float = 0.0) -> int:
+    """Rows whose `ts` is `since` (epoch s) or later."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM sensor_readings WHERE ts >= to_timestamp($1)", since
+    )
     return n
