@@ -50,22 +50,73 @@ _PUBACK_HEADER = (PUBACK << 24) | (2 << 16)
 _PUBACKS_PER_WRITE = 4096
 
 
+# What one read from the socket may take: ~400 single-reading messages.
+_READ_SIZE = 1 << 16
+
+
 class _Client(paho.Client):
-    """paho's client, without its per-message topic matching.
+    """paho's client, without its per-message topic matching, reading the socket in chunks.
 
     paho matches every message's topic against the filters of `message_callback_add`
     (a trie walk, ~9 % of a bridge's samples with single-reading messages; BENCHMARKS.md,
     "Single-reading messages: CPU per message"), even when, as here, there are none and
     `on_message` takes everything. This hands the message straight to `on_message`, under
-    the same lock and with the same error behaviour (exceptions propagate). Overrides a
-    private method of the pinned paho version (constraints.txt); tests/bridge/ cover it.
+    the same lock and with the same error behaviour (exceptions propagate).
+
+    paho reads a packet's first byte, each length byte and its body with a `recv` each, and
+    goes through its select loop (a `select`, keepalive checks) for every packet: 4-5 system
+    calls and a loop turn per single-reading message. Here `recv` takes up to 64 KiB into a
+    buffer that paho's reads are served from, and `loop_read` goes on with the packets
+    already in the buffer before paho's loop runs again. It never reads the socket again
+    while doing so: what the kernel still holds keeps the socket readable for paho's
+    `select`, and paho's loop turns (PUBACK writes, keepalive) at least once per chunk.
+
+    Overrides private methods of the pinned paho version (constraints.txt); tests/bridge/
+    cover them (test_mqtt_client.py for the reads).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None
+        self._refill = True
 
     def _handle_on_message(self, message: paho.MQTTMessage) -> None:
         on_message = self.on_message
         if on_message is not None:
             with self._in_callback_mutex:
                 on_message(self, self._userdata, message)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._sock is not self._rsock:  # a new connection: nothing of the old one
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            if not self._refill:
+                raise BlockingIOError  # paho keeps the partial packet and selects again
+            buf = super()._sock_recv(_READ_SIZE)  # b"" at end of stream: paho's "lost"
+            pos = 0
+            self._rbuf = buf
+        end = pos + bufsize
+        self._rpos = min(end, len(buf))
+        return buf[pos:end]
+
+    def buffered(self) -> int:
+        """Bytes read from the socket that paho has not taken yet."""
+        return len(self._rbuf) - self._rpos if self._sock is self._rsock else 0
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        self._refill = False
+        try:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None:
+                if not self.buffered():
+                    break
+                rc = super().loop_read(1)
+        finally:
+            self._refill = True
+        return rc
 
 
 class MqttSubscriber:
