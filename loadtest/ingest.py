@@ -743,7 +743,7 @@ def _add_ratios(
             if ceil.get("mosquitto_paho")
             else None
         )
-        merge = pg_median.get("PostgreSQL COPY to staging + merge")
+        merge = pg_median.get("PostgreSQL merge_readings (COPY; merge on a conflict)")
         write_path = pg_median.get("write path (merge + journal + Redis)")
         r["vs_pg_merge"] = r["sustained_readings_per_s"] / merge if merge else None
         r["vs_write_path"] = r["sustained_readings_per_s"] / write_path if write_path else None
