@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from db import Connection
 from telemetry.payload import Reading
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
 
 _STAGING_COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
 
@@ -165,13 +169,27 @@ async def _copy_if_all_new(
 
 
 def _groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
-    """What the merge's GROUP_BY_MINUTE returns when it inserted every reading."""
+    """What the merge's GROUP_BY_MINUTE returns when it inserted every reading.
+
+    A message's readings come one after another, of one robot and sensor type and mostly of
+    one minute: the group found for a reading serves the next ones while they fall into the
+    same minute (two datetime comparisons instead of a timestamp, a key and a lookup)."""
     acc: dict[tuple[str, str, int], list[int]] = {}
+    robot = sensor = ""
+    lo = hi = _EPOCH
+    g: list[int] = []
     for r in readings:
-        key = (r.robot_id, r.sensor_type, math.floor(r.ts.timestamp()) // 60 * 60)
-        g = acc.get(key)
-        if g is None:
-            g = acc[key] = [0, 0, 0, 0]  # count, seq count, seq min, seq max
+        ts = r.ts
+        if r.robot_id != robot or r.sensor_type != sensor or not lo <= ts < hi:
+            robot, sensor = r.robot_id, r.sensor_type
+            minute = math.floor(ts.timestamp()) // 60 * 60
+            lo = datetime.fromtimestamp(minute, UTC)
+            hi = lo + _MINUTE
+            key = (robot, sensor, minute)
+            found = acc.get(key)
+            if found is None:
+                found = acc[key] = [0, 0, 0, 0]  # count, seq count, seq min, seq max
+            g = found
         g[0] += 1
         seq = r.seq
         if seq is not None:
@@ -183,8 +201,8 @@ def _groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
                 g[3] = seq
             g[1] += 1
     return [
-        InsertedGroup(robot, sensor, minute, n, sn, lo if sn else None, hi if sn else None)
-        for (robot, sensor, minute), (n, sn, lo, hi) in acc.items()
+        InsertedGroup(robot, sensor, minute, n, sn, lo_seq if sn else None, hi_seq if sn else None)
+        for (robot, sensor, minute), (n, sn, lo_seq, hi_seq) in acc.items()
     ]
 
 
