@@ -13,10 +13,11 @@ and `BatchBuilder.add`: topic, decode, validation, batching), each in CPU µs pe
 `--profile` writes a pyinstrument profile of the loop's side.
 
 And paho's reading of the socket (`socket_rounds`): the same messages as MQTT PUBLISH packets
-written into a socket pair, read by the bridge's paho client (`bridge.mqtt._Client`, reads in
-64 KiB chunks) and by paho's own reads (a recv per type byte, length byte and body, and a loop
-turn per packet), interleaved; CPU µs per message from the socket to `on_message`, counting
-the writer's side too (the same for both).
+written into a socket pair, read by paho's own reads (a recv per type byte, length byte and
+body, and a loop turn per packet), by the bridge's client reading 64 KiB chunks with paho
+parsing, and by the bridge's client as it runs (chunks, QoS 0/1 PUBLISHes parsed by
+`bridge.mqtt._Client` itself), interleaved; CPU µs per message from the socket to the
+callback, counting the writer's side too (the same for all three).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class _PahoReads(_Client):
         return paho.Client.loop_read(self, max_packets)
 
 
-def socket_round(client_class: type[_Client], stream: bytes, n: int) -> float:
+def socket_round(client_class: type[_Client], stream: bytes, n: int, *, parse: bool) -> float:
     """CPU µs per message from a socket to on_message, as paho's loop reads: select, then
     loop_read, until n messages arrived (a writer thread feeds the socket meanwhile)."""
     ours, theirs = socket.socketpair()
@@ -129,7 +130,12 @@ def socket_round(client_class: type[_Client], stream: bytes, n: int) -> float:
     def on_message(_c: Any, _u: Any, _m: paho.MQTTMessage) -> None:
         got[0] += 1
 
+    def on_publish(_mid: int, _qos: int, _topic: str, _payload: bytes, _retain: bool) -> None:
+        got[0] += 1
+
     client.on_message = on_message
+    if parse:
+        client.on_publish_fields = on_publish
     client._sock = ours
     writer = threading.Thread(target=theirs.sendall, args=(stream,))
     t0 = time.process_time()
@@ -157,10 +163,18 @@ async def main_async(args: argparse.Namespace) -> None:
         f"total {callback + loop_side + acks:.2f} µs"
     )
     stream = publish_packets(messages)
-    reads: dict[str, list[float]] = {"paho's reads": [], "64 KiB chunks (bridge)": []}
+    reads: dict[str, list[float]] = {
+        "paho's reads": [],
+        "64 KiB chunks, paho parses": [],
+        "64 KiB chunks, PUBLISH parsed by _Client (bridge)": [],
+    }
+    n = len(messages)
     for _ in range(args.rounds):
-        reads["paho's reads"].append(socket_round(_PahoReads, stream, len(messages)))
-        reads["64 KiB chunks (bridge)"].append(socket_round(_Client, stream, len(messages)))
+        reads["paho's reads"].append(socket_round(_PahoReads, stream, n, parse=False))
+        reads["64 KiB chunks, paho parses"].append(socket_round(_Client, stream, n, parse=False))
+        reads["64 KiB chunks, PUBLISH parsed by _Client (bridge)"].append(
+            socket_round(_Client, stream, n, parse=True)
+        )
     print(
         "socket -> on_message, CPU µs per message (median; rounds): "
         + "; ".join(

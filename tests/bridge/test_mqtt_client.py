@@ -103,3 +103,73 @@ def test_the_end_of_the_stream_is_a_lost_connection(
     rc = first if first != MQTTErrorCode.MQTT_ERR_SUCCESS else c.loop_read()
     assert [m.mid for m in got] == [1]
     assert rc != MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def _packet(command: int, topic: bytes, mid: int | None, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    body += mid.to_bytes(2, "big") if mid is not None else b""
+    body += payload
+    n, length = len(body), bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        length.append(byte | (128 if n else 0))
+        if not n:
+            break
+    return bytes([command]) + bytes(length) + body
+
+
+def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
+    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    """QoS 1, QoS 0 and retained PUBLISHes reach on_publish_fields with the fields paho
+    would give; a PINGRESP and a topic that is not UTF-8 go through paho, in order, and a
+    PUBLISH split across reads arrives whole. (The first packet of each chunk is paho's: it
+    does the read.)"""
+    c, broker, _ = client
+    events: list[tuple[str, int, int, str, bytes, bool]] = []
+    c.on_publish_fields = lambda *fields: events.append(("ours", *fields))
+
+    def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        topic = m._topic.decode("utf-8", "replace")
+        events.append(("paho", m.mid, m.qos, topic, bytes(m.payload), m.retain))
+
+    c.on_message = on_message
+    big = b"p" * 300  # a two-byte remaining length
+    expected = [
+        (7, 1, "robots/r1/sensors/imu", b'{"seq":1}', False),
+        (8, 1, "robots/r1/sensors/imu", b'{"seq":2}', False),
+        (0, 0, "robots/r1/sensors/gps", b"q0", False),
+        (9, 1, "robots/r1/status", b"online", True),
+        (10, 1, "robots/r\ufffd/sensors/imu", b"bad topic", False),
+        (11, 1, "robots/r2/sensors/imu", big, False),
+        (12, 1, "robots/r3/sensors/imu", b"end", False),
+    ]
+    stream = b"".join(
+        [
+            _packet(0x32, b"robots/r1/sensors/imu", 7, b'{"seq":1}'),
+            _packet(0x32, b"robots/r1/sensors/imu", 8, b'{"seq":2}'),
+            _packet(0x30, b"robots/r1/sensors/gps", None, b"q0"),
+            _packet(0x33, b"robots/r1/status", 9, b"online"),
+            bytes([0xD0, 0x00]),  # PINGRESP
+            _packet(0x32, b"robots/r\xff/sensors/imu", 10, b"bad topic"),
+            _packet(0x32, b"robots/r2/sensors/imu", 11, big),
+        ]
+    )
+    last = _packet(0x32, b"robots/r3/sensors/imu", 12, b"end")
+    broker.sendall(stream + last[:4])
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert c.buffered() == 0
+    broker.sendall(last[4:])
+    assert _readable(c._sock)  # type: ignore[arg-type]
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [e[1:] for e in events] == expected
+    paths = {e[1]: e[0] for e in events}
+    assert [paths[m] for m in (7, 8, 0, 9, 10, 11, 12)] == [
+        "paho",  # the chunk's first packet
+        "ours",
+        "ours",
+        "ours",
+        "paho",  # after the PINGRESP, which paho took
+        "ours",
+        "paho",  # split across reads
+    ]
