@@ -617,8 +617,32 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
                     _sustained_plot(config, runs, data["started_at"], history_rows=filled)
     markdown = _sustained_markdown(data)
     base = report.write(name="ingest-sustained", data=data, markdown=markdown)
+    if len(args.prefill) > 1:
+        prefill_plot(data, base.with_name(base.name + "-table-size.png"))
     print(markdown)
     print(f"results: {base}.json .md; plots ingest-sustained-{data['started_at']}-*.png")
+
+
+def prefill_plot(data: dict[str, Any], path: Path) -> None:
+    """Committed readings/s (median) and CPU per reading against the rows stored before the
+    run, one group of bars per configuration and tree."""
+    results = data["results"]
+    levels = sorted({r["history_rows"] for r in results})
+    labels = [f"{n / 1e6:g}M rows stored" if n else "empty table" for n in levels]
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        for tree, t in r["trees"].items():
+            name = f"{r['label']} [{tree}]"
+            groups.setdefault(name, [0.0] * len(levels))
+            groups[name][levels.index(r["history_rows"])] = t["done_per_s_median"]
+    report.plot_bars(
+        path,
+        title="Committed readings/s over 60 s against the table's size",
+        ylabel="readings/s",
+        labels=labels,
+        groups=groups,
+    )
+    print(f"plot: {path}")
 
 
 def _sustained_configs(args: argparse.Namespace) -> list[Config]:
