@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 import uvloop
@@ -24,6 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = BridgeSettings()
     sys.setswitchinterval(settings.gil_switch_interval_s)
+    gc.freeze()
+    gc.set_threshold(settings.gc_young_threshold, 20, 20)
     configure_logging(level=settings.log_level, process="bridge")
     if args.command == "rebuild-counters":
         groups = uvloop.run(rebuild(settings))

@@ -1,14 +1,20 @@
-"""Writing readings: COPY into a per-connection staging table, then an idempotent merge."""
+"""Writing readings: COPY straight into the table when nothing in the batch is stored yet
+(the common case), else COPY into a per-connection staging table and an idempotent merge."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from db import Connection
 from telemetry.payload import Reading
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
 
 _STAGING_COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
 
@@ -22,6 +28,10 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
 _REGISTER_UNKNOWN = """
 INSERT INTO robots (id) SELECT DISTINCT robot_id FROM staging_readings ON CONFLICT DO NOTHING
 """
+
+_REGISTER = "INSERT INTO robots (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+
+_COUNT_REGISTERED = "SELECT count(*) FROM robots WHERE id = ANY($1::text[])"
 
 # One row per (robot, sensor type, minute of reading time): what the counters are made of.
 GROUP_BY_MINUTE = """
@@ -129,6 +139,76 @@ async def merge_readings(
     """
     if not readings:
         return MergeResult([], frozenset())
+    if await _copy_if_all_new(conn, readings, register_unknown=register_unknown):
+        return MergeResult(_groups(readings), frozenset())
+    return await merge_via_staging(conn, readings, register_unknown=register_unknown)
+
+
+async def _copy_if_all_new(
+    conn: Connection, readings: Sequence[Reading], *, register_unknown: bool
+) -> bool:
+    """The fast path: when every robot is registered, COPY the batch straight into the table
+    under a savepoint. The primary key refuses the whole COPY if any reading is stored
+    already (a redelivery) or twice in the batch; the savepoint is then rolled back and the
+    caller merges. COPY into the table inserts rows a page at a time and skips the merge's
+    per-row conflict check: about 40 % less PostgreSQL CPU and 20 % less WAL per reading
+    (loadtest.merge_cost)."""
+    robots = list({r.robot_id for r in readings})
+    if register_unknown:
+        await conn.execute(_REGISTER, robots)
+    elif await conn.fetchval(_COUNT_REGISTERED, robots) != len(robots):
+        return False
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "sensor_readings", records=readings, columns=_STAGING_COLUMNS
+            )
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
+def _groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
+    """What the merge's GROUP_BY_MINUTE returns when it inserted every reading.
+
+    A message's readings come one after another, of one robot and sensor type and mostly of
+    one minute: the group found for a reading serves the next ones while they fall into the
+    same minute (two datetime comparisons instead of a timestamp, a key and a lookup)."""
+    acc: dict[tuple[str, str, int], list[int]] = {}
+    robot = sensor = ""
+    lo = hi = _EPOCH
+    g: list[int] = []
+    for r in readings:
+        ts = r.ts
+        if r.robot_id != robot or r.sensor_type != sensor or not lo <= ts < hi:
+            robot, sensor = r.robot_id, r.sensor_type
+            minute = math.floor(ts.timestamp()) // 60 * 60
+            lo = datetime.fromtimestamp(minute, UTC)
+            hi = lo + _MINUTE
+            key = (robot, sensor, minute)
+            found = acc.get(key)
+            if found is None:
+                found = acc[key] = [0, 0, 0, 0]  # count, seq count, seq min, seq max
+            g = found
+        g[0] += 1
+        seq = r.seq
+        if seq is not None:
+            if g[1] == 0:
+                g[2] = g[3] = seq
+            elif seq < g[2]:
+                g[2] = seq
+            elif seq > g[3]:
+                g[3] = seq
+            g[1] += 1
+    return [
+        InsertedGroup(robot, sensor, minute, n, sn, lo_seq if sn else None, hi_seq if sn else None)
+        for (robot, sensor, minute), (n, sn, lo_seq, hi_seq) in acc.items()
+    ]
+
+
+async def merge_via_staging(
+    conn: Connection, readings: Sequence[Reading], *, register_unknown: bool
+) -> MergeResult:
     await conn.copy_records_to_table("staging_readings", records=readings, columns=_STAGING_COLUMNS)
     if register_unknown:
         await conn.execute(_REGISTER_UNKNOWN)

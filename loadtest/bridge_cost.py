@@ -11,21 +11,33 @@ to the loop (paho's dispatch `Client._handle_on_message` and `MqttSubscriber._on
 and `BatchBuilder.add`: topic, decode, validation, batching), each in CPU µs per message
 (process time, median of `--rounds`), and the PUBACKs of a batch queued on a paho client.
 `--profile` writes a pyinstrument profile of the loop's side.
+
+And paho's reading of the socket (`socket_rounds`): the same messages as MQTT PUBLISH packets
+written into a socket pair, read by paho's own reads (a recv per type byte, length byte and
+body, and a loop turn per packet), by the bridge's client reading 64 KiB chunks with paho
+parsing, and by the bridge's client as it runs (chunks, QoS 0/1 PUBLISHes parsed by
+`bridge.mqtt._Client` itself), interleaved; CPU µs per message from the socket to the
+callback, counting the writer's side too (the same for all three).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import select
+import socket
 import statistics
+import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bridge.batcher import BatchBuilder
 from bridge.inbox import Inbox
-from bridge.mqtt import MqttSubscriber
+from bridge.mqtt import MqttSubscriber, _Client
 from telemetry.payload import PayloadDecoder, TimeWindow
 from telemetry.settings import MqttTarget
 
@@ -80,6 +92,65 @@ async def one_round(messages: list[paho.MQTTMessage]) -> tuple[float, float, flo
     return (t1 - t0) * 1e6 / n, (t2 - t1) * 1e6 / n, (t3 - t2) * 1e6 / n
 
 
+def publish_packets(messages: list[paho.MQTTMessage]) -> bytes:
+    """The messages as MQTT 3.1.1 QoS 1 PUBLISH packets, as the broker sends them."""
+    out = bytearray()
+    for m in messages:
+        topic = m.topic.encode()
+        body = len(topic).to_bytes(2, "big") + topic + m.mid.to_bytes(2, "big") + m.payload
+        n, length = len(body), bytearray()
+        while True:
+            byte, n = n % 128, n // 128
+            length.append(byte | (128 if n else 0))
+            if not n:
+                break
+        out += bytes([0x32]) + length + body
+    return bytes(out)
+
+
+class _PahoReads(_Client):
+    """The bridge's client with paho's own socket reads (what it had before)."""
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        return paho.Client._sock_recv(self, bufsize)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        return paho.Client.loop_read(self, max_packets)
+
+
+def socket_round(client_class: type[_Client], stream: bytes, n: int, *, parse: bool) -> float:
+    """CPU µs per message from a socket to on_message, as paho's loop reads: select, then
+    loop_read, until n messages arrived (a writer thread feeds the socket meanwhile)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client = client_class(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client.manual_ack_set(True)
+    got = [0]
+
+    def on_message(_c: Any, _u: Any, _m: paho.MQTTMessage) -> None:
+        got[0] += 1
+
+    def on_publish(_mid: int, _qos: int, _topic: str, _payload: bytes, _retain: bool) -> None:
+        got[0] += 1
+
+    client.on_message = on_message
+    if parse:
+        client.on_publish_fields = on_publish
+    client._sock = ours
+    writer = threading.Thread(target=theirs.sendall, args=(stream,))
+    t0 = time.process_time()
+    writer.start()
+    while got[0] < n:
+        select.select([ours], [], [], 1.0)
+        client.loop_read()
+    t1 = time.process_time()
+    writer.join()
+    client._sock = None
+    ours.close()
+    theirs.close()
+    return (t1 - t0) * 1e6 / n
+
+
 async def main_async(args: argparse.Namespace) -> None:
     messages = paho_messages(args.messages)
     await one_round(messages)  # warm-up
@@ -90,6 +161,26 @@ async def main_async(args: argparse.Namespace) -> None:
         f"paho callback -> inbox {callback:.2f} µs; inbox -> batch (decode, validate) "
         f"{loop_side:.2f} µs; PUBACKs queued {acks:.2f} µs; "
         f"total {callback + loop_side + acks:.2f} µs"
+    )
+    stream = publish_packets(messages)
+    reads: dict[str, list[float]] = {
+        "paho's reads": [],
+        "64 KiB chunks, paho parses": [],
+        "64 KiB chunks, PUBLISH parsed by _Client (bridge)": [],
+    }
+    n = len(messages)
+    for _ in range(args.rounds):
+        reads["paho's reads"].append(socket_round(_PahoReads, stream, n, parse=False))
+        reads["64 KiB chunks, paho parses"].append(socket_round(_Client, stream, n, parse=False))
+        reads["64 KiB chunks, PUBLISH parsed by _Client (bridge)"].append(
+            socket_round(_Client, stream, n, parse=True)
+        )
+    print(
+        "socket -> on_message, CPU µs per message (median; rounds): "
+        + "; ".join(
+            f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})"
+            for k, v in reads.items()
+        )
     )
     if args.profile:
         from pyinstrument import Profiler

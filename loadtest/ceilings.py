@@ -3,8 +3,9 @@
 - Mosquitto: the same publishers and message shape, delivered to a subscriber that does nothing
   with them: `mosquitto_sub` (C) and a paho-mqtt subscriber (Python, set up like the bridge's).
 - PostgreSQL: the same rows into the same table with the same indexes, in batches the size of
-  the bridge's: plain COPY; COPY into staging + the idempotent merge (db.readings, the bridge's
-  statement); and the whole write path (ingest.write.IngestWriter: merge, journal, Redis).
+  the bridge's: plain COPY; db.readings.merge_readings (the bridge's write: COPY straight in,
+  the staging merge on a conflict); and the whole write path (ingest.write.IngestWriter:
+  merge, journal, Redis).
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ async def postgres_ceilings(
                     await merge_readings(conn, b, register_unknown=False)
             out.append(
                 Ceiling(
-                    "PostgreSQL COPY to staging + merge",
+                    "PostgreSQL merge_readings (COPY; merge on a conflict)",
                     readings,
                     readings,
                     time.perf_counter() - t0,
@@ -209,6 +210,9 @@ async def postgres_ceilings(
     return out
 
 
-async def count_rows(conn: asyncpg.Connection) -> int:
-    n: int = await conn.fetchval("SELECT count(*) FROM sensor_readings")
+async def count_rows(conn: asyncpg.Connection, *, since: float = 0.0) -> int:
+    """Rows whose `ts` is `since` (epoch s) or later."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM sensor_readings WHERE ts >= to_timestamp($1)", since
+    )
     return n

@@ -115,9 +115,15 @@ class CommitSeries:
         return (n_high - n_low) / (t_high - t_low)
 
 
-async def commit_series(conn: asyncpg.Connection, poller: CommitPoller) -> CommitSeries:
+async def commit_series(
+    conn: asyncpg.Connection, poller: CommitPoller, *, since: float = 0.0
+) -> CommitSeries:
+    """Commit times of the rows whose `ts` is `since` (epoch s) or later: a run's own rows in
+    a table that may hold others (loadtest.scratch.fill_readings)."""
     rows = await conn.fetch(
-        "SELECT xmin::text::bigint AS xid, count(*) AS n FROM sensor_readings GROUP BY 1"
+        "SELECT xmin::text::bigint AS xid, count(*) AS n FROM sensor_readings"
+        " WHERE ts >= to_timestamp($1) GROUP BY 1",
+        since,
     )
     times = poller.commit_times([r["xid"] for r in rows])
     matched = [(times[r["xid"]], int(r["n"])) for r in rows if r["xid"] in times]
@@ -140,7 +146,8 @@ async def commit_series(conn: asyncpg.Connection, poller: CommitPoller) -> Commi
                FROM (SELECT extract(epoch FROM c.at - r.ts) * 1000 AS lat,
                             extract(epoch FROM r.received_at - r.ts) * 1000 AS recv
                      FROM sensor_readings r JOIN bench_commits c ON c.xid = r.xmin::text::bigint
-                    ) l"""
+                     WHERE r.ts >= to_timestamp($1)) l""",
+            since,
         )
         assert row is not None
         p, rp = row["p"], row["rp"]
@@ -153,22 +160,27 @@ async def commit_series(conn: asyncpg.Connection, poller: CommitPoller) -> Commi
     )
 
 
-async def per_second(conn: asyncpg.Connection, started: float) -> dict[str, list[Any]]:
+async def per_second(
+    conn: asyncpg.Connection, started: float, *, since: float = 0.0
+) -> dict[str, list[Any]]:
     """Per second since `started` (epoch s): readings sent (by their `ts`, the send time),
     committed, and the p99 publish-to-commit lag of those committed. Call after
     `commit_series` on the same connection (it fills the commit times' table)."""
     sent = await conn.fetch(
         """SELECT floor(extract(epoch FROM ts) - $1)::int AS s, count(*) AS n
-           FROM sensor_readings GROUP BY 1 ORDER BY 1""",
+           FROM sensor_readings WHERE ts >= to_timestamp($2) GROUP BY 1 ORDER BY 1""",
         started,
+        since,
     )
     done = await conn.fetch(
         """SELECT floor(extract(epoch FROM c.at) - $1)::int AS s, count(*) AS n,
                   percentile_cont(0.99) WITHIN GROUP (
                       ORDER BY extract(epoch FROM c.at - r.ts) * 1000) AS p99
            FROM sensor_readings r JOIN bench_commits c ON c.xid = r.xmin::text::bigint
+           WHERE r.ts >= to_timestamp($2)
            GROUP BY 1 ORDER BY 1""",
         started,
+        since,
     )
     last = max([r["s"] for r in sent] + [r["s"] for r in done] + [0])
     out: dict[str, list[Any]] = {

@@ -43,11 +43,13 @@ from typing import Any
 import asyncpg
 import uvloop
 
+from db.connect import open_pool
 from harness.bridge import BridgeProcess
 from harness.nats import NatsBridges, NatsCluster
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from ingest.counters import Counters
+from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
 from loadtest.baseline import checkout, describe, python_env
 from loadtest.ceilings import (
@@ -60,7 +62,13 @@ from loadtest.ceilings import (
 )
 from loadtest.commits import CommitPoller, commit_series, per_second
 from loadtest.nats_kill import node_kill, print_kill
-from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
+from loadtest.scratch import (
+    empty_readings,
+    fill_readings,
+    register_robots,
+    scratch_counters,
+    scratch_database,
+)
 from loadtest.wire_publisher import publisher_identities, robot_ids, run_publishers
 from mqtt_auth.identities import Identity, Role
 from telemetry.topics import NATS_MQTT_STREAM
@@ -93,10 +101,32 @@ def _metric(port: int, name: str) -> float:
         return total
 
 
-async def _redis_total(counters: Counters, started: float, ended: float) -> int:
-    minutes = list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
+def _minutes(started: float, ended: float) -> list[int]:
+    return list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
+
+
+async def _redis_total(counters: Counters, minutes: list[int]) -> int:
     window = await counters.window(minutes, top=0)
     return sum(m.get("*", 0) for m in window.totals)
+
+
+async def _redis_minus_rows(
+    conn: asyncpg.Connection, counters: Counters, started: float, *, stored: int, keep_rows: bool
+) -> int:
+    """Readings Redis counted in the run's minutes minus the rows stored. With rows kept
+    from before, Redis counts theirs too (rebuilt in run_config): compare with every row of
+    the same minutes."""
+    minutes = _minutes(started, time.time())
+    redis_total = await _redis_total(counters, minutes)
+    if not keep_rows:
+        return redis_total - stored
+    rows: int = await conn.fetchval(
+        "SELECT count(*) FROM sensor_readings"
+        " WHERE ts >= to_timestamp($1) AND ts < to_timestamp($2)",
+        minutes[0],
+        minutes[-1] + 60,
+    )
+    return redis_total - rows
 
 
 def _start_broker(
@@ -161,10 +191,20 @@ async def run_config(
     settle_s: float,
     profile_dir: Path | None = None,
     root: Path = ROOT,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
+    """One configuration's run. `keep_rows`: the table keeps what it holds (a pre-filled
+    history); every figure counts only the rows of this run (`ts` from its start on)."""
     conn = await asyncpg.connect(dsn)
-    await empty_readings(conn)
+    if not keep_rows:
+        await empty_readings(conn)
     await counters.clear()
+    if keep_rows:
+        # What a bridge does when it finds Redis empty, done before the run instead of in it
+        # (over 25 hours of rows, the history included).
+        async with open_pool(dsn=dsn, max_size=1) as pool:
+            await rebuild_counters(pool=pool, counters=counters)
+    since = time.time() - 1.0  # the publishers' readings are stamped with their send time
     broker, logins, ports, bridges = _start_broker(
         config,
         robots=robots,
@@ -182,6 +222,7 @@ async def run_config(
         for b in bridges:
             b.start()
         cpu_at_start = sum(_cpu_seconds(b) for b in bridges)  # imports and connects excluded
+        pg_cpu_at_start = await postgres_cpu_seconds(conn)
         spies = [_py_spy(b, config, k, profile_dir) for k, b in enumerate(bridges) if profile_dir]
         poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
@@ -204,20 +245,25 @@ async def run_config(
         )
         rejected = sum(_metric(b.metrics_port, "bridge_rejected_total") for b in bridges)
         bridge_cpu_s = sum(_cpu_seconds(b) for b in bridges) - cpu_at_start
+        pg_cpu_at_end = await postgres_cpu_seconds(conn)
         for b in bridges:
             b.stop()
         for spy in spies:  # py-spy writes its file when the bridge exits
             spy.wait(timeout=30)
-        series = await commit_series(conn, poller)
-        stored = await count_rows(conn)
+        series = await commit_series(conn, poller, since=since)
+        stored = await count_rows(conn, since=since)
         # Every published reading once: per robot, seqs 0..n-1 all there, none twice.
         distinct_ok = await conn.fetchval(
             "SELECT count(*) = count(DISTINCT (robot_id, seq)) FROM sensor_readings"
+            " WHERE ts >= to_timestamp($1)",
+            since,
         )
         started = min(p.started_at for p in pubs)
         last_commit = series.times[-1] if series.times else started
-        redis_total = await _redis_total(counters, started, time.time())
-        seconds = await per_second(conn, started) if config.rate else None
+        redis_minus_rows = await _redis_minus_rows(
+            conn, counters, started, stored=stored, keep_rows=keep_rows
+        )
+        seconds = await per_second(conn, started, since=since) if config.rate else None
     finally:
         poller.stop()
         if poll_task and not poll_task.done():
@@ -237,12 +283,20 @@ async def run_config(
         "stored": stored,
         "lost": published - stored,
         "duplicates_absorbed": int(duplicates_absorbed),
-        "redis_minus_rows": redis_total - stored,
+        "redis_minus_rows": redis_minus_rows,
         "seq_identity_unique": bool(distinct_ok),
         "rejected": int(rejected),
         # From the first publish to the last commit (and a few idle polls): bridges' CPU per
         # message, which machine load disturbs far less than their rate.
         "bridge_cpu_us_per_message": bridge_cpu_s * 1e6 / max(sum(p.messages for p in pubs), 1),
+        # The whole PostgreSQL server's CPU (every process of the cluster) per stored reading:
+        # exact only on a server that serves nothing else (a private cluster), else an upper
+        # bound; None when the server's processes cannot be read here.
+        "postgres_cpu_us_per_reading": (
+            (pg_cpu_at_end - pg_cpu_at_start) * 1e6 / max(stored, 1)
+            if pg_cpu_at_start is not None and pg_cpu_at_end is not None
+            else None
+        ),
         "sustained_readings_per_s": series.sustained_rate(),
         "overall_readings_per_s": stored / max(last_commit - started, 1e-9),
         "latency": asdict(series.latency) if series.latency else None,
@@ -271,6 +325,37 @@ def _cpu_seconds(bridge: BridgeProcess) -> float:
     assert bridge.proc is not None
     stat = Path(f"/proc/{bridge.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def postgres_cpu_seconds(conn: asyncpg.Connection) -> float | None:
+    """User + system CPU seconds of the whole PostgreSQL cluster so far: the postmaster, its
+    live processes and the ones it has reaped (Linux /proc; the server must run on this
+    machine and its data directory be readable). None otherwise."""
+    try:
+        data_dir = await conn.fetchval("SHOW data_directory")
+    except asyncpg.PostgresError:
+        return None
+    return _cluster_cpu_seconds(Path(data_dir))
+
+
+def _cluster_cpu_seconds(data_dir: Path) -> float | None:
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        total = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(proc.name) == postmaster:
+                total += sum(int(x) for x in stat[11:15])  # + the reaped children's
+            elif int(stat[1]) == postmaster:
+                total += int(stat[11]) + int(stat[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def _py_spy(bridge: BridgeProcess, config: Config, k: int, out: Path) -> subprocess.Popen[bytes]:
@@ -488,38 +573,86 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
             conn = await asyncpg.connect(dsn)
             await register_robots(conn, flat)
             await conn.close()
-            for per_message in args.per_message:
-                for n_bridges in args.bridges:
-                    for qos in args.qos:
-                        for rate in args.sustain:
-                            config = Config(per_message, n_bridges, qos, rate=rate)
-                            runs: dict[str, list[dict[str, Any]]] = {t: [] for t, _ in trees}
-                            for _ in range(args.repeat):
-                                for label, root in trees:
-                                    r = await run_config(
-                                        config,
-                                        dsn=dsn,
-                                        redis_url=servers.redis_url,
-                                        counters=counters,
-                                        robots=robots,
-                                        readings=int(rate * args.duration),
-                                        workdir=workdir,
-                                        settle_s=args.settle_s,
-                                        root=root,
-                                    )
-                                    series = sustained.Series(**r["per_second"])
-                                    v = sustained.verdict(series, offering_s=args.duration)
-                                    r["verdict"] = v.as_dict()
-                                    r["tree"] = label
-                                    print(f"  [{label}] {config.label}: {v.line()}", flush=True)
-                                    _print_result(r)
-                                    runs[label].append(r)
-                            data["results"].append(_sustained_summary(config, runs))
-                            _sustained_plot(config, runs, data["started_at"])
+            filled = 0  # history rows stored by fill_readings
+            for prefill in args.prefill:
+                if prefill:
+                    conn = await asyncpg.connect(dsn)
+                    t0 = time.perf_counter()
+                    await fill_readings(conn, robots=flat, first=filled, last=prefill)
+                    await conn.close()
+                    print(
+                        f"table filled to {prefill:,} history rows in "
+                        f"{time.perf_counter() - t0:.0f} s",
+                        flush=True,
+                    )
+                    filled = prefill
+                for config in _sustained_configs(args):
+                    runs: dict[str, list[dict[str, Any]]] = {t: [] for t, _ in trees}
+                    for _ in range(args.repeat):
+                        for label, root in trees:
+                            r = await run_config(
+                                config,
+                                dsn=dsn,
+                                redis_url=servers.redis_url,
+                                counters=counters,
+                                robots=robots,
+                                readings=int(config.rate * args.duration),
+                                workdir=workdir,
+                                settle_s=args.settle_s,
+                                root=root,
+                                keep_rows=bool(filled),
+                                profile_dir=args.profile / label if args.profile else None,
+                            )
+                            series = sustained.Series(**r["per_second"])
+                            v = sustained.verdict(series, offering_s=args.duration)
+                            r["verdict"] = v.as_dict()
+                            r["tree"] = label
+                            r["history_rows"] = filled
+                            print(f"  [{label}] {config.label}: {v.line()}", flush=True)
+                            _print_result(r)
+                            runs[label].append(r)
+                    summary = _sustained_summary(config, runs)
+                    summary["history_rows"] = filled
+                    data["results"].append(summary)
+                    _sustained_plot(config, runs, data["started_at"], history_rows=filled)
     markdown = _sustained_markdown(data)
     base = report.write(name="ingest-sustained", data=data, markdown=markdown)
+    if len(args.prefill) > 1:
+        prefill_plot(data, base.with_name(base.name + "-table-size.png"))
     print(markdown)
     print(f"results: {base}.json .md; plots ingest-sustained-{data['started_at']}-*.png")
+
+
+def prefill_plot(data: dict[str, Any], path: Path) -> None:
+    """Committed readings/s (median) and CPU per reading against the rows stored before the
+    run, one group of bars per configuration and tree."""
+    results = data["results"]
+    levels = sorted({r["history_rows"] for r in results})
+    labels = [f"{n / 1e6:g}M rows stored" if n else "empty table" for n in levels]
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        for tree, t in r["trees"].items():
+            name = f"{r['label']} [{tree}]"
+            groups.setdefault(name, [0.0] * len(levels))
+            groups[name][levels.index(r["history_rows"])] = t["done_per_s_median"]
+    report.plot_bars(
+        path,
+        title="Committed readings/s over 60 s against the table's size",
+        ylabel="readings/s",
+        labels=labels,
+        groups=groups,
+    )
+    print(f"plot: {path}")
+
+
+def _sustained_configs(args: argparse.Namespace) -> list[Config]:
+    return [
+        Config(per_message, n_bridges, qos, rate=rate)
+        for per_message in args.per_message
+        for n_bridges in args.bridges
+        for qos in args.qos
+        for rate in args.sustain
+    ]
 
 
 def _sustained_summary(config: Config, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -534,23 +667,28 @@ def _sustained_summary(config: Config, runs: dict[str, list[dict[str, Any]]]) ->
             "sustained_runs": [r["verdict"]["sustained"] for r in rs],
             "lag_p99_last_ms_runs": [r["verdict"]["lag_p99_last_ms"] for r in rs],
             "bridge_cpu_us_per_message_runs": [r["bridge_cpu_us_per_message"] for r in rs],
+            "postgres_cpu_us_per_reading_runs": [r["postgres_cpu_us_per_reading"] for r in rs],
             "lost_runs": [r["lost"] for r in rs],
             "median_run": {k: v for k, v in median.items() if k != "commits"},
         }
     return out
 
 
-def _sustained_plot(config: Config, runs: dict[str, list[dict[str, Any]]], stamp: str) -> None:
+def _sustained_plot(
+    config: Config, runs: dict[str, list[dict[str, Any]]], stamp: str, *, history_rows: int = 0
+) -> None:
     series = {
         f"{label} run {k + 1}": sustained.Series(**r["per_second"])
         for label, rs in runs.items()
         for k, r in enumerate(rs)
     }
     name = f"ingest-sustained-{stamp}-{config.per_message}msg-{config.bridges}b-{int(config.rate)}"
+    stored = f", {history_rows / 1e6:g}M rows stored before" if history_rows else ""
+    name += f"-{history_rows // 1_000_000}M" if history_rows else ""
     report.RESULTS.mkdir(exist_ok=True)
     sustained.plot(
         report.RESULTS / f"{name}.png",
-        title=f"Offered {config.rate:,.0f} readings/s: {config.label}",
+        title=f"Offered {config.rate:,.0f} readings/s: {config.label}{stored}",
         runs=series,
         unit="readings",
     )
@@ -563,7 +701,12 @@ def _sustained_markdown(data: dict[str, Any]) -> str:
             m = t["median_run"]
             rows.append(
                 {
-                    "configuration": res["label"],
+                    "configuration": res["label"]
+                    + (
+                        f", {res['history_rows'] / 1e6:g}M rows stored"
+                        if res["history_rows"]
+                        else ""
+                    ),
                     "tree": f"{label} ({data['trees'][label].split(' ')[0]})",
                     "committed/s (median)": t["done_per_s_median"],
                     "runs": ", ".join(f"{x:,.0f}" for x in t["done_per_s_runs"]),
@@ -575,6 +718,10 @@ def _sustained_markdown(data: dict[str, Any]) -> str:
                     ),
                     "bridge CPU µs/msg (runs)": ", ".join(
                         f"{x:.1f}" for x in t["bridge_cpu_us_per_message_runs"]
+                    ),
+                    "PostgreSQL CPU µs/reading (runs)": ", ".join(
+                        "-" if x is None else f"{x:.1f}"
+                        for x in t["postgres_cpu_us_per_reading_runs"]
                     ),
                     "lost (runs)": ", ".join(str(x) for x in t["lost_runs"]),
                     "backlog slope/s (median run)": m["verdict"]["backlog_slope_per_s"],
@@ -620,7 +767,7 @@ def _add_ratios(
             if ceil.get("mosquitto_paho")
             else None
         )
-        merge = pg_median.get("PostgreSQL COPY to staging + merge")
+        merge = pg_median.get("PostgreSQL merge_readings (COPY; merge on a conflict)")
         write_path = pg_median.get("write path (merge + journal + Redis)")
         r["vs_pg_merge"] = r["sustained_readings_per_s"] / merge if merge else None
         r["vs_write_path"] = r["sustained_readings_per_s"] / write_path if write_path else None
@@ -634,6 +781,7 @@ def _print_result(r: dict[str, Any]) -> None:
         f"p50/p99 {lat.get('p50_ms', 0):.0f}/{lat.get('p99_ms', 0):.0f} ms; "
         f"stored {r['stored']}/{r['published_readings']} lost {r['lost']} "
         f"bridge CPU {r['bridge_cpu_us_per_message']:.1f} µs/msg "
+        f"PostgreSQL CPU {r['postgres_cpu_us_per_reading'] or 0:.1f} µs/reading "
         f"dup-absorbed {r['duplicates_absorbed']} redis-minus-rows {r['redis_minus_rows']}",
         flush=True,
     )
@@ -759,6 +907,15 @@ def main() -> None:
     )
     p.add_argument("--duration", type=float, default=60.0, help="sustained mode: seconds offered")
     p.add_argument("--baseline", help="sustained mode: a git revision run beside this tree")
+    p.add_argument(
+        "--prefill",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="ROWS",
+        help="sustained mode: run every configuration with the table holding ROWS history rows "
+        "(filled with SQL, ascending; the runs' own rows stay too)",
+    )
     args = p.parse_args()
     report.require_plotting()
     if args.quick:

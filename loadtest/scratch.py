@@ -57,3 +57,32 @@ async def register_robots(conn: Connection, robot_ids: Sequence[str]) -> None:
 async def empty_readings(conn: Connection) -> None:
     """Between configurations: no rows, no journal, no dead letters; robots stay."""
     await conn.execute("TRUNCATE sensor_readings, dead_letters, counter_journal")
+
+
+_FILL_DATA = '{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002,"z":-0.003}}'
+
+
+async def fill_readings(
+    conn: Connection, *, robots: Sequence[str], first: int, last: int, chunk: int = 1_000_000
+) -> None:
+    """Stores readings number `first` to `last` - 1 of a synthetic history, with SQL (not
+    through MQTT): IMU rows of `robots` in turn, one microsecond apart from 00:00:01 UTC today
+    (today's partition, where the bridge inserts: the worst case for index depth), seq -1, -2,
+    ... (negative, so a benchmark tells them from its own rows). Then VACUUM ANALYZE and a
+    CHECKPOINT, so the measured run does not pay for the fill."""
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=1, microsecond=0)
+    for lo in range(first, last, chunk):
+        await conn.execute(
+            """INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
+               SELECT ($1::text[])[1 + i % cardinality($1::text[])], 'imu',
+                      $2::timestamptz + i * interval '1 microsecond',
+                      $2::timestamptz + i * interval '1 microsecond', -1 - i, $3::jsonb
+               FROM generate_series($4::bigint, $5::bigint - 1) AS i""",
+            list(robots),
+            day,
+            _FILL_DATA,
+            lo,
+            min(lo + chunk, last),
+        )
+    await conn.execute("VACUUM (ANALYZE) sensor_readings")
+    await conn.execute("CHECKPOINT")

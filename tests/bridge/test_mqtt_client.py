@@ -1,0 +1,175 @@
+"""bridge.mqtt._Client's chunked reads: packets served from one recv, a packet split across
+reads, a partial packet left for paho's select, and the end of the stream."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from bridge.mqtt import _Client
+
+
+def _publish(mid: int, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 QoS 1 PUBLISH on robots/r1/sensors/imu."""
+    topic = b"robots/r1/sensors/imu"
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
+    n, length = len(body), bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        length.append(byte | (128 if n else 0))
+        if not n:
+            break
+    return bytes([0x32]) + bytes(length) + body
+
+
+@pytest.fixture
+def client() -> Iterator[tuple[_Client, socket.socket, list[paho.MQTTMessage]]]:
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    c = _Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    c.manual_ack_set(True)
+    got: list[paho.MQTTMessage] = []
+
+    def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        got.append(m)
+
+    c.on_message = on_message
+    c._sock = ours  # what paho's connect sets
+    yield c, broker, got
+    c._sock = None
+    ours.close()
+    broker.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_many_packets_come_from_one_read_and_a_split_packet_is_completed(
+    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    c, broker, got = client
+    packets = [_publish(i + 1, b'{"seq":%d}' % i) for i in range(500)]
+    big = _publish(501, b"x" * 70_000)  # longer than one read
+    stream = b"".join(packets) + big
+    head, tail = stream[:-100], stream[-100:]
+    broker.sendall(head)
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    # One loop_read took every whole packet that had arrived, and left nothing buffered.
+    assert [m.mid for m in got] == list(range(1, 501))
+    assert [m.payload for m in got[:2]] == [b'{"seq":0}', b'{"seq":1}']
+    assert c.buffered() == 0
+    broker.sendall(tail)
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got[-1].mid == 501
+    assert got[-1].payload == b"x" * 70_000
+
+
+def test_what_the_kernel_still_holds_is_left_for_select(
+    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    """More than one chunk waiting: one loop_read stops at the chunk (paho's loop must turn
+    to write PUBACKs), and the socket stays readable, so paho's select wakes for the rest."""
+    c, broker, got = client
+    packets = [_publish(i % 65_535 + 1, b"y" * 200) for i in range(2_000)]
+    stream = b"".join(packets)
+    sent = broker.send(stream[:150_000])  # what the socket pair's buffers take at once
+    assert sent > 2 * 65_536
+    rounds = 0
+    while sum(len(p) for p in packets[: len(got)]) < sent - 300:
+        assert _readable(c._sock)  # type: ignore[arg-type]
+        assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        rounds += 1
+        assert rounds < 100
+    assert rounds > 2  # more than one chunk's worth took more than one turn
+    assert len(got) == sent // len(packets[0])
+    assert not _readable(c._sock)  # type: ignore[arg-type]
+    assert c.buffered() == 0
+
+
+def test_the_end_of_the_stream_is_a_lost_connection(
+    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    c, broker, got = client
+    broker.sendall(_publish(1, b"z") + _publish(2, b"z")[:5])
+    broker.shutdown(socket.SHUT_WR)
+    first = c.loop_read()
+    rc = first if first != MQTTErrorCode.MQTT_ERR_SUCCESS else c.loop_read()
+    assert [m.mid for m in got] == [1]
+    assert rc != MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def _packet(command: int, topic: bytes, mid: int | None, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    body += mid.to_bytes(2, "big") if mid is not None else b""
+    body += payload
+    n, length = len(body), bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        length.append(byte | (128 if n else 0))
+        if not n:
+            break
+    return bytes([command]) + bytes(length) + body
+
+
+def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
+    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    """QoS 1, QoS 0 and retained PUBLISHes reach on_publish_fields with the fields paho
+    would give; a PINGRESP and a topic that is not UTF-8 go through paho, in order, and a
+    PUBLISH split across reads arrives whole. (The first packet of each chunk is paho's: it
+    does the read.)"""
+    c, broker, _ = client
+    events: list[tuple[str, int, int, str, bytes, bool]] = []
+    c.on_publish_fields = lambda *fields: events.append(("ours", *fields))
+
+    def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        topic = m._topic.decode("utf-8", "replace")
+        events.append(("paho", m.mid, m.qos, topic, bytes(m.payload), m.retain))
+
+    c.on_message = on_message
+    big = b"p" * 300  # a two-byte remaining length
+    expected = [
+        (7, 1, "robots/r1/sensors/imu", b'{"seq":1}', False),
+        (8, 1, "robots/r1/sensors/imu", b'{"seq":2}', False),
+        (0, 0, "robots/r1/sensors/gps", b"q0", False),
+        (9, 1, "robots/r1/status", b"online", True),
+        (10, 1, "robots/r\ufffd/sensors/imu", b"bad topic", False),
+        (11, 1, "robots/r2/sensors/imu", big, False),
+        (12, 1, "robots/r3/sensors/imu", b"end", False),
+    ]
+    stream = b"".join(
+        [
+            _packet(0x32, b"robots/r1/sensors/imu", 7, b'{"seq":1}'),
+            _packet(0x32, b"robots/r1/sensors/imu", 8, b'{"seq":2}'),
+            _packet(0x30, b"robots/r1/sensors/gps", None, b"q0"),
+            _packet(0x33, b"robots/r1/status", 9, b"online"),
+            bytes([0xD0, 0x00]),  # PINGRESP
+            _packet(0x32, b"robots/r\xff/sensors/imu", 10, b"bad topic"),
+            _packet(0x32, b"robots/r2/sensors/imu", 11, big),
+        ]
+    )
+    last = _packet(0x32, b"robots/r3/sensors/imu", 12, b"end")
+    broker.sendall(stream + last[:4])
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert c.buffered() == 0
+    broker.sendall(last[4:])
+    assert _readable(c._sock)  # type: ignore[arg-type]
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [e[1:] for e in events] == expected
+    paths = {e[1]: e[0] for e in events}
+    assert [paths[m] for m in (7, 8, 0, 9, 10, 11, 12)] == [
+        "paho",  # the chunk's first packet
+        "ours",
+        "ours",
+        "ours",
+        "paho",  # after the PINGRESP, which paho took
+        "ours",
+        "paho",  # split across reads
+    ]
