@@ -22,8 +22,8 @@ go through an ExceptionMiddleware with the app's own handlers, as they would ins
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,10 +96,10 @@ class LeanDispatch:
         try:
             await self.app(scope, receive, send)
         finally:
-            choice = scope.get(_SERVED_BY)
+            chosen = scope.get(_SERVED_BY)
             # Only paths without parameters: the router's choice then depends on nothing else.
-            if isinstance(choice, _Choice) and scope.get("path_params") == {}:
-                self._learned[key] = (choice, self._direct(choice.handler))
+            if isinstance(chosen, _Choice) and scope.get("path_params") == {}:
+                self._learned[key] = (chosen, self._direct(chosen.handler))
 
     def _direct(self, handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> ASGIApp:
 

@@ -121,6 +121,7 @@ async def measure(
         workers=args.workers,
         log_path=Path(args.workdir) / f"http-wrk-{label}.log",
         root=root,
+        **dict(kv.split("=", 1) for kv in args.set),
     )
     api.port = args.port  # our own port range, not any free port
     api.env["API_PORT"] = str(args.port)
@@ -175,7 +176,7 @@ async def measure(
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+    return float(statistics.median(r[key] for r in runs))
 
 
 def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -258,7 +259,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         f"## HTTP with wrk, {data['started_at']} ({args.workers} API workers, {args.server}, "
         f"{args.connections} connections, {args.threads} wrk thread(s); load average at start "
         f"{data['machine']['load_average_at_start'][0]:.1f})\n",
-        f"{args.repeat} × {args.duration:g} s per tree and shape, interleaved:\n",
+        f"{args.repeat} x {args.duration:g} s per tree and shape, interleaved:\n",
     ]
     rows = summary_rows(data, "burst")
     md.append(report.markdown_table(rows, list(rows[0])))
@@ -287,6 +288,9 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8000, help="the API's port")
     p.add_argument("--workdir", default="/tmp", help="where the API's logs go")
     p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="API settings, both trees"
+    )
     args = p.parse_args()
     uvloop.run(main_async(args, BenchSettings()))
 
