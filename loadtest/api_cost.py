@@ -48,22 +48,29 @@ _IMU = {"accel": {"x": 0.1, "y": 0.2, "z": 9.8}, "gyro": {"x": 0.01, "y": 0.02, 
 
 
 class _Seqs:
-    def __init__(self) -> None:
-        self.next = int(time.time() * 1000) * 1000
+    """Each robot's next timestamp (epoch ms, from an hour back): a batch's readings never
+    repeat an earlier batch's. Overlapping batches committed concurrently deadlocked in
+    PostgreSQL (each waiting for the other's uncommitted duplicates; `deadlock_timeout` 1 s,
+    then a retry), which made the 100-reading figures measure deadlocks."""
 
-    def take(self, n: int) -> int:
-        first, self.next = self.next, self.next + n
+    def __init__(self) -> None:
+        start = int(time.time() * 1000) - 3_600_000
+        self.next = dict.fromkeys(ROBOTS, start)
+
+    def take(self, robot_id: str, n: int) -> int:
+        first = self.next[robot_id]
+        self.next[robot_id] = first + n
         return first
 
 
 def batch_body(rng: random.Random, seqs: _Seqs, n: int = 100) -> bytes:
-    now_ms = int(time.time() * 1000)
-    first = seqs.take(n)
+    robot_id = rng.choice(ROBOTS)
+    first = seqs.take(robot_id, n)
     return orjson.dumps(
         {
-            "robot_id": rng.choice(ROBOTS),
+            "robot_id": robot_id,
             "sensor_type": "imu",
-            "readings": [{"ts": now_ms - n + i, "seq": first + i, "data": _IMU} for i in range(n)],
+            "readings": [{"ts": first + i, "seq": first + i, "data": _IMU} for i in range(n)],
         }
     )
 

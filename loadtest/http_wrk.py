@@ -1,0 +1,299 @@
+"""HTTP figures with wrk (Debian's `wrk`, C, a Lua script per shape in loadtest/wrk/):
+
+    python -m loadtest.http_wrk                                    # mix, older, ingest100
+    python -m loadtest.http_wrk --baseline main --repeat 3 --sustain 60
+    python -m loadtest.http_wrk --shapes ingest100 --connections 64 --server granian
+
+Each round starts `python -m api` (API_WORKERS=--workers, on --port) on one scratch database
+with robots 1-200 registered, warms it up, then drives each shape for --duration seconds with
+wrk (closed loop: --connections keep-alive connections, zero wait) and records req/s, wrk's
+latency percentiles, errors and non-2xx answers, the API's CPU per request (user + system of
+every API process, from /proc) and each worker's CPU seconds, and `uptime`. With --baseline
+REV, REV is checked out in a temporary worktree and measured in the same rounds, the order of
+the two trees alternating. --sustain S then runs each shape once more per tree for S seconds
+(issue 15's "sustained": at least 60 s). Prints the medians per tree and shape; JSON and
+Markdown go to loadtest/results/http-wrk-<stamp>.*.
+
+Shapes: `mix`, loadtest.rest's REST mix (90 % 3-reading ingest in the older body shape, the
+rest reads); `older`, the older clients' own mix (loadtest/locustfile_older.py's requests and
+weights); `ingest100`, the contract's batch of 100 IMU readings per request (figure:
+readings/s). wrk costs a few µs of CPU per request, so the API keeps most of the 2 cores;
+PostgreSQL and Redis share them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from harness.services import ROOT
+from harness.settings import BenchSettings
+from loadtest import report
+from loadtest.api_cost import GranianApi, _workers
+from loadtest.baseline import checkout, describe
+from loadtest.rest import ApiProcess, HttpConnection
+from loadtest.scratch import scratch_counters, scratch_database
+
+LUA_DIR = Path(__file__).with_name("wrk")
+SCRIPTS = {"mix": "mix.lua", "older": "older.lua", "ingest100": "ingest100.lua"}
+READINGS_PER_REQUEST = {"ingest100": 100}
+ROBOTS = {"mix": 10, "older": 10, "ingest100": 200}  # robots each shape sends for
+REGISTERED = max(ROBOTS.values())
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def run_wrk(
+    *, port: int, key: str, shape: str, connections: int, threads: int, seconds: float
+) -> dict[str, Any]:
+    """One wrk run; the figures its script's done() prints, plus req/s."""
+    base_us = time.time_ns() // 1000
+    if shape == "ingest100":
+        base_us -= 3600 * 1_000_000  # an hour back: 100 ms per request per robot stays behind
+    proc = subprocess.run(
+        [
+            "wrk",
+            *("-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s"),
+            *("--timeout", "10s", "-s", str(LUA_DIR / SCRIPTS[shape])),
+            f"http://127.0.0.1:{port}",
+            *("--", key, str(base_us), str(threads), str(ROBOTS[shape])),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WRK_LUA_DIR": str(LUA_DIR)},
+        check=True,
+    )
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith("{"))
+    out: dict[str, Any] = orjson.loads(line)
+    seconds_run = out["duration_us"] / 1e6
+    out["requests_per_s"] = out["requests"] / seconds_run
+    out["errors"] = sum(
+        out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    out["non_2xx"] = out["status_errors"]
+    out["readings_per_s"] = out["requests_per_s"] * READINGS_PER_REQUEST.get(shape, 0)
+    return out
+
+
+async def register_robots(port: int, key: str) -> None:
+    conn = await HttpConnection.open(port, key)
+    try:
+        for r in range(1, REGISTERED + 1):
+            status, body = await conn.request(
+                "POST /api/robots", orjson.dumps({"id": str(r), "name": f"r{r}", "model": "b"})
+            )
+            if status not in (201, 409):
+                raise RuntimeError(f"registering robot {r}: {status} {body!r}")
+    finally:
+        conn.close()
+
+
+async def measure(
+    *,
+    root: Path,
+    label: str,
+    shapes: list[str],
+    seconds: float,
+    args: argparse.Namespace,
+    dsn: str,
+    redis_url: str,
+    prefix: str,
+) -> dict[str, dict[str, Any]]:
+    server = GranianApi if args.server == "granian" else ApiProcess
+    api = server(
+        dsn=dsn,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        workers=args.workers,
+        log_path=Path(args.workdir) / f"http-wrk-{label}.log",
+        root=root,
+        **dict(kv.split("=", 1) for kv in args.set),
+    )
+    api.port = args.port  # our own port range, not any free port
+    api.env["API_PORT"] = str(args.port)
+    out: dict[str, dict[str, Any]] = {}
+    with api:
+        await register_robots(api.port, api.key)
+        await asyncio.sleep(1.0)  # workers past their start-up
+        for shape in shapes:
+            run_wrk(
+                port=api.port,
+                key=api.key,
+                shape=shape,
+                connections=args.connections,
+                threads=args.threads,
+                seconds=args.warmup,
+            )
+            load_before = uptime()
+            before = api.cpu_by_process()
+            result = run_wrk(
+                port=api.port,
+                key=api.key,
+                shape=shape,
+                connections=args.connections,
+                threads=args.threads,
+                seconds=seconds,
+            )
+            after = api.cpu_by_process()
+            total_cpu = sum(after.values()) - sum(before.get(p, 0.0) for p in after)
+            result["cpu_ms_per_request"] = total_cpu * 1000 / max(result["requests"], 1)
+            result["worker_cpu_s"] = sorted(
+                (after[p] - before.get(p, 0.0) for p in _workers(api, after) if p in after),
+                reverse=True,
+            )
+            result["uptime_before"] = load_before
+            result["uptime_after"] = uptime()
+            out[shape] = result
+            print(
+                f"  {label:>8} {shape:>9} {seconds:>4g}s: {result['requests_per_s']:8,.0f} req/s"
+                + (
+                    f" ({result['readings_per_s']:,.0f} readings/s)"
+                    if result["readings_per_s"]
+                    else ""
+                )
+                + f"; p50 {result['p50_us'] / 1000:.1f} ms, p99 {result['p99_us'] / 1000:.1f} ms;"
+                f" errors {result['errors']}, non-2xx {result['non_2xx']};"
+                f" API CPU {result['cpu_ms_per_request']:.3f} ms/request, workers"
+                f" {[round(x, 1) for x in result['worker_cpu_s']]} s;"
+                f" load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    rows = []
+    for label, tree in data["trees"].items():
+        for shape in data["args_shapes"]:
+            runs = [
+                x["shapes"][shape]
+                for x in data["runs"]
+                if x["tree"] == label and x["kind"] == kind and shape in x["shapes"]
+            ]
+            if not runs:
+                continue
+            rows.append(
+                {
+                    "tree": f"{label} ({tree.split(' ')[0]})",
+                    "shape": shape,
+                    "req/s (median)": _median(runs, "requests_per_s"),
+                    "req/s runs": ", ".join(f"{r['requests_per_s']:,.0f}" for r in runs),
+                    "readings/s": _median(runs, "readings_per_s") or None,
+                    "p50 ms": _median(runs, "p50_us") / 1000,
+                    "p99 ms (median)": _median(runs, "p99_us") / 1000,
+                    "p99 runs": ", ".join(f"{r['p99_us'] / 1000:.1f}" for r in runs),
+                    "errors + non-2xx": sum(r["errors"] + r["non_2xx"] for r in runs),
+                    "API CPU ms/req": _median(runs, "cpu_ms_per_request"),
+                    "workers' CPU s": "; ".join(
+                        "/".join(f"{w:.1f}" for w in r["worker_cpu_s"]) for r in runs
+                    ),
+                }
+            )
+    return rows
+
+
+async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    data: dict[str, Any] = {
+        "benchmark": "http_wrk",
+        "machine": report.machine(),
+        "started_at": report.stamp(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "args_shapes": args.shapes,
+        "runs": [],
+    }
+    with ExitStack() as stack:
+        trees = [("this", ROOT)]
+        if args.baseline:
+            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        data["trees"] = {label: describe(root) for label, root in trees}
+        for label, _ in trees:
+            print(f"{label}: {data['trees'][label]}", flush=True)
+        async with (
+            scratch_database(servers, label="wrk") as dsn,
+            scratch_counters(servers, label="wrk") as counters,
+        ):
+
+            async def one(kind: str, label: str, root: Path, seconds: float) -> None:
+                shapes = await measure(
+                    root=root,
+                    label=label,
+                    shapes=args.shapes,
+                    seconds=seconds,
+                    args=args,
+                    dsn=dsn,
+                    redis_url=servers.redis_url,
+                    prefix=counters.prefix,
+                )
+                data["runs"].append({"tree": label, "kind": kind, "shapes": shapes})
+
+            for r in range(args.repeat):
+                print(f"round {r + 1} of {args.repeat}: {uptime()}", flush=True)
+                order = trees if r % 2 == 0 else list(reversed(trees))
+                for label, root in order:  # interleaved: machine load hits both alike
+                    await one("burst", label, root, args.duration)
+            if args.sustain:
+                print(f"sustained, {args.sustain:g} s each: {uptime()}", flush=True)
+                for label, root in trees:
+                    await one("sustained", label, root, args.sustain)
+    md = [
+        f"## HTTP with wrk, {data['started_at']} ({args.workers} API workers, {args.server}, "
+        f"{args.connections} connections, {args.threads} wrk thread(s); load average at start "
+        f"{data['machine']['load_average_at_start'][0]:.1f})\n",
+        f"{args.repeat} x {args.duration:g} s per tree and shape, interleaved:\n",
+    ]
+    rows = summary_rows(data, "burst")
+    md.append(report.markdown_table(rows, list(rows[0])))
+    if args.sustain:
+        md.append(f"\nSustained: one run of {args.sustain:g} s per tree and shape:\n")
+        rows = summary_rows(data, "sustained")
+        md.append(report.markdown_table(rows, list(rows[0])))
+    markdown = "\n".join(md)
+    data["finished_at"] = datetime.now(UTC).isoformat()
+    base = report.write(name="http-wrk", data=data, markdown=markdown)
+    print(markdown)
+    print(f"results: {base}.json .md")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtest.http_wrk", description=__doc__)
+    p.add_argument("--shapes", nargs="+", choices=list(SCRIPTS), default=list(SCRIPTS))
+    p.add_argument("--workers", type=int, default=2, help="API_WORKERS")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per run")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--sustain", type=float, default=0.0, help="seconds of one more run each")
+    p.add_argument("--baseline", help="a git revision measured beside this tree, interleaved")
+    p.add_argument("--port", type=int, default=8000, help="the API's port")
+    p.add_argument("--workdir", default="/tmp", help="where the API's logs go")
+    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="API settings, both trees"
+    )
+    args = p.parse_args()
+    uvloop.run(main_async(args, BenchSettings()))
+
+
+if __name__ == "__main__":
+    main()
