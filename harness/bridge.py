@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.metrics import metric_total, samples
 from harness.services import ROOT, free_port
 
 
@@ -80,24 +81,15 @@ class BridgeProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def metric(self, name: str) -> float:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-        raise KeyError(name)
+        """The first series of `name`; KeyError when it has none yet."""
+        found = samples(self.metrics_port, name)
+        if not found:
+            raise KeyError(name)
+        return found[0]
 
     def metric_total(self, name: str) -> float:
         """The sum of every series of a metric (all label values); 0 when it has none yet."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
-            return sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in r.read().decode().splitlines()
-                if line.startswith(name + " ") or line.startswith(name + "{")
-            )
+        return metric_total(self.metrics_port, name)
 
     def stop(self) -> None:
         if self.running:

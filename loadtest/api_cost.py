@@ -36,10 +36,10 @@ from typing import Any
 import orjson
 import uvloop
 
-from harness.services import ROOT
 from harness.settings import BenchSettings
 from loadtest import report
-from loadtest.baseline import checkout, describe
+from loadtest.baseline import describe
+from loadtest.baseline import trees as baseline_trees
 from loadtest.rest import ApiProcess, HttpConnection, Request, _Clock, ingest_body, mix, register
 from loadtest.scratch import scratch_counters, scratch_database
 
@@ -296,12 +296,8 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         "rounds": [],
     }
     with ExitStack() as stack:
-        trees = [("this", ROOT)]
-        if args.baseline:
-            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
-        for label, _root in trees:
-            print(f"{label}: {data['trees'][label]}")
         async with (
             scratch_database(servers, label="apicost") as dsn,
             scratch_counters(servers, label="apicost") as counters,

@@ -13,7 +13,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from harness.services import ROOT
@@ -53,3 +53,14 @@ def python_env(root: Path) -> dict[str, str]:
     if root.resolve() == ROOT.resolve():
         return {}
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+
+
+def trees(stack: ExitStack, baseline: str | None) -> list[tuple[str, Path]]:
+    """The trees a benchmark runs, labelled: this one, after a checkout of `baseline` (kept
+    until `stack` closes) when one is named. Prints what each label runs."""
+    out = [("this", ROOT)]
+    if baseline:
+        out.insert(0, ("baseline", stack.enter_context(checkout(baseline))))
+    for label, root in out:
+        print(f"{label}: {describe(root)}", flush=True)
+    return out

@@ -38,11 +38,11 @@ from typing import Any
 import orjson
 import uvloop
 
-from harness.services import ROOT
 from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.api_cost import GranianApi, _workers
-from loadtest.baseline import checkout, describe
+from loadtest.baseline import describe
+from loadtest.baseline import trees as baseline_trees
 from loadtest.rest import ApiProcess, HttpConnection
 from loadtest.scratch import scratch_counters, scratch_database
 
@@ -222,12 +222,8 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         "runs": [],
     }
     with ExitStack() as stack:
-        trees = [("this", ROOT)]
-        if args.baseline:
-            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
-        for label, _ in trees:
-            print(f"{label}: {data['trees'][label]}", flush=True)
         async with (
             scratch_database(servers, label="wrk") as dsn,
             scratch_counters(servers, label="wrk") as counters,

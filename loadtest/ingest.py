@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,13 +44,15 @@ import uvloop
 
 from db.connect import open_pool
 from harness.bridge import BridgeProcess
+from harness.metrics import metric_total
 from harness.nats import NatsBridges, NatsCluster
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from ingest.counters import Counters
 from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
-from loadtest.baseline import checkout, describe, python_env
+from loadtest.baseline import describe, python_env
+from loadtest.baseline import trees as baseline_trees
 from loadtest.ceilings import (
     CEILING_SUBSCRIBER,
     Ceiling,
@@ -90,15 +91,6 @@ class Config:
         plural = "s" if self.bridges > 1 else ""
         shape = f"{self.per_message}/msg, {self.bridges} bridge{plural}, QoS {self.qos}, {pace}"
         return f"NATS x3: {shape}" if self.source == "nats" else shape
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        total = 0.0
-        for line in r.read().decode().splitlines():
-            if line.startswith((name + " ", name + "{")):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 def _minutes(started: float, ended: float) -> list[int]:
@@ -241,9 +233,9 @@ async def run_config(
         poller.stop()
         await poll_task
         duplicates_absorbed = sum(
-            _metric(b.metrics_port, "bridge_readings_duplicate_total") for b in bridges
+            metric_total(b.metrics_port, "bridge_readings_duplicate_total") for b in bridges
         )
-        rejected = sum(_metric(b.metrics_port, "bridge_rejected_total") for b in bridges)
+        rejected = sum(metric_total(b.metrics_port, "bridge_rejected_total") for b in bridges)
         bridge_cpu_s = sum(_cpu_seconds(b) for b in bridges) - cpu_at_start
         pg_cpu_at_end = await postgres_cpu_seconds(conn)
         for b in bridges:
@@ -310,7 +302,9 @@ async def _wait_stored(bridges: list[BridgeProcess], published: int, settle_s: f
     """Until the bridges stored everything (or, at QoS 0, stopped making progress)."""
     last, last_change = -1.0, time.monotonic()
     while True:
-        inserted = sum(_metric(b.metrics_port, "bridge_readings_inserted_total") for b in bridges)
+        inserted = sum(
+            metric_total(b.metrics_port, "bridge_readings_inserted_total") for b in bridges
+        )
         if inserted >= published:
             return
         if inserted != last:
@@ -560,12 +554,8 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
         "results": [],
     }
     with ExitStack() as stack:
-        trees = [("this", ROOT)]
-        if args.baseline:
-            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
-        for label, _ in trees:
-            print(f"{label}: {data['trees'][label]}", flush=True)
         async with (
             scratch_database(servers, label="sustain") as dsn,
             scratch_counters(servers, label="sustain") as counters,

@@ -45,6 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.bridge import BridgeProcess
 from harness.live import LiveProcess
+from harness.metrics import metric_total
 from harness.services import ROOT, TEST_OPERATOR, Mosquitto, free_port
 from harness.settings import BenchSettings
 from loadtest.live_stream import ADMIN_KEY, API_IDENTITY, api_process
@@ -58,15 +59,6 @@ from telemetry.live import FLEET_FILTER, FLEET_SUMMARY_TOPIC
 _RATES = "imu=10,gps=1,lidar=1,battery=1"
 _BATCH = "imu=10,gps=1,lidar=1,battery=1"
 _ROBOTS_PER_CONNECTION = 10
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in r.read().decode().splitlines()
-            if line.startswith((name + " ", name + "{"))
-        )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -299,12 +291,12 @@ async def rate_phase(
                         )
                         clients.measuring.set()
                     start = time.time()
-                    msgs0 = _metric(port, "bridge_messages_received_total")
+                    msgs0 = metric_total(port, "bridge_messages_received_total")
                     cpu0 = _cpu_seconds(live_pid)
                     api_cpu0 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     await asyncio.sleep(window)
                     end = time.time()
-                    msgs1 = _metric(port, "bridge_messages_received_total")
+                    msgs1 = metric_total(port, "bridge_messages_received_total")
                     cpu1 = _cpu_seconds(live_pid)
                     api_cpu1 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     load = os.getloadavg()[0]
@@ -411,7 +403,7 @@ async def _ingest_rate(
 
     async def sample() -> None:
         while not done.is_set():
-            samples.append((time.monotonic(), _metric(port, "bridge_readings_inserted_total")))
+            samples.append((time.monotonic(), metric_total(port, "bridge_readings_inserted_total")))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.1)
 

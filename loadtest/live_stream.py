@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import uvloop
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.keys import generate_key
+from harness.metrics import metric_total
 from harness.services import ROOT, Mosquitto, wait_for_port
 from harness.settings import BenchSettings
 from loadtest import report
@@ -162,15 +162,6 @@ async def publish_rounds(
     return published
 
 
-def api_metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in r.read().decode().splitlines()
-            if line.startswith((name + " ", name + "{"))
-        )
-
-
 async def run(args: argparse.Namespace, workdir: Path, servers: BenchSettings) -> dict[str, Any]:
     robots = [f"robot-{i:04d}" for i in range(args.robots)]
     broker = Mosquitto(workdir=workdir / "mosquitto", port=args.mqtt_port)
@@ -213,7 +204,7 @@ async def measure(
         watched.append(args.watch or len(robots))
         queries.append(urlencode(params))
     stop = asyncio.Event()
-    received0 = api_metric(args.api_port, "robosense_api_live_received_total")
+    received0 = metric_total(args.api_port, "robosense_api_live_received_total")
     with ClientProcesses(
         port=args.api_port, queries=queries, processes=args.client_processes, latency="t_pub"
     ) as clients:
@@ -237,8 +228,8 @@ async def measure(
         finally:
             publisher.close()
         stats = clients.stop()
-    received = api_metric(args.api_port, "robosense_api_live_received_total") - received0
-    superseded = api_metric(args.api_port, "robosense_api_live_superseded_total")
+    received = metric_total(args.api_port, "robosense_api_live_received_total") - received0
+    superseded = metric_total(args.api_port, "robosense_api_live_superseded_total")
     latencies = [x for s in stats for x in s.latencies]
     window_delivered = sum(s.window_summaries for s in stats)
     asked = sum(w * args.rate_hz for w in watched)

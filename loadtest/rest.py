@@ -47,7 +47,8 @@ from harness.services import ROOT, free_port, wait_for_port
 from harness.settings import BenchSettings
 from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
-from loadtest.baseline import checkout, describe, python_env
+from loadtest.baseline import describe, python_env
+from loadtest.baseline import trees as baseline_trees
 from loadtest.scratch import scratch_counters, scratch_database
 
 ROBOTS = [str(i) for i in range(1, 11)]
@@ -287,12 +288,8 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
     workdir = Path(tempfile.gettempdir()) / f"rs-bench-rest-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        trees = [("this", ROOT)]
-        if args.baseline:
-            trees.insert(0, ("baseline", stack.enter_context(checkout(args.baseline))))
+        trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
-        for label, _root in trees:
-            print(f"{label}: {data['trees'][label]}", flush=True)
         async with (
             scratch_database(servers, label="restsustain") as dsn,
             scratch_counters(servers, label="restsustain") as counters,

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from db.connect import open_pool
 from db.migrate import prepare_database
 from harness.bridge import BridgeProcess
+from harness.edge import TcpProxy
 from harness.services import Mosquitto, RedisCluster
 from harness.settings import HarnessSettings
 from ingest.counters import Counters
@@ -111,6 +112,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A private broker running our mosquitto.conf on a free port, for one test."""
     with Mosquitto(workdir=tmp_path / "mosquitto") as broker:
         yield broker
+
+
+@pytest.fixture
+def wan(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[TcpProxy]:
+    """The site's uplink: a TCP proxy to the cloud broker (the `mosquitto` fixture)."""
+    proxy = TcpProxy(workdir=tmp_path / "wan", target_port=mosquitto.port)
+    proxy.start()
+    yield proxy
+    proxy.stop()
 
 
 StartBridge = Callable[..., BridgeProcess]

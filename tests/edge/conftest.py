@@ -11,15 +11,6 @@ from harness.services import TEST_OPERATOR, Mosquitto
 SITE = "site-a"
 
 
-@pytest.fixture
-def wan(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[TcpProxy]:
-    """The site's uplink: a TCP proxy to the cloud broker (the `mosquitto` fixture)."""
-    proxy = TcpProxy(workdir=tmp_path / "wan", target_port=mosquitto.port)
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
 MakeSite = Callable[..., SiteMosquitto]
 
 

@@ -176,14 +176,6 @@ async def test_an_unreachable_site_is_one_alert_not_its_robots_offline(
             publisher.close()
 
 
-@pytest.fixture
-def wan(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(workdir=tmp_path / "wan", target_port=mosquitto.port)
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
 async def test_a_cut_uplink_shows_as_the_site_unreachable_and_its_backlog_as_delay(
     start_live: StartLive,
     operator: Client,
