@@ -46,7 +46,16 @@ def _start(env: dict[str, str], log: Path, *, tee: bool) -> subprocess.Popen[byt
     """scripts/run in a session of its own, as a terminal would run it (Ctrl-C goes to the
     whole foreground group: the script and, piped, tee)."""
     command = f"scripts/run 2>&1 | tee {log}" if tee else f"exec scripts/run > {log} 2>&1"
-    return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
+    # A shell's background job (`pytest ... &` without job control, as a CI runner may start
+    # the tests) has SIGINT ignored, inherited through exec, and bash cannot trap a signal
+    # ignored at its start: the Ctrl-C tests would see a script deaf to Ctrl-C. A terminal
+    # starts its jobs with the default action: with a handler of ours installed here, the
+    # child's exec resets SIGINT to it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
