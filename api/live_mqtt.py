@@ -29,7 +29,6 @@ from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from api.live_hub import LiveHub
@@ -44,6 +43,7 @@ from mqtt_auth.identities import Identity, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
 from telemetry.live import FLEET_ALERTS_TOPIC, FLEET_FILTER
+from telemetry.mqtt import SessionCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class LatestInbox:
         return alerts, alerts_dropped, [(t, p, n) for t, (p, n) in latest.items()]
 
 
-class LiveSubscriber:
+class LiveSubscriber(SessionCallbacks):
     """paho's client in its own thread; `run()` on the loop hands what it kept to the hub."""
 
     def __init__(self, credentials: Credentials, hub: LiveHub, *, max_backoff_s: float) -> None:
@@ -128,10 +128,13 @@ class LiveSubscriber:
         self._client.reconnect_delay_set(
             min_delay=cast(int, _FIRST_RETRY_S), max_delay=cast(int, max_backoff_s)
         )
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._was_connected = False
+        super().__init__(
+            self._client,
+            address=f"mqtt://{credentials.username}@{credentials.host}:{credentials.port}",
+            log=log,
+        )
 
     async def __aenter__(self) -> LiveSubscriber:
         self._client.connect_async(
@@ -170,34 +173,20 @@ class LiveSubscriber:
         if self.inbox.put(message.topic, bytes(message.payload)):
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            self._lost(f"refused: {reason_code}")
-            return
+    def _accepted(self, client: paho.Client, flags: paho.ConnectFlags) -> None:
         client.subscribe(FLEET_FILTER, qos=1)
         LIVE_CONNECTS.inc()
         self._was_connected = True
         self._loop.call_soon_threadsafe(self._hub.subscribed)
         log.info("live: subscribed", extra={"filter": FLEET_FILTER})
 
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _refused(self, reason: ReasonCode) -> None:
+        self._lost(f"refused: {reason}")
+
+    def _disconnected(self, reason: ReasonCode) -> None:
         if self._was_connected:
             self._was_connected = False
-            self._lost(f"lost: {reason_code}")
+            self._lost(f"lost: {reason}")
 
     def _lost(self, error: str) -> None:
         LIVE_DISCONNECTS.inc()

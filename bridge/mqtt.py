@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.inbox import InboundMessage, Inbox
 from telemetry.logs import unreachable
+from telemetry.mqtt import SessionCallbacks
 from telemetry.settings import MqttTarget
 from telemetry.topics import (
     BRIDGE_OFFLINE,
@@ -170,7 +171,7 @@ class _Client(paho.Client):
         return n
 
 
-class MqttSubscriber:
+class MqttSubscriber(SessionCallbacks):
     """Subscribes to readings (plain or shared) and statuses, feeding an Inbox; acks on
     request."""
 
@@ -210,8 +211,7 @@ class MqttSubscriber:
         # paho's hints say int, its arithmetic takes floats. A refused connect to a broker that
         # is down costs a few microseconds; a late re-subscription can cost readings.
         self._client.reconnect_delay_set(min_delay=cast(int, 0.1), max_delay=cast(int, 0.5))
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
+        super().__init__(self._client, address=self._address_url, log=log)
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -294,20 +294,7 @@ class MqttSubscriber:
 
     # paho's thread from here on.
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.error(
-                "mqtt connect refused",
-                extra=unreachable(self._address_url, reason=str(reason_code)),
-            )
-            return
+    def _accepted(self, client: paho.Client, flags: paho.ConnectFlags) -> None:
         self.last_error = None
         self._generation += 1
         log.info(
@@ -350,17 +337,9 @@ class MqttSubscriber:
             return
         self._subscribed.set()
 
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _disconnected(self, reason: ReasonCode) -> None:
         self._subscribed.clear()
-        if reason_code != MQTTErrorCode.MQTT_ERR_SUCCESS and reason_code.value != 0:
-            log.warning("mqtt disconnected; paho reconnects", extra={"reason": str(reason_code)})
+        super()._disconnected(reason)
 
     def _on_publish_fields(
         self, mid: int, qos: int, topic: str, payload: bytes, retained: bool

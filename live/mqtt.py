@@ -27,11 +27,10 @@ from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from live.state import SiteEvent
-from telemetry.logs import unreachable
+from telemetry.mqtt import SessionCallbacks
 from telemetry.settings import MqttTarget
 from telemetry.topics import (
     SITE_REACHABLE,
@@ -77,7 +76,7 @@ def publish_packet(topic: str, payload: bytes, *, retain: bool) -> bytes:
 _MAX_QUEUED = 10_000
 
 
-class MqttPublisher:
+class MqttPublisher(SessionCallbacks):
     def __init__(self, *, target: MqttTarget, client_id: str) -> None:
         self._target = target
         self._connected = threading.Event()
@@ -97,8 +96,7 @@ class MqttPublisher:
         self._client.max_queued_messages_set(_MAX_QUEUED)
         self._client.max_inflight_messages_set(1000)
         self._client.reconnect_delay_set(min_delay=cast(int, 0.2), max_delay=5)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
+        super().__init__(self._client, address=f"mqtt://{target.host}:{target.port}", log=log)
         self._client.on_message = self._on_message
 
     @property
@@ -174,22 +172,7 @@ class MqttPublisher:
             return
         self._site_events.append(SiteEvent(site_id, reachable, int(time.time() * 1000)))
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.error(
-                "mqtt connect refused",
-                extra=unreachable(
-                    f"mqtt://{self._target.host}:{self._target.port}", reason=str(reason_code)
-                ),
-            )
-            return
+    def _accepted(self, client: paho.Client, flags: paho.ConnectFlags) -> None:
         self.connections += 1
         # QoS 1: a status is not lost between the broker and us. The retained ones arrive at
         # once, the current state of every site.
@@ -197,14 +180,6 @@ class MqttPublisher:
         self._connected.set()
         log.info("mqtt connected", extra={"connections": self.connections})
 
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _disconnected(self, reason: ReasonCode) -> None:
         self._connected.clear()
-        if reason_code.is_failure:
-            log.warning("mqtt disconnected; paho reconnects", extra={"reason": str(reason_code)})
+        super()._disconnected(reason)
