@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from live.state import SiteEvent
-from telemetry.mqtt import SessionCallbacks
+from telemetry.mqtt import PUBLISH, SessionCallbacks, publish_packet
 from telemetry.settings import MqttTarget
 from telemetry.topics import (
     SITE_REACHABLE,
@@ -41,34 +41,8 @@ from telemetry.topics import (
 
 log = logging.getLogger(__name__)
 
-PUBLISH = 0x30
-_RETAIN = 0x01
 # A batch is handed to paho in writes of about this size.
 _BATCH_BYTES = 256 * 1024
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish_packet(topic: str, payload: bytes, *, retain: bool) -> bytes:
-    """One MQTT 3.1.1 PUBLISH packet at QoS 0 (no packet id)."""
-    name = topic.encode()
-    body_length = 2 + len(name) + len(payload)
-    return b"".join(
-        (
-            bytes((PUBLISH | (_RETAIN if retain else 0),)),
-            _remaining_length(body_length),
-            len(name).to_bytes(2, "big"),
-            name,
-            payload,
-        )
-    )
 
 
 # Alerts (QoS 1) waiting while the broker is away; summaries (QoS 0) are dropped instead, since
@@ -133,7 +107,7 @@ class MqttPublisher(SessionCallbacks):
         chunk: list[bytes] = []
         size = 0
         for topic, payload in messages:
-            packet = publish_packet(topic, payload, retain=retain)
+            packet = publish_packet(topic.encode(), payload, retain=retain)
             chunk.append(packet)
             size += len(packet)
             if size >= _BATCH_BYTES:

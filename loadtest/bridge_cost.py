@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from bridge.batcher import BatchBuilder
 from bridge.inbox import Inbox
 from bridge.mqtt import MqttSubscriber, _Client
+from telemetry.mqtt import publish_packet
 from telemetry.payload import PayloadDecoder, TimeWindow
 from telemetry.settings import MqttTarget
 
@@ -94,18 +95,9 @@ async def one_round(messages: list[paho.MQTTMessage]) -> tuple[float, float, flo
 
 def publish_packets(messages: list[paho.MQTTMessage]) -> bytes:
     """The messages as MQTT 3.1.1 QoS 1 PUBLISH packets, as the broker sends them."""
-    out = bytearray()
-    for m in messages:
-        topic = m.topic.encode()
-        body = len(topic).to_bytes(2, "big") + topic + m.mid.to_bytes(2, "big") + m.payload
-        n, length = len(body), bytearray()
-        while True:
-            byte, n = n % 128, n // 128
-            length.append(byte | (128 if n else 0))
-            if not n:
-                break
-        out += bytes([0x32]) + length + body
-    return bytes(out)
+    return b"".join(
+        publish_packet(m.topic.encode(), bytes(m.payload), qos=1, packet_id=m.mid) for m in messages
+    )
 
 
 class _PahoReads(_Client):

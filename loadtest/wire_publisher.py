@@ -29,21 +29,13 @@ import uvloop
 
 from loadtest.settings import ClientSettings
 from mqtt_auth.identities import Identity
+from telemetry.mqtt import publish_packet, remaining_length
 
 _CONNACK, _PUBACK, _PINGRESP = 0x20, 0x40, 0xD0
 # Constant sensor values: the benchmark measures transport and storage, not the signal.
 _IMU_DATA = b'{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002,"z":-0.003}}'
 _CHUNK_MESSAGES = 256  # messages built and written per syscall
 _PACE_S = 0.002  # a paced publisher's smallest step
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _string(s: bytes) -> bytes:
@@ -64,12 +56,7 @@ def connect_packet(
         body += _string(username.encode())
     if password is not None:
         body += _string(password.encode())
-    return b"\x10" + _varint(len(body)) + body
-
-
-def publish_packet(*, topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
-    head = _string(topic) + (packet_id.to_bytes(2, "big") if qos else b"")
-    return bytes([0x30 | (qos << 1)]) + _varint(len(head) + len(payload)) + head + payload
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 class _Clock:
@@ -251,9 +238,7 @@ async def publish(  # noqa: PLR0915 - one hot loop, kept in one piece on purpose
             seqs[r] = seq + k
             left -= k
             packet_id = packet_id % 65535 + 1
-            chunk.append(
-                publish_packet(topic=topics[r], payload=payload, qos=qos, packet_id=packet_id)
-            )
+            chunk.append(publish_packet(topics[r], payload, qos=qos, packet_id=packet_id))
             sent += 1
         transport.write(b"".join(chunk))
         if not msg_rate:

@@ -1,9 +1,14 @@
-"""The connection callbacks of our long-lived paho clients (the bridge's subscriber, the live
-service's publisher, the API's live subscriber): paho's VERSION2 `on_connect` and
-`on_disconnect`, split into an accepted connect, a refused one and a disconnect.
+"""MQTT as every process of ours speaks it, in two parts.
 
-paho retries both a refused connect and a lost connection on its own (`connect_async` +
-`loop_start`), so what a service does about them is say so and keep its own state.
+The connection callbacks of our long-lived paho clients (the bridge's subscriber, the live
+service's publisher, the API's live subscriber): paho's VERSION2 `on_connect` and
+`on_disconnect`, split into an accepted connect, a refused one and a disconnect. paho retries
+both a refused connect and a lost connection on its own (`connect_async` + `loop_start`), so
+what a service does about them is say so and keep its own state.
+
+The PUBLISH packet (MQTT 3.1.1, 3.3) for what writes packets without paho's per-message
+bookkeeping: the live service's batches, the load generator, the bridge's read benchmark and
+tests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,30 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from telemetry.logs import unreachable
+
+PUBLISH = 0x30
+_RETAIN = 0x01
+
+
+def remaining_length(n: int) -> bytes:
+    """A packet's Remaining Length field (MQTT 3.1.1, 2.2.3): 7 bits a byte, low first."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, *, qos: int = 0, packet_id: int = 0, retain: bool = False
+) -> bytes:
+    """One PUBLISH packet; the packet id is written at QoS 1 and 2 only."""
+    head = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        head += packet_id.to_bytes(2, "big")
+    command = PUBLISH | qos << 1 | (_RETAIN if retain else 0)
+    return bytes((command,)) + remaining_length(len(head) + len(payload)) + head + payload
 
 
 class SessionCallbacks(ABC):

@@ -13,19 +13,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bridge.mqtt import _Client
+from telemetry.mqtt import publish_packet
 
 
 def _publish(mid: int, payload: bytes) -> bytes:
-    """An MQTT 3.1.1 QoS 1 PUBLISH on robots/r1/sensors/imu."""
-    topic = b"robots/r1/sensors/imu"
-    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (128 if n else 0))
-        if not n:
-            break
-    return bytes([0x32]) + bytes(length) + body
+    return publish_packet(b"robots/r1/sensors/imu", payload, qos=1, packet_id=mid)
 
 
 @pytest.fixture
@@ -105,19 +97,6 @@ def test_the_end_of_the_stream_is_a_lost_connection(
     assert rc != MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def _packet(command: int, topic: bytes, mid: int | None, payload: bytes) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic
-    body += mid.to_bytes(2, "big") if mid is not None else b""
-    body += payload
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (128 if n else 0))
-        if not n:
-            break
-    return bytes([command]) + bytes(length) + body
-
-
 def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
     client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
 ) -> None:
@@ -146,16 +125,16 @@ def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
     ]
     stream = b"".join(
         [
-            _packet(0x32, b"robots/r1/sensors/imu", 7, b'{"seq":1}'),
-            _packet(0x32, b"robots/r1/sensors/imu", 8, b'{"seq":2}'),
-            _packet(0x30, b"robots/r1/sensors/gps", None, b"q0"),
-            _packet(0x33, b"robots/r1/status", 9, b"online"),
+            publish_packet(b"robots/r1/sensors/imu", b'{"seq":1}', qos=1, packet_id=7),
+            publish_packet(b"robots/r1/sensors/imu", b'{"seq":2}', qos=1, packet_id=8),
+            publish_packet(b"robots/r1/sensors/gps", b"q0"),
+            publish_packet(b"robots/r1/status", b"online", qos=1, packet_id=9, retain=True),
             bytes([0xD0, 0x00]),  # PINGRESP
-            _packet(0x32, b"robots/r\xff/sensors/imu", 10, b"bad topic"),
-            _packet(0x32, b"robots/r2/sensors/imu", 11, big),
+            publish_packet(b"robots/r\xff/sensors/imu", b"bad topic", qos=1, packet_id=10),
+            publish_packet(b"robots/r2/sensors/imu", big, qos=1, packet_id=11),
         ]
     )
-    last = _packet(0x32, b"robots/r3/sensors/imu", 12, b"end")
+    last = publish_packet(b"robots/r3/sensors/imu", b"end", qos=1, packet_id=12)
     broker.sendall(stream + last[:4])
     assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert c.buffered() == 0
