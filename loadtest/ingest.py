@@ -76,6 +76,20 @@ from telemetry.topics import NATS_MQTT_STREAM
 
 
 @dataclass(frozen=True, slots=True)
+class Bench:
+    """What every run of one benchmark shares: its scratch database and Redis prefix, its
+    robots (registered, one group per publisher), its work directory, and how long a run
+    waits for the last rows once the publishers are done."""
+
+    dsn: str
+    redis_url: str
+    counters: Counters
+    robots: list[list[str]]
+    workdir: Path
+    settle_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     per_message: int
     bridges: int
@@ -173,42 +187,37 @@ def _start_broker(
 
 async def run_config(
     config: Config,
+    bench: Bench,
     *,
-    dsn: str,
-    redis_url: str,
-    counters: Counters,
-    robots: list[list[str]],
     readings: int,
-    workdir: Path,
-    settle_s: float,
     profile_dir: Path | None = None,
     root: Path = ROOT,
     keep_rows: bool = False,
 ) -> dict[str, Any]:
     """One configuration's run. `keep_rows`: the table keeps what it holds (a pre-filled
     history); every figure counts only the rows of this run (`ts` from its start on)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(bench.dsn)
     if not keep_rows:
         await empty_readings(conn)
-    await counters.clear()
+    await bench.counters.clear()
     if keep_rows:
         # What a bridge does when it finds Redis empty, done before the run instead of in it
         # (over 25 hours of rows, the history included).
-        async with open_pool(dsn=dsn, max_size=1) as pool:
-            await rebuild_counters(pool=pool, counters=counters)
+        async with open_pool(dsn=bench.dsn, max_size=1) as pool:
+            await rebuild_counters(pool=pool, counters=bench.counters)
     since = time.time() - 1.0  # the publishers' readings are stamped with their send time
     broker, logins, ports, bridges = _start_broker(
         config,
-        robots=robots,
-        dsn=dsn,
-        redis_url=redis_url,
-        prefix=counters.prefix,
-        workdir=workdir,
+        robots=bench.robots,
+        dsn=bench.dsn,
+        redis_url=bench.redis_url,
+        prefix=bench.counters.prefix,
+        workdir=bench.workdir,
         root=root,
     )
     for b in bridges:
         b.root = root
-    poller = CommitPoller(dsn=dsn)
+    poller = CommitPoller(dsn=bench.dsn)
     poll_task: asyncio.Task[None] | None = None
     try:
         for b in bridges:
@@ -221,14 +230,14 @@ async def run_config(
             port=ports[0],
             more_ports=ports[1:],
             logins=logins,
-            robots=robots,
+            robots=bench.robots,
             readings=readings,
             per_message=config.per_message,
             qos=config.qos,
             rate=config.rate,
         )
         published = sum(p.readings for p in pubs)
-        await _wait_stored(bridges, published, settle_s)
+        await _wait_stored(bridges, published, bench.settle_s)
         await asyncio.sleep(0.1)  # a last poll after the last commit
         poller.stop()
         await poll_task
@@ -253,7 +262,7 @@ async def run_config(
         started = min(p.started_at for p in pubs)
         last_commit = series.times[-1] if series.times else started
         redis_minus_rows = await _redis_minus_rows(
-            conn, counters, started, stored=stored, keep_rows=keep_rows
+            conn, bench.counters, started, stored=stored, keep_rows=keep_rows
         )
         seconds = await per_second(conn, started, since=since) if config.rate else None
     finally:
@@ -444,6 +453,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         conn = await asyncpg.connect(dsn)
         await register_robots(conn, flat)
         await conn.close()
+        bench = Bench(dsn, servers.redis_url, counters, robots, workdir, args.settle_s)
 
         pg: dict[str, list[float]] = {}
         mq: dict[str, dict[str, float]] = {}
@@ -485,15 +495,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
             runs = []
             for _ in range(args.repeat):
                 r = await run_config(
-                    config,
-                    dsn=dsn,
-                    redis_url=servers.redis_url,
-                    counters=counters,
-                    robots=robots,
-                    readings=args.readings,
-                    workdir=workdir,
-                    settle_s=args.settle_s,
-                    profile_dir=args.profile,
+                    config, bench, readings=args.readings, profile_dir=args.profile
                 )
                 _print_result(r)
                 runs.append(r)
@@ -510,14 +512,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
                 runs = []
                 for _ in range(args.repeat):
                     r = await run_config(
-                        half,
-                        dsn=dsn,
-                        redis_url=servers.redis_url,
-                        counters=counters,
-                        robots=robots,
-                        readings=min(args.readings, int(half.rate * args.half_rate_s)),
-                        workdir=workdir,
-                        settle_s=args.settle_s,
+                        half, bench, readings=min(args.readings, int(half.rate * args.half_rate_s))
                     )
                     _print_result(r)
                     runs.append(r)
@@ -563,6 +558,7 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
             conn = await asyncpg.connect(dsn)
             await register_robots(conn, flat)
             await conn.close()
+            bench = Bench(dsn, servers.redis_url, counters, robots, workdir, args.settle_s)
             filled = 0  # history rows stored by fill_readings
             for prefill in args.prefill:
                 if prefill:
@@ -582,13 +578,8 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
                         for label, root in trees:
                             r = await run_config(
                                 config,
-                                dsn=dsn,
-                                redis_url=servers.redis_url,
-                                counters=counters,
-                                robots=robots,
+                                bench,
                                 readings=int(config.rate * args.duration),
-                                workdir=workdir,
-                                settle_s=args.settle_s,
                                 root=root,
                                 keep_rows=bool(filled),
                                 profile_dir=args.profile / label if args.profile else None,

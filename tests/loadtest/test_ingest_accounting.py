@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ingest.counters import Counters
-from loadtest.ingest import Config, run_config
+from loadtest.ingest import Bench, Config, run_config
 from loadtest.scratch import register_robots
 from loadtest.wire_publisher import robot_ids
 from tests.conftest import HARNESS
@@ -32,13 +32,8 @@ async def test_smallest_configuration_stores_every_reading_once(
 
     result = await run_config(
         Config(per_message=10, bridges=1, qos=1, rate=0.0),
-        dsn=database_url,
-        redis_url=HARNESS.redis_url,
-        counters=counters,
-        robots=robots,
+        Bench(database_url, HARNESS.redis_url, counters, robots, tmp_path, settle_s=5.0),
         readings=4000,
-        workdir=tmp_path,
-        settle_s=5.0,
     )
 
     assert result["published_readings"] == 4000
