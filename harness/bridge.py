@@ -69,11 +69,14 @@ class BridgeProcess:
         self.proc = None
         return code
 
-    def kill(self) -> None:
+    def kill(self) -> int:
+        """kill -9; returns once the process is gone, with its exit status (-9: the signal
+        ended it)."""
         assert self.proc is not None
         self.proc.kill()
-        self.proc.wait(timeout=10)
+        code = self.proc.wait(timeout=10)
         self.proc = None
+        return code
 
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():

@@ -133,14 +133,6 @@ class SiteMosquitto(ServiceProcess):
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def kill(self) -> None:
-        """kill -9; returns once the process is gone (its exit status proves the signal)."""
-        assert self.proc is not None
-        self.proc.kill()
-        code = self.proc.wait(timeout=10)
-        assert code == -9, f"the site broker exited with {code}, not by SIGKILL"
-        self.proc = None
-
     def command(self) -> list[str]:
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.conf)]
 

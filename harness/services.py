@@ -104,17 +104,21 @@ class ServiceProcess:
         """A clean stop (SIGTERM): Mosquitto writes its persistence file."""
         self._end(kill=False)
 
-    def kill(self) -> None:
-        self._end(kill=True)
+    def kill(self) -> int | None:
+        """kill -9; returns once the process is gone, with its exit status (-9: the signal
+        ended it, which a test of a crash asserts) or None when it was not running."""
+        return self._end(kill=True)
 
-    def _end(self, *, kill: bool) -> None:
+    def _end(self, *, kill: bool) -> int | None:
+        code = None
         if self.proc and self.proc.poll() is None:
             if kill:
                 self.proc.kill()
             else:
                 self.proc.terminate()
-            self.proc.wait(timeout=10)
+            code = self.proc.wait(timeout=10)
         self.proc = None
+        return code
 
     def __enter__(self) -> Self:
         self.start()

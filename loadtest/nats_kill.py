@@ -103,11 +103,9 @@ async def node_kill(  # noqa: PLR0915 - one scenario, read top to bottom
         if kill_leader is not None:
             victim = await cluster.stream_leader_by_api(kill_leader)
         on_victim = sum(1 for r in fleet if r.ports_used[-1] == victim.ports.mqtt)
-        assert victim.proc is not None
-        victim.proc.kill()
-        victim.proc.wait(timeout=10)
+        if victim.kill() is None:
+            raise RuntimeError(f"{victim.name} was not running when its kill was due")
         killed_at = time.time()
-        victim.proc = None
         await asyncio.gather(*(asyncio.to_thread(r.wait_all_acked, timeout=180) for r in fleet))
         acked = sum(len(r.acked_at) for r in fleet)
         # Until the rows stop changing for 10 s (redeliveries after the ack wait included).

@@ -142,11 +142,8 @@ async def test_killing_a_nats_node_mid_stream_loses_nothing(
     robot = fleet[0]
     victim = next(n for n in cluster.nodes if n.ports.mqtt == robot.ports_used[0])
     await sent_at_least(fleet, 800)
-    assert victim.proc is not None
-    victim.proc.kill()
-    assert victim.proc.wait(timeout=10) == -9
+    assert victim.kill() == -9
     killed_at = time.time()
-    victim.proc = None
 
     await assert_stored_exactly_once(registered, fleet, start_ms, count)
     # The fault happened mid-stream: the robot on it went on through another node, and its
@@ -170,11 +167,8 @@ async def test_killing_a_bridge_hands_its_messages_to_the_others(
     victim = bridges[0]
     # It was taking its share of the stream when it was killed.
     assert victim.metric("bridge_readings_inserted_total") > 0
-    assert victim.proc is not None
-    victim.proc.kill()
-    assert victim.proc.wait(timeout=10) == -9
+    assert victim.kill() == -9
     killed_at = time.time()
-    victim.proc = None
 
     await assert_stored_exactly_once(registered, fleet, start_ms, count)
     assert any(t > killed_at + 1 for r in fleet for t in r.acked_at.values())
@@ -289,11 +283,8 @@ async def test_killing_a_stream_leader_mid_stream_loses_nothing(
     assert (await cluster.stream_leader_by_api(other)) is not victim
     on_victim = [r for r in fleet if r.ports_used[-1] == victim.ports.mqtt]
     assert on_victim  # robot i starts on node i % 3
-    assert victim.proc is not None
-    victim.proc.kill()
-    assert victim.proc.wait(timeout=10) == -9
+    assert victim.kill() == -9
     killed_at = time.time()
-    victim.proc = None
 
     await assert_stored_exactly_once(registered, fleet, start_ms, count)
     # The fault: the killed node led the stream, another leads it now; robots on it went on
