@@ -289,10 +289,7 @@ def _workers(api: ApiProcess, cpu: dict[int, float]) -> list[int]:
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     data: dict[str, Any] = {
-        "benchmark": "api_cost",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) for k, v in vars(args).items()},
+        **report.header("api_cost", args),
         "rounds": [],
     }
     with ExitStack() as stack:

@@ -336,10 +336,7 @@ def _markdown(data: dict[str, Any]) -> str:
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     data: dict[str, Any] = {
-        "benchmark": "http_edge",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **report.header("http_edge", args),
         "trees": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-edge-"))

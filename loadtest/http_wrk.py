@@ -197,7 +197,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     rows = []
     for label, tree in data["trees"].items():
-        for shape in data["args_shapes"]:
+        for shape in data["args"]["shapes"]:
             runs = [
                 x["shapes"][shape]
                 for x in data["runs"]
@@ -229,11 +229,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     data: dict[str, Any] = {
-        "benchmark": "http_wrk",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "args_shapes": args.shapes,
+        **report.header("http_wrk", args),
         "runs": [],
     }
     with ExitStack() as stack:

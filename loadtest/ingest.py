@@ -440,12 +440,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     flat = [r for group in robots for r in group]
     workdir = Path(tempfile.mkdtemp(prefix="rs-bench-ingest-"))
     started = time.time()
-    data: dict[str, Any] = {
-        "benchmark": "ingest",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
+    data: dict[str, Any] = report.header("ingest", args)
     async with (
         scratch_database(servers, label="ingest") as dsn,
         scratch_counters(servers, label="ingest") as counters,
@@ -542,10 +537,7 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
             f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"
         )
     data: dict[str, Any] = {
-        "benchmark": "ingest-sustained",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **report.header("ingest-sustained", args),
         "results": [],
     }
     with ExitStack() as stack:

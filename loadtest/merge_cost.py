@@ -93,12 +93,7 @@ async def one_way(
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     robots = [f"bench-{k // 10}-{k % 10}" for k in range(20)]
-    data: dict[str, object] = {
-        "benchmark": "merge-cost",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": vars(args),
-    }
+    data: dict[str, object] = report.header("merge-cost", args)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in WAYS}
     async with scratch_database(servers, label="merge") as dsn:
         conn = await asyncpg.connect(dsn)

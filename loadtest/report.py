@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -37,6 +38,25 @@ def machine() -> dict[str, Any]:
 
 def stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def header(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What every benchmark's results begin with: its name, the machine, when, and its
+    arguments (paths as text, so that the JSON holds them)."""
+    return {
+        "benchmark": name,
+        "machine": machine(),
+        "started_at": stamp(),
+        "args": {k: _plain(v) for k, v in vars(args).items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

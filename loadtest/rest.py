@@ -279,10 +279,7 @@ async def sustained_main(args: argparse.Namespace, servers: BenchSettings) -> No
             f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"
         )
     data: dict[str, Any] = {
-        "benchmark": "rest-sustained",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": vars(args),
+        **report.header("rest-sustained", args),
         "results": [],
     }
     workdir = Path(tempfile.gettempdir()) / f"rs-bench-rest-{os.getpid()}"
@@ -543,12 +540,7 @@ async def read_latency(*, port: int, key: str, requests: int) -> dict[str, dict[
 
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
-    data: dict[str, Any] = {
-        "benchmark": "rest",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": vars(args),
-    }
+    data: dict[str, Any] = report.header("rest", args)
     workdir = Path(tempfile.gettempdir()) / f"rs-bench-rest-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     async with (
