@@ -24,11 +24,12 @@ class BridgeProcess:
         client_id: str = "test-bridge",
         **settings: str,
     ) -> None:
-        """`settings`: environment variables, by lower-case name."""
+        """`settings`: environment variables, by lower-case name; the metrics port is a free
+        one unless `metrics_port` is among them (a benchmark held to a port range)."""
         # The checkout whose bridge runs: benchmarks point it at an older commit's worktree.
         self.root = ROOT
         self.log_path = log_path
-        self.metrics_port = free_port()
+        self.metrics_port = int(settings.pop("metrics_port", 0)) or free_port()
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,

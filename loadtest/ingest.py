@@ -27,8 +27,6 @@ What it measures, per configuration:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -44,24 +42,22 @@ import uvloop
 
 from db.connect import open_pool
 from harness.bridge import BridgeProcess
-from harness.metrics import metric_total
 from harness.nats import NatsBridges, NatsCluster
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from ingest.counters import Counters
 from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
+from loadtest.accounting import RunWatch
 from loadtest.baseline import describe, python_env
 from loadtest.baseline import trees as baseline_trees
 from loadtest.ceilings import (
     CEILING_SUBSCRIBER,
     Ceiling,
-    count_rows,
     mosquitto_ceiling,
     postgres_ceilings,
     publisher_rate,
 )
-from loadtest.commits import CommitPoller, commit_series, per_second
 from loadtest.nats_kill import node_kill, print_kill
 from loadtest.scratch import (
     empty_readings,
@@ -105,34 +101,6 @@ class Config:
         plural = "s" if self.bridges > 1 else ""
         shape = f"{self.per_message}/msg, {self.bridges} bridge{plural}, QoS {self.qos}, {pace}"
         return f"NATS x3: {shape}" if self.source == "nats" else shape
-
-
-def _minutes(started: float, ended: float) -> list[int]:
-    return list(range(int(started) // 60 * 60 - 60, int(ended) // 60 * 60 + 61, 60))
-
-
-async def _redis_total(counters: Counters, minutes: list[int]) -> int:
-    window = await counters.window(minutes, top=0)
-    return sum(m.get("*", 0) for m in window.totals)
-
-
-async def _redis_minus_rows(
-    conn: asyncpg.Connection, counters: Counters, started: float, *, stored: int, keep_rows: bool
-) -> int:
-    """Readings Redis counted in the run's minutes minus the rows stored. With rows kept
-    from before, Redis counts theirs too (rebuilt in run_config): compare with every row of
-    the same minutes."""
-    minutes = _minutes(started, time.time())
-    redis_total = await _redis_total(counters, minutes)
-    if not keep_rows:
-        return redis_total - stored
-    rows: int = await conn.fetchval(
-        "SELECT count(*) FROM sensor_readings"
-        " WHERE ts >= to_timestamp($1) AND ts < to_timestamp($2)",
-        minutes[0],
-        minutes[-1] + 60,
-    )
-    return redis_total - rows
 
 
 def _start_broker(
@@ -217,15 +185,12 @@ async def run_config(
     )
     for b in bridges:
         b.root = root
-    poller = CommitPoller(dsn=bench.dsn)
-    poll_task: asyncio.Task[None] | None = None
+    watch = RunWatch(dsn=bench.dsn, bridges=bridges, since=since)
     try:
         for b in bridges:
             b.start()
-        cpu_at_start = sum(_cpu_seconds(b) for b in bridges)  # imports and connects excluded
-        pg_cpu_at_start = await postgres_cpu_seconds(conn)
+        await watch.start(conn)
         spies = [_py_spy(b, config, k, profile_dir) for k, b in enumerate(bridges) if profile_dir]
-        poll_task = asyncio.create_task(poller.run())
         pubs = await run_publishers(
             port=ports[0],
             more_ports=ports[1:],
@@ -237,38 +202,24 @@ async def run_config(
             rate=config.rate,
         )
         published = sum(p.readings for p in pubs)
-        await _wait_stored(bridges, published, bench.settle_s)
-        await asyncio.sleep(0.1)  # a last poll after the last commit
-        poller.stop()
-        await poll_task
-        duplicates_absorbed = sum(
-            metric_total(b.metrics_port, "bridge_readings_duplicate_total") for b in bridges
-        )
-        rejected = sum(metric_total(b.metrics_port, "bridge_rejected_total") for b in bridges)
-        bridge_cpu_s = sum(_cpu_seconds(b) for b in bridges) - cpu_at_start
-        pg_cpu_at_end = await postgres_cpu_seconds(conn)
+        messages = sum(p.messages for p in pubs)
+        await watch.wait_stored(published, bench.settle_s)
+        await watch.stop(conn)
         for b in bridges:
             b.stop()
         for spy in spies:  # py-spy writes its file when the bridge exits
             spy.wait(timeout=30)
-        series = await commit_series(conn, poller, since=since)
-        stored = await count_rows(conn, since=since)
-        # Every published reading once: per robot, seqs 0..n-1 all there, none twice.
-        distinct_ok = await conn.fetchval(
-            "SELECT count(*) = count(DISTINCT (robot_id, seq)) FROM sensor_readings"
-            " WHERE ts >= to_timestamp($1)",
-            since,
+        figures = await watch.figures(
+            conn,
+            bench.counters,
+            published=published,
+            messages=messages,
+            started=min(p.started_at for p in pubs),
+            keep_rows=keep_rows,
+            seconds=bool(config.rate),
         )
-        started = min(p.started_at for p in pubs)
-        last_commit = series.times[-1] if series.times else started
-        redis_minus_rows = await _redis_minus_rows(
-            conn, bench.counters, started, stored=stored, keep_rows=keep_rows
-        )
-        seconds = await per_second(conn, started, since=since) if config.rate else None
     finally:
-        poller.stop()
-        if poll_task and not poll_task.done():
-            await poll_task
+        await watch.close()
         for b in bridges:
             if b.running:
                 b.kill()
@@ -278,87 +229,11 @@ async def run_config(
         "config": asdict(config),
         "label": config.label,
         "published_readings": published,
-        "published_messages": sum(p.messages for p in pubs),
+        "published_messages": messages,
         "publisher_readings_per_s": publisher_rate(pubs),
         "publisher_max_behind_s": max(p.max_behind_s for p in pubs),
-        "stored": stored,
-        "lost": published - stored,
-        "duplicates_absorbed": int(duplicates_absorbed),
-        "redis_minus_rows": redis_minus_rows,
-        "seq_identity_unique": bool(distinct_ok),
-        "rejected": int(rejected),
-        # From the first publish to the last commit (and a few idle polls): bridges' CPU per
-        # message, which machine load disturbs far less than their rate.
-        "bridge_cpu_us_per_message": bridge_cpu_s * 1e6 / max(sum(p.messages for p in pubs), 1),
-        # The whole PostgreSQL server's CPU (every process of the cluster) per stored reading:
-        # exact only on a server that serves nothing else (a private cluster), else an upper
-        # bound; None when the server's processes cannot be read here.
-        "postgres_cpu_us_per_reading": (
-            (pg_cpu_at_end - pg_cpu_at_start) * 1e6 / max(stored, 1)
-            if pg_cpu_at_start is not None and pg_cpu_at_end is not None
-            else None
-        ),
-        "sustained_readings_per_s": series.sustained_rate(),
-        "overall_readings_per_s": stored / max(last_commit - started, 1e-9),
-        "latency": asdict(series.latency) if series.latency else None,
-        "rows_without_commit_time": series.unmatched,
-        "commits": {"t": [t - started for t in series.times], "n": series.readings},
-        "per_second": seconds,
+        **figures,
     }
-
-
-async def _wait_stored(bridges: list[BridgeProcess], published: int, settle_s: float) -> None:
-    """Until the bridges stored everything (or, at QoS 0, stopped making progress)."""
-    last, last_change = -1.0, time.monotonic()
-    while True:
-        inserted = sum(
-            metric_total(b.metrics_port, "bridge_readings_inserted_total") for b in bridges
-        )
-        if inserted >= published:
-            return
-        if inserted != last:
-            last, last_change = inserted, time.monotonic()
-        elif time.monotonic() - last_change > settle_s:
-            return
-        await asyncio.sleep(0.1)
-
-
-def _cpu_seconds(bridge: BridgeProcess) -> float:
-    """User + system CPU seconds of a running bridge process so far (Linux /proc)."""
-    assert bridge.proc is not None
-    stat = Path(f"/proc/{bridge.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def postgres_cpu_seconds(conn: asyncpg.Connection) -> float | None:
-    """User + system CPU seconds of the whole PostgreSQL cluster so far: the postmaster, its
-    live processes and the ones it has reaped (Linux /proc; the server must run on this
-    machine and its data directory be readable). None otherwise."""
-    try:
-        data_dir = await conn.fetchval("SHOW data_directory")
-    except asyncpg.PostgresError:
-        return None
-    return _cluster_cpu_seconds(Path(data_dir))
-
-
-def _cluster_cpu_seconds(data_dir: Path) -> float | None:
-    try:
-        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-        total = 0
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(proc.name) == postmaster:
-                total += sum(int(x) for x in stat[11:15])  # + the reaped children's
-            elif int(stat[1]) == postmaster:
-                total += int(stat[11]) + int(stat[12])
-        return total / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return None
 
 
 def _py_spy(bridge: BridgeProcess, config: Config, k: int, out: Path) -> subprocess.Popen[bytes]:

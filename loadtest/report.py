@@ -152,3 +152,42 @@ def plot_bars(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_panels(
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    panels: list[tuple[str, dict[str, tuple[list[float], list[float]]]]],
+    logx: bool = False,
+) -> None:
+    """Stacked panels sharing one x axis: one (ylabel, {label: (xs, ys)}) per panel; a label
+    starting with "--" is drawn dashed (a target or an offered rate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True)
+    for ax, (ylabel, series) in zip(axes, panels, strict=True):
+        for label, (xs, ys) in series.items():
+            dashed = label.startswith("--")
+            ax.plot(
+                xs,
+                ys,
+                ls="--" if dashed else "-",
+                marker=None if dashed else "o",
+                label=label.removeprefix("--"),
+            )
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if logx:
+        axes[-1].set_xscale("log")
+    axes[0].set_title(title)
+    axes[-1].set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -18,10 +18,11 @@ from ingest.counters import Counters
 
 @asynccontextmanager
 async def scratch_database(
-    servers: HarnessSettings, *, label: str, keep: bool = False
+    servers: HarnessSettings, *, label: str, keep: bool = False, prefix: str = "rs_bench"
 ) -> AsyncIterator[str]:
-    """Yields the DSN of a new migrated database `rs_bench_<label>_<hex>`; drops it after."""
-    name = f"rs_bench_{label}_{uuid.uuid4().hex[:8]}"
+    """Yields the DSN of a new migrated database `<prefix>_<label>_<hex>`; drops it after.
+    `prefix`: whose it is, on a server that several people's runs share."""
+    name = f"{prefix}_{label}_{uuid.uuid4().hex[:8]}"
     dsn = f"{servers.postgres_url}/{name}"
     try:
         await prepare_database(
@@ -38,10 +39,13 @@ async def scratch_database(
 
 
 @asynccontextmanager
-async def scratch_counters(servers: HarnessSettings, *, label: str) -> AsyncIterator[Counters]:
-    """Counters under a prefix of this run's own, deleted at the end."""
+async def scratch_counters(
+    servers: HarnessSettings, *, label: str, prefix: str = "rsbench"
+) -> AsyncIterator[Counters]:
+    """Counters under a key prefix `<prefix>-<label>-<hex>:` of this run's own, deleted at the
+    end."""
     async with Redis.from_url(servers.redis_url) as redis:
-        counters = Counters(redis=redis, prefix=f"rsbench-{label}-{uuid.uuid4().hex[:8]}:")
+        counters = Counters(redis=redis, prefix=f"{prefix}-{label}-{uuid.uuid4().hex[:8]}:")
         try:
             yield counters
         finally:

@@ -23,10 +23,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import uvloop
 
+from edge_simulator.config import Partition, SimulationConfig
+from edge_simulator.identities import logins
 from loadtest.settings import ClientSettings
 from mqtt_auth.identities import Identity
 from telemetry.mqtt import publish_packet, remaining_length
@@ -81,6 +84,15 @@ class _Clock:
 
 def reading_bytes(*, ts: bytes, seq: int) -> bytes:
     return b'{"ts":"%s","seq":%d,"data":%s}' % (ts, seq, _IMU_DATA)
+
+
+def message_bytes(clock: _Clock, *, seq: int, readings: int, batched: bool) -> bytes:
+    """A message of `readings` readings numbered from `seq`: a bare reading, or a batch."""
+    if not batched:
+        return reading_bytes(ts=clock.next(), seq=seq)
+    return b'{"readings":[%s]}' % b",".join(
+        [reading_bytes(ts=clock.next(), seq=seq + j) for j in range(readings)]
+    )
 
 
 class _Protocol(asyncio.Protocol):
@@ -229,12 +241,7 @@ async def publish(  # noqa: PLR0915 - one hot loop, kept in one piece on purpose
             r = sent % len(robots)
             k = min(per_message, left)
             seq = seqs[r]
-            if per_message == 1:
-                payload = reading_bytes(ts=clock.next(), seq=seq)
-            else:
-                payload = b'{"readings":[%s]}' % b",".join(
-                    [reading_bytes(ts=clock.next(), seq=seq + j) for j in range(k)]
-                )
+            payload = message_bytes(clock, seq=seq, readings=k, batched=per_message > 1)
             seqs[r] = seq + k
             left -= k
             packet_id = packet_id % 65535 + 1
@@ -270,11 +277,188 @@ async def publish(  # noqa: PLR0915 - one hot loop, kept in one piece on purpose
     )
 
 
+# A fleet: each robot its own connection and identity (username = robot id, as a robot of
+# edge_simulator's fleet; passwords derived from one secret), a process holding a partition of
+# it, as the simulator's `--partition i/n` does. Where the publishers above are gateways
+# (one connection for many robots, for rate), this is for what connections cost: the connect
+# storm of a whole fleet and a broker holding thousands of them.
+
+
+def fleet_config(
+    *, robots: int, prefix: str, secret: str, partition: Partition
+) -> SimulationConfig:
+    """The simulator's fleet of `robots` robots (ids PREFIX-0000 ...), one connection each;
+    `edge_simulator.identities` provisions and logs them in."""
+    return SimulationConfig(
+        robots=robots,
+        duration_s=60.0,  # unused: only the fleet's ids and logins are taken from it
+        robot_prefix=prefix,
+        partition=partition,
+        mqtt_secret=secret,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StormResult:
+    index: int
+    connections: int
+    first_connect_at: float  # epoch seconds: the first TCP connect started
+    last_connack_at: float  # the last CONNACK arrived
+    connect_ms: list[float]  # each connection's TCP connect to its CONNACK
+    cpu_s: float  # this process's CPU for the storm
+
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    transport: asyncio.Transport
+    proto: _Protocol
+
+
+async def _connect_one(
+    loop: asyncio.AbstractEventLoop, port: int, login: tuple[str, str], keepalive_s: int
+) -> tuple[_Connection, float, float]:
+    started = time.time()
+    transport, proto = await loop.create_connection(_Protocol, "127.0.0.1", port)
+    username, password = login
+    transport.write(
+        connect_packet(
+            client_id=username, username=username, password=password, keepalive_s=keepalive_s
+        )
+    )
+    await proto.connected.wait()
+    if proto.lost:
+        transport.close()
+        raise proto.lost
+    return _Connection(transport, proto), started, time.time()
+
+
+async def connect_fleet(
+    *, port: int, logins: list[tuple[str, str]], connect_at: float, keepalive_s: int, index: int
+) -> tuple[list[_Connection], StormResult]:
+    """Every login's connection at once, from `connect_at` (epoch s) on, until all CONNACKs."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, connect_at - time.time()))
+    cpu0 = time.process_time()
+    done = await asyncio.gather(*(_connect_one(loop, port, lg, keepalive_s) for lg in logins))
+    return [c for c, _, _ in done], StormResult(
+        index=index,
+        connections=len(done),
+        first_connect_at=min(s for _, s, _ in done),
+        last_connack_at=max(e for _, _, e in done),
+        connect_ms=[(e - s) * 1000 for _, s, e in done],
+        cpu_s=time.process_time() - cpu0,
+    )
+
+
+async def publish_fleet(
+    conns: list[_Connection],
+    *,
+    robots: list[str],
+    index: int,
+    readings: int,
+    per_message: int,
+    qos: int,
+    rate: float,
+    start_at: float,
+) -> PublisherResult:
+    """`readings` IMU readings at `rate` readings/s (this process's), message k on robot
+    k mod len(robots)'s own connection, so every robot publishes its share of the rate."""
+    topics = [f"robots/{r}/sensors/imu".encode() for r in robots]
+    seqs = [0] * len(robots)
+    sent_on = [0] * len(robots)
+    clock = _Clock()
+    messages = -(-readings // per_message)
+    msg_rate = rate / per_message
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    sent, left, packet_id, max_behind = 0, readings, 0, 0.0
+    t0, t0_mono = time.time(), time.monotonic()
+    while sent < messages:
+        elapsed = time.monotonic() - t0_mono
+        due = min(int(elapsed * msg_rate) + 1, messages) - sent
+        if due <= 0:
+            await asyncio.sleep((sent + 1) / msg_rate - elapsed)
+            continue
+        max_behind = max(max_behind, (due - 1) / msg_rate)
+        for _ in range(due):
+            r = sent % len(robots)
+            conn = conns[r]
+            if conn.proto.lost:
+                raise conn.proto.lost
+            k = min(per_message, left)
+            payload = message_bytes(clock, seq=seqs[r], readings=k, batched=per_message > 1)
+            seqs[r] += k
+            left -= k
+            packet_id = packet_id % 65535 + 1
+            conn.transport.write(
+                publish_packet(topic=topics[r], payload=payload, qos=qos, packet_id=packet_id)
+            )
+            sent_on[r] += 1
+            sent += 1
+    written_at = time.time()
+    for conn, n in zip(conns, sent_on, strict=True):
+        if not qos:
+            conn.transport.write(b"\xc0\x00")
+            await conn.proto.pong.wait()
+        while conn.proto.acked < n and not conn.proto.lost:
+            conn.proto.ack_waiter.clear()
+            await conn.proto.ack_waiter.wait()
+        if conn.proto.lost:
+            raise conn.proto.lost
+    done_at = time.time()
+    for conn in conns:
+        conn.transport.write(b"\xe0\x00")
+        conn.transport.close()
+    return PublisherResult(
+        index=index,
+        qos=qos,
+        messages=messages,
+        readings=readings,
+        acked=sum(c.proto.acked for c in conns) if qos else messages,
+        started_at=t0,
+        written_at=written_at,
+        done_at=done_at,
+        target_readings_per_s=rate,
+        max_behind_s=max_behind,
+    )
+
+
+async def _fleet_main(a: argparse.Namespace, secret: str) -> None:
+    """The fleet partition's process: connects, prints its StormResult, waits for a line with
+    the publishing's start time on stdin, publishes, prints its PublisherResult and CPU."""
+    index, count = (int(x) for x in a.partition.split("/"))
+    config = fleet_config(
+        robots=a.fleet, prefix=a.robot_prefix, secret=secret, partition=Partition(index, count)
+    )
+    creds = [(u, p) for u, p in logins(config) if u is not None and p is not None]
+    conns, storm = await connect_fleet(
+        port=a.port, logins=creds, connect_at=a.start_at, keepalive_s=a.keepalive, index=index
+    )
+    _emit(asdict(storm))
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    cpu0 = time.process_time()
+    result = await publish_fleet(
+        conns,
+        robots=config.fleet_ids(),
+        index=index,
+        readings=a.readings,
+        per_message=a.per_message,
+        qos=a.qos,
+        rate=a.rate,
+        start_at=float(line),
+    )
+    _emit({"result": asdict(result), "cpu_s": time.process_time() - cpu0})
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data) + b"\n")
+    sys.stdout.buffer.flush()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m loadtest.wire_publisher")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--index", type=int, default=0)
-    p.add_argument("--robots", required=True, help="comma-separated robot ids")
+    p.add_argument("--robots", help="comma-separated robot ids (a gateway's)")
     p.add_argument("--readings", type=int, required=True)
     p.add_argument("--per-message", type=int, default=1)
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)
@@ -282,7 +466,22 @@ def main() -> None:
     p.add_argument("--window", type=int, default=2000, help="QoS 1 messages in flight")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start at")
     p.add_argument("--username", default=None, help="the password is in env MQTT_PASSWORD")
+    fleet = p.add_argument_group(
+        "a fleet partition: each robot its own connection and identity, instead of --robots"
+    )
+    fleet.add_argument("--fleet", type=int, help="robots in the whole fleet")
+    fleet.add_argument("--partition", default="0/1", help="this process's slice i/n")
+    fleet.add_argument("--robot-prefix", default="fleet", help="robot ids are PREFIX-0000 ...")
+    fleet.add_argument("--keepalive", type=int, default=120, help="MQTT keepalive, seconds")
     a = p.parse_args()
+    settings = ClientSettings()
+    if a.fleet:
+        if not settings.mqtt_secret:
+            p.error("--fleet: the robots' passwords derive from env MQTT_SECRET")
+        uvloop.run(_fleet_main(a, settings.mqtt_secret))
+        return
+    if not a.robots:
+        p.error("--robots or --fleet")
     result = uvloop.run(
         publish(
             port=a.port,
@@ -295,7 +494,7 @@ def main() -> None:
             window=a.window,
             start_at=a.start_at,
             username=a.username,
-            password=ClientSettings().mqtt_password,
+            password=settings.mqtt_password,
         )
     )
     sys.stdout.buffer.write(orjson.dumps(asdict(result)) + b"\n")
@@ -361,3 +560,94 @@ async def run_publishers(
             raise RuntimeError(f"publisher exited with {proc.returncode}")
         results.append(PublisherResult(**orjson.loads(out)))
     return results
+
+
+class FleetPublishers:
+    """A fleet of `robots` robots split over `partitions` publisher processes (the simulator's
+    partitions), each robot its own connection and identity; see `fleet_config`.
+
+    `connect()` starts the processes and returns once every robot has its CONNACK (the
+    storm); `publish()` then has them publish `readings` at `rate` readings/s in total, each
+    robot its share, and returns once every PUBACK is in."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        robots: int,
+        partitions: int,
+        prefix: str,
+        secret: str,
+        readings: int,
+        rate: float,
+        per_message: int = 10,
+        qos: int = 1,
+        keepalive_s: int = 120,
+    ) -> None:
+        self.port, self.robots, self.partitions = port, robots, partitions
+        self.prefix, self.secret = prefix, secret
+        self.per_message, self.qos, self.keepalive_s = per_message, qos, keepalive_s
+        messages = readings // per_message
+        # Whole messages per partition and a rate in proportion to its robots: every robot
+        # publishes the same share, whatever the split.
+        self.shares: list[tuple[int, float]] = []
+        for i in range(partitions):
+            lo, hi = Partition(i, partitions).bounds(robots)
+            self.shares.append(
+                (messages * (hi - lo) // robots * per_message, rate * (hi - lo) / robots)
+            )
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def connect(self, *, lead_s: float = 2.0) -> list[StormResult]:
+        """`lead_s`: time for the interpreters to start before the storm, all at once."""
+        connect_at = time.time() + lead_s
+        for i, (readings, rate) in enumerate(self.shares):
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "loadtest.wire_publisher",
+                    f"--port={self.port}",
+                    f"--fleet={self.robots}",
+                    f"--partition={i}/{self.partitions}",
+                    f"--robot-prefix={self.prefix}",
+                    f"--keepalive={self.keepalive_s}",
+                    f"--readings={readings}",
+                    f"--per-message={self.per_message}",
+                    f"--qos={self.qos}",
+                    f"--rate={rate}",
+                    f"--start-at={connect_at}",
+                    env={**os.environ, "MQTT_SECRET": self.secret},
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            )
+        lines = await asyncio.gather(*(self._line(p) for p in self.procs))
+        return [StormResult(**line) for line in lines]
+
+    async def publish(self, *, lead_s: float = 0.5) -> list[tuple[PublisherResult, float]]:
+        """Each partition's result and its CPU seconds while publishing."""
+        start_at = time.time() + lead_s
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start_at}\n".encode())
+            await proc.stdin.drain()
+        lines = await asyncio.gather(*(self._line(p) for p in self.procs))
+        for proc in self.procs:
+            if await proc.wait():
+                raise RuntimeError(f"fleet publisher exited with {proc.returncode}")
+        return [(PublisherResult(**line["result"]), line["cpu_s"]) for line in lines]
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+
+    @staticmethod
+    async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"fleet publisher exited with {await proc.wait()}")
+        data: dict[str, Any] = orjson.loads(line)
+        return data
