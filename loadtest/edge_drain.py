@@ -34,6 +34,7 @@ import asyncpg
 from edge_simulator.cli import SimulatorSettings, build_parser, config_from_args
 from harness.bridge import BridgeProcess
 from harness.edge import SiteMosquitto, SiteWatch, TcpProxy
+from harness.procfs import rss_bytes
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from loadtest.scratch import scratch_counters, scratch_database
@@ -61,13 +62,6 @@ async def _simulator(
         cwd=ROOT, env=os.environ.copy(), stdout=asyncio.subprocess.DEVNULL,
         stderr=log.open("wb"),
     )  # fmt: skip
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def _site_stats(
@@ -152,7 +146,7 @@ async def run(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any
             wan.cut()
             await asyncio.sleep(args.outage)
             assert site.proc is not None
-            rss = _rss_bytes(site.proc.pid)
+            rss = rss_bytes(site.proc.pid)
             db_file = site.data_dir / "mosquitto.db"
             db_size = db_file.stat().st_size if db_file.exists() else 0
             load["restore"] = list(os.getloadavg())

@@ -37,6 +37,7 @@ from typing import Any
 import uvloop
 
 from api.keys import generate_key
+from harness.procfs import rss_bytes
 from harness.services import ROOT, free_port, wait_for_port
 from harness.settings import BenchSettings
 from loadtest import report
@@ -100,13 +101,6 @@ def api_process(
             proc.wait()
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 async def send_header(port: int, size: int, *, finish: bool) -> str:
     """One request whose single header is `size` bytes: what the server did with it."""
     writer = None
@@ -131,14 +125,14 @@ async def send_header(port: int, size: int, *, finish: bool) -> str:
 
 async def memory_flood(port: int, pid: int, *, connections: int, mib: int) -> dict[str, Any]:
     await asyncio.sleep(1)
-    before = rss_mib(pid)
+    before = rss_bytes(pid) / 2**20
     peak = before
     done = False
 
     async def sample() -> None:
         nonlocal peak
         while not done:
-            peak = max(peak, rss_mib(pid))
+            peak = max(peak, rss_bytes(pid) / 2**20)
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
@@ -155,7 +149,7 @@ async def memory_flood(port: int, pid: int, *, connections: int, mib: int) -> di
     return {
         "rss_before_mib": before,
         "rss_peak_mib": peak,
-        "rss_after_mib": rss_mib(pid),
+        "rss_after_mib": rss_bytes(pid) / 2**20,
         "outcomes": outcomes,
     }
 

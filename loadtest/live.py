@@ -46,6 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness.bridge import BridgeProcess
 from harness.live import LiveProcess
 from harness.metrics import metric_total
+from harness.procfs import cpu_seconds
 from harness.services import ROOT, TEST_OPERATOR, Mosquitto, free_port
 from harness.settings import BenchSettings
 from loadtest.live_stream import ADMIN_KEY, API_IDENTITY, api_process
@@ -59,11 +60,6 @@ from telemetry.live import FLEET_FILTER, FLEET_SUMMARY_TOPIC
 _RATES = "imu=10,gps=1,lidar=1,battery=1"
 _BATCH = "imu=10,gps=1,lidar=1,battery=1"
 _ROBOTS_PER_CONNECTION = 10
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class SummaryCounter:
@@ -292,13 +288,13 @@ async def rate_phase(
                         clients.measuring.set()
                     start = time.time()
                     msgs0 = metric_total(port, "bridge_messages_received_total")
-                    cpu0 = _cpu_seconds(live_pid)
-                    api_cpu0 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
+                    cpu0 = cpu_seconds(live_pid)
+                    api_cpu0 = cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     await asyncio.sleep(window)
                     end = time.time()
                     msgs1 = metric_total(port, "bridge_messages_received_total")
-                    cpu1 = _cpu_seconds(live_pid)
-                    api_cpu1 = _cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
+                    cpu1 = cpu_seconds(live_pid)
+                    api_cpu1 = cpu_seconds(stack.api_pid) if stack.api_pid else 0.0
                     load = os.getloadavg()[0]
                     stats = clients.stop() if clients is not None else []
             finally:
@@ -421,7 +417,7 @@ async def _ingest_rate(
         live_pid = stack.live.proc.pid if stack.live and stack.live.proc else None
         assert stack.bridge.proc is not None
         watched = {"bridge": stack.bridge.proc.pid, "live": live_pid, "api": stack.api_pid}
-        cpu0 = {k: _cpu_seconds(p) for k, p in watched.items() if p is not None}
+        cpu0 = {k: cpu_seconds(p) for k, p in watched.items() if p is not None}
         t0 = time.monotonic()
         if clients is not None:
             clients.measuring.set()
@@ -444,7 +440,7 @@ async def _ingest_rate(
             )
             done.set()
         span = time.monotonic() - t0
-        cpu = {k: _cpu_seconds(p) - cpu0[k] for k, p in watched.items() if p is not None}
+        cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in watched.items() if p is not None}
         load = os.getloadavg()[0]
         if clients is not None:
             clients.measuring.clear()

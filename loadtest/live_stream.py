@@ -40,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from api.keys import generate_key
 from harness.metrics import metric_total
+from harness.procfs import cpu_seconds, rss_bytes
 from harness.services import ROOT, Mosquitto, wait_for_port
 from harness.settings import BenchSettings
 from loadtest import report
@@ -52,13 +53,6 @@ from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot
 API_IDENTITY = "api-live-bench"
 WRITER = "live-bench"
 ADMIN_KEY = generate_key().token
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 @contextlib.contextmanager
@@ -193,7 +187,7 @@ async def measure(
             "token"
         ]
     await asyncio.sleep(2)  # the subscriber's first connect
-    rss_before = rss_mib(pid)
+    rss_before = rss_bytes(pid) / 2**20
     queries = []
     watched: list[int] = []
     for k in range(args.clients):
@@ -209,18 +203,18 @@ async def measure(
         port=args.api_port, queries=queries, processes=args.client_processes, latency="t_pub"
     ) as clients:
         await asyncio.sleep(2)
-        rss_idle = rss_mib(pid)
+        rss_idle = rss_bytes(pid) / 2**20
         publisher = Publisher(broker.port, broker.passwords[WRITER])
         try:
             publishing = asyncio.create_task(publish_rounds(publisher, robots, args.rate_hz, stop))
             await asyncio.sleep(args.warmup)
-            cpu0 = _cpu(pid)
+            cpu0 = cpu_seconds(pid)
             load = os.getloadavg()[0]
             clients.measuring.set()
             await asyncio.sleep(args.duration)
             clients.measuring.clear()
-            cpu1 = _cpu(pid)
-            rss_end = rss_mib(pid)
+            cpu1 = cpu_seconds(pid)
+            rss_end = rss_bytes(pid) / 2**20
             stop.set()
             published = await publishing
             # What is on its way arrives, or is superseded and told, within a few seconds.
@@ -275,12 +269,6 @@ async def measure(
             "client_unaccounted": expected - delivered - told,
         },
     }
-
-
-def _cpu(pid: int) -> float:
-    """The API process's CPU seconds so far (user + system)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -19,18 +19,17 @@ CPU and WAL per reading are the figures to read on a shared machine; the rate is
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import uvloop
 
 from db import Connection
 from db.readings import merge_readings, merge_via_staging, prepare_connection
+from harness.procfs import cpu_seconds
 from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.ceilings import bench_readings
@@ -61,11 +60,6 @@ WAYS: dict[str, Way] = {
 }
 
 
-def _cpu_s(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def one_way(
     conn: Connection, way: Way, robots: list[str], args: argparse.Namespace, backend: int
 ) -> dict[str, float]:
@@ -75,12 +69,12 @@ async def one_way(
     batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
     await conn.execute("CHECKPOINT")
     lsn0 = await conn.fetchval("SELECT pg_current_wal_lsn()")
-    server0, client0, wall0 = _cpu_s(backend), time.process_time(), time.perf_counter()
+    server0, client0, wall0 = cpu_seconds(backend), time.process_time(), time.perf_counter()
     for batch in batches:
         async with conn.transaction():
             await way(conn, batch)
     wall = time.perf_counter() - wall0
-    client, server = time.process_time() - client0, _cpu_s(backend) - server0
+    client, server = time.process_time() - client0, cpu_seconds(backend) - server0
     wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", lsn0)
     n = sum(len(b) for b in batches)
     return {

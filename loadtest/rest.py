@@ -43,6 +43,7 @@ import uvloop
 
 from api.keys import generate_key
 from db.connect import open_pool
+from harness.procfs import cpu_seconds
 from harness.services import ROOT, free_port, wait_for_port
 from harness.settings import BenchSettings
 from ingest.rebuild import rebuild_counters
@@ -433,11 +434,11 @@ class ApiProcess:
         while pids:
             pid = pids.pop()
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[pid] = cpu_seconds(pid)
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             except FileNotFoundError:
+                out.pop(pid, None)
                 continue
-            out[pid] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
             pids.extend(int(c) for c in children)
         return out
 

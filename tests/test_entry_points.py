@@ -25,6 +25,7 @@ ENTRY_POINTS = [
     "edge_simulator",
     "loadtest.ingest",
     "loadtest.rest",
+    "loadtest.fleet_scale",
     "loadtest.null_subscriber",
     "loadtest.wire_publisher",
     "loadtest.nesting_check",
