@@ -160,6 +160,7 @@ async def run_size(
         rate=args.rate,
         per_message=args.per_message,
         keepalive_s=args.keepalive,
+        connect_chunk=args.connect_chunk,
     )
     watch = RunWatch(dsn=dsn, bridges=[bridge], since=since)
     try:
@@ -387,6 +388,13 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=4, help="publisher processes")
     p.add_argument("--repeat", type=int, default=1, help="runs per size (sizes interleaved)")
     p.add_argument("--keepalive", type=int, default=120, help="the robots' MQTT keepalive, s")
+    p.add_argument(
+        "--connect-chunk",
+        type=int,
+        default=0,
+        help="each publisher connects this many robots at a time, the next chunk once they "
+        "have their CONNACKs (edge_simulator's way: 200); 0: all at once",
+    )
     p.add_argument("--prefix", default="fleetscale", help="robot ids are PREFIX-0000 ...")
     p.add_argument("--settle-s", type=float, default=10.0, help="give up after idle")
     p.add_argument(

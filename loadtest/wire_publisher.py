@@ -333,13 +333,26 @@ async def _connect_one(
 
 
 async def connect_fleet(
-    *, port: int, logins: list[tuple[str, str]], connect_at: float, keepalive_s: int, index: int
+    *,
+    port: int,
+    logins: list[tuple[str, str]],
+    connect_at: float,
+    keepalive_s: int,
+    index: int,
+    chunk: int = 0,
 ) -> tuple[list[_Connection], StormResult]:
-    """Every login's connection at once, from `connect_at` (epoch s) on, until all CONNACKs."""
+    """Every login's connection at once, from `connect_at` (epoch s) on, until all CONNACKs;
+    or `chunk` at a time, each chunk once the one before has its CONNACKs (edge_simulator's
+    way: it connects 200 at a time, for the broker's accept backlog)."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, connect_at - time.time()))
     cpu0 = time.process_time()
-    done = await asyncio.gather(*(_connect_one(loop, port, lg, keepalive_s) for lg in logins))
+    step = chunk or len(logins)
+    done = []
+    for i in range(0, len(logins), step):
+        done += await asyncio.gather(
+            *(_connect_one(loop, port, lg, keepalive_s) for lg in logins[i : i + step])
+        )
     return [c for c, _, _ in done], StormResult(
         index=index,
         connections=len(done),
@@ -431,7 +444,12 @@ async def _fleet_main(a: argparse.Namespace, secret: str) -> None:
     )
     creds = [(u, p) for u, p in logins(config) if u is not None and p is not None]
     conns, storm = await connect_fleet(
-        port=a.port, logins=creds, connect_at=a.start_at, keepalive_s=a.keepalive, index=index
+        port=a.port,
+        logins=creds,
+        connect_at=a.start_at,
+        keepalive_s=a.keepalive,
+        index=index,
+        chunk=a.connect_chunk,
     )
     _emit(asdict(storm))
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -473,6 +491,9 @@ def main() -> None:
     fleet.add_argument("--partition", default="0/1", help="this process's slice i/n")
     fleet.add_argument("--robot-prefix", default="fleet", help="robot ids are PREFIX-0000 ...")
     fleet.add_argument("--keepalive", type=int, default=120, help="MQTT keepalive, seconds")
+    fleet.add_argument(
+        "--connect-chunk", type=int, default=0, help="connections at a time (0: all at once)"
+    )
     a = p.parse_args()
     settings = ClientSettings()
     if a.fleet:
@@ -567,8 +588,9 @@ class FleetPublishers:
     partitions), each robot its own connection and identity; see `fleet_config`.
 
     `connect()` starts the processes and returns once every robot has its CONNACK (the
-    storm); `publish()` then has them publish `readings` at `rate` readings/s in total, each
-    robot its share, and returns once every PUBACK is in."""
+    storm: all at once, or `connect_chunk` at a time per process); `publish()` then has them
+    publish `readings` at `rate` readings/s in total, each robot its share, and returns once
+    every PUBACK is in."""
 
     def __init__(
         self,
@@ -583,8 +605,10 @@ class FleetPublishers:
         per_message: int = 10,
         qos: int = 1,
         keepalive_s: int = 120,
+        connect_chunk: int = 0,
     ) -> None:
         self.port, self.robots, self.partitions = port, robots, partitions
+        self.connect_chunk = connect_chunk
         self.prefix, self.secret = prefix, secret
         self.per_message, self.qos, self.keepalive_s = per_message, qos, keepalive_s
         messages = readings // per_message
@@ -612,6 +636,7 @@ class FleetPublishers:
                     f"--partition={i}/{self.partitions}",
                     f"--robot-prefix={self.prefix}",
                     f"--keepalive={self.keepalive_s}",
+                    f"--connect-chunk={self.connect_chunk}",
                     f"--readings={readings}",
                     f"--per-message={self.per_message}",
                     f"--qos={self.qos}",
