@@ -382,16 +382,17 @@ async def publish_fleet(
     clock = _Clock()
     messages = -(-readings // per_message)
     msg_rate = rate / per_message
+    tick = max(1, int(msg_rate * _PACE_S))  # as in publish(): no wake-up per message
     await asyncio.sleep(max(0.0, start_at - time.time()))
     sent, left, packet_id, max_behind = 0, readings, 0, 0.0
     t0, t0_mono = time.time(), time.monotonic()
     while sent < messages:
         elapsed = time.monotonic() - t0_mono
         due = min(int(elapsed * msg_rate) + 1, messages) - sent
-        if due <= 0:
-            await asyncio.sleep((sent + 1) / msg_rate - elapsed)
+        if due < min(tick, messages - sent):
+            await asyncio.sleep((sent + tick) / msg_rate - elapsed)
             continue
-        max_behind = max(max_behind, (due - 1) / msg_rate)
+        max_behind = max(max_behind, (due - tick) / msg_rate)
         for _ in range(due):
             r = sent % len(robots)
             conn = conns[r]
