@@ -178,24 +178,11 @@ async def run_size(
         )
         await asyncio.sleep(1.0)  # what the broker keeps, not what it holds mid-handshake
         connected = _broker(pid)
-        await watch.start(conn)
-        sampler = _BrokerSampler(pid)
-        sampling = asyncio.create_task(sampler.run())
-        broker_cpu = cpu_seconds(pid)
-        pubs = await publishers.publish()
-        broker_cpu = cpu_seconds(pid) - broker_cpu
-        published = sum(p.readings for p, _ in pubs)
-        messages = sum(p.messages for p, _ in pubs)
-        await watch.wait_stored(published, args.settle_s)
-        sampler.stop()
-        await sampling
-        await watch.stop(conn)
-        bridge.stop()
-        started = min(p.started_at for p, _ in pubs)
-        done = max(p.done_at for p, _ in pubs)
-        figures = await watch.figures(
-            conn, counters, published=published, messages=messages, started=started
-        )
+        if args.duration:
+            ingest = await _ingest(pid, publishers, watch, conn, counters, bridge=bridge, args=args)
+        else:  # the storm alone: the publishers disconnect and exit
+            await publishers.publish()
+            ingest = {}
     finally:
         publishers.kill()
         await watch.close()
@@ -203,7 +190,6 @@ async def run_size(
             bridge.kill()
         broker.stop()
         await conn.close()
-    v = sustained.verdict(sustained.Series(**figures["per_second"]), offering_s=args.duration)
     return {
         "robots": robots,
         "provision_s": provision_s,
@@ -211,14 +197,49 @@ async def run_size(
         "storm": storm,
         "broker_idle": idle,
         "broker_connected": connected,
+        **ingest,
+    }
+
+
+async def _ingest(
+    pid: int,
+    publishers: FleetPublishers,
+    watch: RunWatch,
+    conn: asyncpg.Connection,
+    counters: Counters,
+    *,
+    bridge: BridgeProcess,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The connected fleet publishes; what the bridge committed, and what the broker cost
+    (`pid`) meanwhile."""
+    await watch.start(conn)
+    sampler = _BrokerSampler(pid)
+    sampling = asyncio.create_task(sampler.run())
+    broker_cpu = cpu_seconds(pid)
+    pubs = await publishers.publish()
+    broker_cpu = cpu_seconds(pid) - broker_cpu
+    published = sum(p.readings for p, _ in pubs)
+    messages = sum(p.messages for p, _ in pubs)
+    await watch.wait_stored(published, args.settle_s)
+    sampler.stop()
+    await sampling
+    await watch.stop(conn)
+    bridge.stop()
+    started = min(p.started_at for p, _ in pubs)
+    span = max(p.done_at for p, _ in pubs) - started  # first PUBLISH to last PUBACK
+    figures = await watch.figures(
+        conn, counters, published=published, messages=messages, started=started
+    )
+    v = sustained.verdict(sustained.Series(**figures["per_second"]), offering_s=args.duration)
+    return {
         "broker_ingest_peak": {
             "rss_mib": max(sampler.rss, default=0) / _MIB,
             "fds": max(sampler.fds, default=0),
         },
-        # Over the publishing, first PUBLISH to last PUBACK.
-        "broker_cpu_percent": broker_cpu * 100 / max(done - started, 1e-9),
+        "broker_cpu_percent": broker_cpu * 100 / span,
         "broker_cpu_us_per_message": broker_cpu * 1e6 / max(messages, 1),
-        "publishers_cpu_percent": sum(c for _, c in pubs) * 100 / max(done - started, 1e-9),
+        "publishers_cpu_percent": sum(c for _, c in pubs) * 100 / span,
         "published_readings": published,
         "published_messages": messages,
         "publisher_max_behind_s": max(p.max_behind_s for p, _ in pubs),
@@ -237,18 +258,23 @@ def _raise_open_files(needed: int) -> tuple[int, int]:
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
-    s, v = r["storm"], r["verdict"]
-    lat = r["latency"] or {}
-    return {
+    s = r["storm"]
+    row = {
         "robots": r["robots"],
         "storm s": s["duration_s"],
         "connect p50 / p99 ms": f"{s['connect_p50_ms']:.0f} / {s['connect_p99_ms']:.0f}",
         "listen overflows": s["machine_ListenOverflows"],
         "broker MiB idle / connected / ingest": (
             f"{r['broker_idle']['rss_mib']:.1f} / {r['broker_connected']['rss_mib']:.1f} / "
-            f"{r['broker_ingest_peak']['rss_mib']:.1f}"
+            + (f"{r['broker_ingest_peak']['rss_mib']:.1f}" if "verdict" in r else "-")
         ),
         "broker fds": r["broker_connected"]["fds"],
+    }
+    if "verdict" not in r:  # the storm alone
+        return row
+    v, lat = r["verdict"], r["latency"] or {}
+    return {
+        **row,
         "committed/s": v["done_per_s"],
         "sustained": "yes" if v["sustained"] else ("burst" if not v["long_enough"] else "NO"),
         "lag p99 last third ms": v["lag_p99_last_ms"],
@@ -264,10 +290,16 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 def _markdown(data: dict[str, Any]) -> str:
     a = data["args"]
     rows = [_row(r) for r in data["results"]]
+    shape = (
+        f"{a['rate']:,.0f} readings/s in total, {a['per_message']}/msg, QoS 1, "
+        f"{a['duration']:.0f} s, 1 bridge"
+        if a["duration"]
+        else "the storm alone"
+    )
+    chunk = f"{a['connect_chunk']} at a time per process" if a["connect_chunk"] else "at once"
     return (
-        f"## Fleet scale, {data['started_at']} ({a['rate']:,.0f} readings/s in total, "
-        f"{a['per_message']}/msg, QoS 1, {a['duration']:.0f} s, 1 bridge, {a['partitions']} "
-        f"publisher processes; load average at start "
+        f"## Fleet scale, {data['started_at']} ({shape}; {a['partitions']} publisher "
+        f"processes, robots connecting {chunk}; load average at start "
         f"{data['machine']['load_average_at_start'][0]:.1f})\n\n"
         + report.markdown_table(rows, list(rows[0]) if rows else [])
     )
@@ -284,42 +316,42 @@ def _plot(path: Path, data: dict[str, Any]) -> None:
 
     xs = [float(n) for n in sizes]
     rate = data["args"]["rate"]
+    ingest = bool(data["args"]["duration"])
+    memory = {
+        "idle": (xs, median(lambda r: r["broker_idle"]["rss_mib"])),
+        "connected": (xs, median(lambda r: r["broker_connected"]["rss_mib"])),
+    }
+    panels = [
+        (
+            "connect storm (s)",
+            {"first CONNECT to last CONNACK": (xs, median(lambda r: r["storm"]["duration_s"]))},
+        ),
+        ("broker RSS (MiB)", memory),
+    ]
+    if ingest:
+        memory["ingesting (peak)"] = (xs, median(lambda r: r["broker_ingest_peak"]["rss_mib"]))
+        committed = {
+            "committed": (xs, median(lambda r: r["verdict"]["done_per_s"])),
+            "--offered": (xs, [rate] * len(xs)),
+        }
+        panels.append(("readings/s", committed))
+    chunk = data["args"]["connect_chunk"]
     report.plot_panels(
         path,
-        title=f"1 bridge, {rate:,.0f} readings/s in total whatever the fleet's size",
+        title=(
+            f"1 bridge, {rate:,.0f} readings/s in total whatever the fleet's size"
+            if ingest
+            else "The connect storm alone"
+        )
+        + (f"; robots connect {chunk} at a time per process" if chunk else ""),
         xlabel="connected robots (each its own connection and identity)",
-        panels=[
-            (
-                "connect storm (s)",
-                {
-                    "first CONNECT to last CONNACK": (
-                        xs,
-                        median(lambda r: r["storm"]["duration_s"]),
-                    ),
-                },
-            ),
-            (
-                "broker RSS (MiB)",
-                {
-                    "idle": (xs, median(lambda r: r["broker_idle"]["rss_mib"])),
-                    "connected": (xs, median(lambda r: r["broker_connected"]["rss_mib"])),
-                    "ingesting (peak)": (xs, median(lambda r: r["broker_ingest_peak"]["rss_mib"])),
-                },
-            ),
-            (
-                "readings/s",
-                {
-                    "committed": (xs, median(lambda r: r["verdict"]["done_per_s"])),
-                    "--offered": (xs, [rate] * len(xs)),
-                },
-            ),
-        ],
+        panels=panels,
     )
 
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     limits = _raise_open_files(max(args.robots) * 2 + 1024)
-    if args.duration < sustained.MIN_SECONDS:
+    if 0 < args.duration < sustained.MIN_SECONDS:
         print(
             f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"
         )
@@ -362,19 +394,25 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
 
 
 def _line(r: dict[str, Any]) -> str:
-    s, v = r["storm"], r["verdict"]
-    word = "SUSTAINED" if v["sustained"] else ("burst" if not v["long_enough"] else "NOT kept")
-    return (
+    s = r["storm"]
+    line = (
         f"{r['robots']:,} robots: storm {s['duration_s']:.2f} s (p50/p99 "
         f"{s['connect_p50_ms']:.0f}/{s['connect_p99_ms']:.0f} ms, listen overflows "
         f"{s['machine_ListenOverflows']}); broker RSS {r['broker_idle']['rss_mib']:.1f} → "
-        f"{r['broker_connected']['rss_mib']:.1f} → {r['broker_ingest_peak']['rss_mib']:.1f} MiB, "
-        f"fds {r['broker_connected']['fds']}; {word} {v['done_per_s']:,.0f}/s of "
-        f"{v['offered_per_s']:,.0f}/s, lag p99 {v['lag_p99_last_ms']:.0f} ms; lost {r['lost']} "
-        f"dup-absorbed {r['duplicates_absorbed']} redis-minus-rows {r['redis_minus_rows']}; "
-        f"bridge {r['bridge_cpu_us_per_message']:.0f} µs/msg, broker CPU "
-        f"{r['broker_cpu_percent']:.1f} %; load {r['load_average'][0]:.1f}"
+        f"{r['broker_connected']['rss_mib']:.1f} MiB, fds {r['broker_connected']['fds']}"
     )
+    if "verdict" in r:
+        v = r["verdict"]
+        word = "SUSTAINED" if v["sustained"] else ("burst" if not v["long_enough"] else "NOT kept")
+        line += (
+            f"; ingesting {r['broker_ingest_peak']['rss_mib']:.1f} MiB; {word} "
+            f"{v['done_per_s']:,.0f}/s of {v['offered_per_s']:,.0f}/s, lag p99 "
+            f"{v['lag_p99_last_ms']:.0f} ms; lost {r['lost']} dup-absorbed "
+            f"{r['duplicates_absorbed']} redis-minus-rows {r['redis_minus_rows']}; bridge "
+            f"{r['bridge_cpu_us_per_message']:.0f} µs/msg, broker CPU "
+            f"{r['broker_cpu_percent']:.1f} %"
+        )
+    return line + f"; load {r['load_average'][0]:.1f}"
 
 
 def main() -> None:
@@ -384,7 +422,12 @@ def main() -> None:
     p.add_argument("--robots", type=int, nargs="+", default=[1000, 2500, 5000, 10000])
     p.add_argument("--rate", type=float, default=10_000, help="readings/s in total, every size")
     p.add_argument("--per-message", type=int, default=10)
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of ingest per size")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of ingest per size; 0: the storm alone",
+    )
     p.add_argument("--partitions", type=int, default=4, help="publisher processes")
     p.add_argument("--repeat", type=int, default=1, help="runs per size (sizes interleaved)")
     p.add_argument("--keepalive", type=int, default=120, help="the robots' MQTT keepalive, s")

@@ -358,7 +358,7 @@ async def connect_fleet(
         connections=len(done),
         first_connect_at=min(s for _, s, _ in done),
         last_connack_at=max(e for _, _, e in done),
-        connect_ms=[(e - s) * 1000 for _, s, e in done],
+        connect_ms=[round((e - s) * 1000, 3) for _, s, e in done],
         cpu_s=time.process_time() - cpu0,
     )
 
@@ -584,6 +584,10 @@ async def run_publishers(
     return results
 
 
+# A partition's StormResult is one line with a time per connection: ~10 bytes each.
+_LINE_LIMIT = 16 << 20
+
+
 class FleetPublishers:
     """A fleet of `robots` robots split over `partitions` publisher processes (the simulator's
     partitions), each robot its own connection and identity; see `fleet_config`.
@@ -646,6 +650,7 @@ class FleetPublishers:
                     env={**os.environ, "MQTT_SECRET": self.secret},
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    limit=_LINE_LIMIT,
                 )
             )
         lines = await asyncio.gather(*(self._line(p) for p in self.procs))
