@@ -1,6 +1,8 @@
 """Connected robots, 1,000 → 10,000: the connect storm, the broker's memory, ingest at one rate.
 
     python -m loadtest.fleet_scale --robots 1000 2500 5000 10000 --rate 10000 --duration 60
+    python -m loadtest.fleet_scale --duration 0 --repeat 3       # the storm alone
+    python -m loadtest.fleet_scale --duration 0 --connect-chunk 200   # as the simulator connects
     python -m loadtest.fleet_scale --robots 50 --duration 5        # a smoke run (no verdict)
 
 For each fleet size N, everything fresh: N robot identities made by mqtt_auth (the simulator's
@@ -12,7 +14,8 @@ a broker with our mosquitto.conf, one bridge (`python -m bridge`) to a scratch d
    simulator's `--partition i/n` slices, run by loadtest.wire_publisher's fleet mode: every
    robot its own TCP connection and CONNECT, at the wire level so the publishers cost little),
    from the first TCP connect to the last CONNACK; each connection's connect-to-CONNACK
-   p50/p99; the kernel's listen-queue overflows meanwhile (machine-wide counters);
+   p50/p99; the broker's CPU per connect; the kernel's listen-queue overflows and SYN
+   retransmits meanwhile (machine-wide counters: Mosquitto 2.0 listens with a backlog of 100);
 2. ingest: the same total rate for every N (--rate readings/s, --per-message readings per
    message, QoS 1), each robot publishing its share on robots/<id>/sensors/imu for
    --duration s, through the bridge: the committed rate and whether it was sustained
@@ -58,7 +61,7 @@ from mqtt_auth.passwords import new_password
 
 BRIDGE = "fleetscale-bridge"
 _MIB = 1 << 20
-_OVERFLOWS = ("ListenOverflows", "ListenDrops")
+_TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans")
 
 
 @dataclass(slots=True)
@@ -171,11 +174,14 @@ async def run_size(
         bridge.start()
         await asyncio.sleep(1.0)
         idle = _broker(pid)
-        overflows = tcp_ext_counters(*_OVERFLOWS)
+        overflows = tcp_ext_counters(*_TCP_COUNTERS)
+        broker_cpu = cpu_seconds(pid)
         storm = _storm(
             await publishers.connect(),
-            {k: v - overflows[k] for k, v in tcp_ext_counters(*_OVERFLOWS).items()},
+            {k: v - overflows[k] for k, v in tcp_ext_counters(*_TCP_COUNTERS).items()},
         )
+        # Accepting, hashing the password (PBKDF2), CONNACK: the broker's cost per robot.
+        storm["broker_cpu_us_per_connect"] = (cpu_seconds(pid) - broker_cpu) * 1e6 / robots
         await asyncio.sleep(1.0)  # what the broker keeps, not what it holds mid-handshake
         connected = _broker(pid)
         if args.duration:
@@ -264,6 +270,8 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
         "storm s": s["duration_s"],
         "connect p50 / p99 ms": f"{s['connect_p50_ms']:.0f} / {s['connect_p99_ms']:.0f}",
         "listen overflows": s["machine_ListenOverflows"],
+        "SYN retransmits": s["machine_TCPSynRetrans"],
+        "broker CPU µs/connect": s["broker_cpu_us_per_connect"],
         "broker MiB idle / connected / ingest": (
             f"{r['broker_idle']['rss_mib']:.1f} / {r['broker_connected']['rss_mib']:.1f} / "
             + (f"{r['broker_ingest_peak']['rss_mib']:.1f}" if "verdict" in r else "-")
