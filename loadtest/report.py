@@ -181,7 +181,9 @@ def plot_panels(
                 label=label.removeprefix("--"),
             )
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
+        # From 0, with room above the highest point (a flat line at the top stays visible).
+        top = max((y for _, ys in series.values() for y in ys), default=1.0)
+        ax.set_ylim(0, top * 1.15 or 1.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if logx:
