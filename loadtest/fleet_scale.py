@@ -367,10 +367,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         )
     workdir = Path(tempfile.mkdtemp(prefix="fleetscale-"))
     data: dict[str, Any] = {
-        "benchmark": "fleet-scale",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": vars(args),
+        **report.header("fleet-scale", args),
         "open_files_limit": limits,
         "results": [],
     }
