@@ -19,6 +19,10 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
   S m:{minute}:r   zset   robot_id -> readings (top-N robots is a ZUNION over the window)
   S m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
   S m:{minute}:x   hash   reason -> rejected (minute of receipt)
+  S w:{len}:r      zset   robot_id -> readings over the `len` minutes from S w:{len}:from: the
+                          rolling window of a top-N read (len in ROLLING_WINDOW_MINUTES), below
+  S w:{len}:from   string its first minute; absent: the window is not kept (never read, or
+                          idle for ROLLING_IDLE_S)
   S m:{minute}:v   string first shard only: corrections of the minute by reconciliation; a
                           correction adds the difference (so it commutes with batches applied
                           meanwhile on any shard) and is refused when this moved (another
@@ -37,6 +41,17 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
                           registered robots only (the bridge filters and prunes); one key, so
                           any slot
 
+The per-robot top-N of a window (GET /api/stats) would be a ZUNION of the window's minute sets:
+O(minutes x robots) in Redis at every read (an hour of 10,000 robots: 600,000 entries, ~100 ms
+of Redis, which blocks every other client meanwhile). For the windows read most
+(ROLLING_WINDOW_MINUTES) each shard keeps the sum instead, `w:{len}:r` over the minutes from
+`w:{len}:from`: every write to a minute's robot set inside the window adds to it in the same
+script (the batches' and the corrections'), and a read of a window that has moved on rolls it
+first: the minutes that left are subtracted and those that entered added (a ZUNIONSTORE each,
+O(robots) per minute moved, once), or, after a gap as long as the window, it is built again
+from the minutes. So the sum always equals the minutes' ZUNION, and a read is a ZREVRANGE.
+A window no one reads for ROLLING_IDLE_S expires, and writes stop keeping it.
+
 Every update of one batch (a JournalEntry, `ingest/journal_entry.py`) runs in one Lua script,
 so a batch is applied whole or not at all. A script declares its shard's journal marker (or
 the status key) in KEYS, which routes it to the node holding that slot; the other keys it
@@ -52,6 +67,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, cast
 
 import orjson
@@ -101,16 +117,91 @@ def shard_tags(shards: int) -> list[str]:
     return tags
 
 
+# The windows (in minutes) whose per-robot sums each shard keeps while they are read: the
+# API's documented ones (15m, the default 1h, 24h). Others are summed at each read.
+ROLLING_WINDOW_MINUTES = (15, 60, 1440)
+# A kept window no read asked for in this long expires, and writes stop adding to it.
+ROLLING_IDLE_S = 600
+
+# Lua, in a script whose shard key prefix is `p`: `kept`, the windows this shard keeps, each
+# {first minute, last minute, its sum's key}.
+_ROLLING_WINDOWS_KEPT = (
+    """
+local kept = {}
+for _, len in ipairs({"""
+    + ", ".join(map(str, ROLLING_WINDOW_MINUTES))
+    + """}) do
+  local from = redis.call('GET', p .. 'w:' .. len .. ':from')
+  if from then
+    from = tonumber(from)
+    kept[#kept + 1] = {from, from + 60 * (len - 1), p .. 'w:' .. len .. ':r'}
+  end
+end
+"""
+)
+
+# A window's per-robot sums in one shard, rolled to start at ARGV[3] first: the minutes that
+# left it subtracted and those that entered added, or built again from the minutes after a
+# move as long as the window. Every key is the shard's (one slot).
+# KEYS[1]: the window's `from`; ARGV: shard key prefix, minutes in the window, first minute,
+# how many robots (0: all, ascending), idle ttl. Replies robot, readings, robot, ...
+_ROLL_WINDOW_LUA = """
+local p = ARGV[1]
+local len = tonumber(ARGV[2])
+local first = tonumber(ARGV[3])
+local top = tonumber(ARGV[4])
+local sum = p .. 'w:' .. ARGV[2] .. ':r'
+local function robots_of(minute)
+  return p .. 'm:' .. string.format('%d', minute) .. ':r'
+end
+local function add(minute, weight)
+  redis.call('ZUNIONSTORE', sum, 2, sum, robots_of(minute), 'WEIGHTS', 1, weight)
+end
+local was = redis.call('GET', KEYS[1])
+was = was and tonumber(was)
+if was ~= first then
+  if (not was) or math.abs(first - was) >= 60 * len then
+    local minutes = {}
+    for i = 0, len - 1 do
+      minutes[i + 1] = robots_of(first + 60 * i)
+    end
+    redis.call('DEL', sum)
+    redis.call('ZUNIONSTORE', sum, len, unpack(minutes))
+  elseif first > was then
+    for m = was, first - 60, 60 do add(m, -1) end
+    for m = was + 60 * len, first + 60 * (len - 1), 60 do add(m, 1) end
+  else
+    for m = first + 60 * len, was + 60 * (len - 1), 60 do add(m, -1) end
+    for m = first, was - 60, 60 do add(m, 1) end
+  end
+  -- A robot summing to 0 is as if absent; one below 0 is not removed: another shard may hold
+  -- what makes it up (a correction lands on the first shard only).
+  redis.call('ZREMRANGEBYSCORE', sum, 0, 0)
+  redis.call('SET', KEYS[1], string.format('%d', first))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', sum, ARGV[5])
+if top > 0 then
+  return redis.call('ZREVRANGE', sum, 0, top - 1, 'WITHSCORES')
+end
+return redis.call('ZRANGE', sum, 0, -1, 'WITHSCORES')
+"""
+
+
 # cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
 # the epoch (13 digits) survive, microseconds would not.
 # KEYS[1]: the journal marker (in the shard); ARGV: shard key prefix, entry JSON, ttl.
-_APPLY_LUA = """
+_APPLY_LUA = (
+    """
 local p = ARGV[1]
 local ttl = ARGV[3]
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl) then
   return 0
 end
 local e = cjson.decode(ARGV[2])
+"""
+    + _ROLLING_WINDOWS_KEPT
+    + """
 local touched = {}
 for _, g in ipairs(e.groups) do
   local robot, sensor, minute, n = g.robot, g.sensor, g.minute, g.count
@@ -118,6 +209,11 @@ for _, g in ipairs(e.groups) do
   redis.call('HINCRBY', mk .. ':t', '*', n)
   redis.call('HINCRBY', mk .. ':t', sensor, n)
   redis.call('ZINCRBY', mk .. ':r', n, robot)
+  for _, w in ipairs(kept) do
+    if minute >= w[1] and minute <= w[2] then
+      redis.call('ZINCRBY', w[3], n, robot)
+    end
+  end
   redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
   touched[mk] = true
   if g.seq_count > 0 then
@@ -155,20 +251,28 @@ for _, s in ipairs(e.last_seen) do
 end
 return 1
 """
+)
 
 
 # Adds a correction to one minute's reading counts in the first shard, unless another
 # correction landed since the caller read the minute (its figures would be stale). Batches
 # applied meanwhile need no check: a difference adds to them rather than overwriting them.
-# KEYS[1]: the minute's correction counter; ARGV: minute key prefix, the counter as read, ttl,
-# then the differences {"t": {field: n}, "r": {robot: n}, "rs": {robot/sensor: n}}.
-_CORRECT_MINUTE_LUA = """
+# KEYS[1]: the minute's correction counter; ARGV: the first shard's key prefix, the counter as
+# read, ttl, the differences {"t": {field: n}, "r": {robot: n}, "rs": {robot/sensor: n}}, the
+# minute.
+_CORRECT_MINUTE_LUA = (
+    """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then
   return 0
 end
-local mk = ARGV[1]
+local p = ARGV[1]
+local minute = tonumber(ARGV[5])
+local mk = p .. 'm:' .. ARGV[5]
 local ttl = ARGV[3]
 local d = cjson.decode(ARGV[4])
+"""
+    + _ROLLING_WINDOWS_KEPT
+    + """
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ttl)
 for f, n in pairs(d.t) do
@@ -176,6 +280,11 @@ for f, n in pairs(d.t) do
 end
 for robot, n in pairs(d.r) do
   redis.call('ZINCRBY', mk .. ':r', n, robot)
+  for _, w in ipairs(kept) do
+    if minute >= w[1] and minute <= w[2] then
+      redis.call('ZINCRBY', w[3], n, robot)
+    end
+  end
 end
 for f, n in pairs(d.rs) do
   redis.call('HINCRBY', mk .. ':rs', f, n)
@@ -185,6 +294,7 @@ redis.call('EXPIRE', mk .. ':r', ttl)
 redis.call('EXPIRE', mk .. ':rs', ttl)
 return 1
 """
+)
 
 
 # A cluster's read of one shard in one round trip: the commands of ARGV[1] (a JSON list of
@@ -309,6 +419,7 @@ class Counters:
         self._correct_minute = redis.register_script(_CORRECT_MINUTE_LUA)
         self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
         self._shard_read = redis.register_script(_SHARD_READ_LUA)
+        self._roll_window = redis.register_script(_ROLL_WINDOW_LUA)
         # Reads of several shards on a cluster: a script per shard, run at once.
         self._read_by_script = isinstance(redis, RedisCluster)
 
@@ -437,11 +548,12 @@ class Counters:
         done = await self._correct_minute(
             keys=[self._corrections_key(minute)],
             args=[
-                f"{self._shard_prefixes[0]}m:{minute}",
+                self._shard_prefixes[0],
                 str(seen.corrections),
                 self.ttl_s,
                 # An empty table encodes as `{}`, which cjson decodes as a table too.
                 orjson.dumps(diffs).decode(),
+                minute,
             ],
         )
         return bool(done)
@@ -692,8 +804,13 @@ class Counters:
         return out
 
     async def window(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
+        """Readings (and refusals) per minute over `minutes`, the `top` robots by readings over
+        them, and how many robots are online; one round trip per shard. A run of consecutive
+        minutes as long as a kept window (ROLLING_WINDOW_MINUTES) ranks its robots from the
+        rolling sums (module docstring), any other from a ZUNION of the minutes."""
+        rolling = top > 0 and _is_rolling(minutes)
         if self._read_by_script:
-            return await self._window_by_script(minutes, top=top)
+            return await self._window_by_script(minutes, top=top, rolling=rolling)
         n = self.shards
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in minutes:
@@ -702,38 +819,56 @@ class Counters:
             for m in minutes:
                 for key in self.minute_keys(m, "x"):
                     pipe.hgetall(key)
-            # A shard's minutes share its slot, so each shard unions its own; the shards' unions
-            # are merged here. ZUNION answers in ascending score order.
-            for shard in range(n):
-                pipe.zunion([self.minute_keys(m, "r")[shard] for m in minutes], withscores=True)
             pipe.hvals(self._status_key)
-            results = await pipe.execute()
+            if top and not rolling:
+                # A shard's minutes share its slot, so each shard unions its own; the shards'
+                # unions are merged here. ZUNION answers in ascending score order.
+                for shard in range(n):
+                    pipe.zunion([self.minute_keys(m, "r")[shard] for m in minutes], withscores=True)
+            results, rolled = await asyncio.gather(
+                pipe.execute(), self._rolled(minutes, top=top) if rolling else _nothing()
+            )
         k = len(minutes) * n
-        unions: list[list[tuple[bytes, float]]] = results[2 * k : 2 * k + n]
-        statuses: list[bytes] = results[2 * k + n]
-        if n == 1:
-            # The top N are the union's tail (a correction may leave a robot at 0: not counted).
-            tail = reversed(unions[0][-top:] if top else [])
-            ranked = [(m.decode(), int(s)) for m, s in tail if s > 0]
-        else:
-            summed: dict[bytes, float] = {}
-            for union in unions:
-                for robot, score in union:
-                    summed[robot] = summed.get(robot, 0.0) + score
-            ranked = sorted(
-                ((m.decode(), int(s)) for m, s in summed.items() if s > 0), key=lambda r: -r[1]
-            )[:top]
+        statuses: list[bytes] = results[2 * k]
+        # With one shard only the union's tail can be in the top N (most first, as ZREVRANGE).
+        by_shard = rolled or [u[-top:][::-1] if n == 1 else u for u in results[2 * k + 1 :]]
         return WindowCounts(
             totals=[_sum_nonzero(results[i * n : (i + 1) * n]) for i in range(len(minutes))],
             rejected=[
                 _sum_nonzero(results[k + i * n : k + (i + 1) * n]) for i in range(len(minutes))
             ],
-            top_robots=ranked if top else [],
+            top_robots=_ranked(by_shard, top),
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )
 
-    async def _window_by_script(self, minutes: Sequence[int], *, top: int) -> WindowCounts:
+    async def _rolled(self, minutes: Sequence[int], *, top: int) -> list[list[tuple[bytes, float]]]:
+        """Each shard's rolling sums of the window `minutes`, rolled to it: the `top` robots
+        with one shard; every robot with several (a robot's readings add up across them)."""
+        length = len(minutes)
+        replies = await asyncio.gather(
+            *(
+                self._roll_window(
+                    keys=[f"{shard}w:{length}:from"],
+                    args=[
+                        shard,
+                        length,
+                        minutes[0],
+                        top if self.shards == 1 else 0,
+                        ROLLING_IDLE_S,
+                    ],
+                )
+                for shard in self._shard_prefixes
+            )
+        )
+        return [
+            [(robot, float(score)) for robot, score in zip(r[::2], r[1::2], strict=True)]
+            for r in replies
+        ]
+
+    async def _window_by_script(
+        self, minutes: Sequence[int], *, top: int, rolling: bool
+    ) -> WindowCounts:
         """`window` on a cluster: each shard's minutes in one script, shards at once."""
         per_shard: list[list[list[str | int]]] = []
         for shard in range(self.shards):
@@ -741,28 +876,50 @@ class Counters:
                 ["HGETALL", self.minute_keys(m, "t")[shard]] for m in minutes
             ]
             ops += [["HGETALL", self.minute_keys(m, "x")[shard]] for m in minutes]
-            r_keys = [self.minute_keys(m, "r")[shard] for m in minutes]
-            ops.append(["ZUNION", len(r_keys), *r_keys, "WITHSCORES"])
+            if top and not rolling:
+                r_keys = [self.minute_keys(m, "r")[shard] for m in minutes]
+                ops.append(["ZUNION", len(r_keys), *r_keys, "WITHSCORES"])
             per_shard.append(ops)
-        replies, statuses = await asyncio.gather(
-            self._read_shards(per_shard), self.redis.hvals(self._status_key)
+        replies, statuses, rolled = await asyncio.gather(
+            self._read_shards(per_shard),
+            self.redis.hvals(self._status_key),
+            self._rolled(minutes, top=top) if rolling else _nothing(),
         )
         k = len(minutes)
-        summed: dict[bytes, float] = {}
-        for reply in replies:
-            union = reply[2 * k]
-            for robot, score in zip(union[::2], union[1::2], strict=True):
-                summed[robot] = summed.get(robot, 0.0) + float(score)
-        ranked = sorted(
-            ((m.decode(), int(s)) for m, s in summed.items() if s > 0), key=lambda r: -r[1]
-        )[:top]
+        if top and not rolling:
+            rolled = [
+                [(robot, float(score)) for robot, score in zip(u[::2], u[1::2], strict=True)]
+                for u in (reply[2 * k] for reply in replies)
+            ]
         return WindowCounts(
             totals=[_sum_nonzero([_hash(r[i]) for r in replies]) for i in range(k)],
             rejected=[_sum_nonzero([_hash(r[k + i]) for r in replies]) for i in range(k)],
-            top_robots=ranked if top else [],
+            top_robots=_ranked(rolled, top),
             robots_online=sum(1 for s in statuses if b'"online"' in s),
             robots_with_status=len(statuses),
         )
+
+
+def _is_rolling(minutes: Sequence[int]) -> bool:
+    """Whether `minutes` are consecutive and as many as a kept window's."""
+    return len(minutes) in ROLLING_WINDOW_MINUTES and all(b - a == 60 for a, b in pairwise(minutes))
+
+
+async def _nothing() -> list[list[tuple[bytes, float]]]:
+    return []
+
+
+def _ranked(by_shard: Sequence[Sequence[tuple[bytes, float]]], top: int) -> list[tuple[str, int]]:
+    """The `top` robots by readings summed over the shards, most first (ties: as listed). A
+    correction may leave a robot at 0 (or below, on one shard): not counted."""
+    if not top:
+        return []
+    summed: dict[bytes, float] = {}
+    for part in by_shard:
+        for robot, score in part:
+            summed[robot] = summed.get(robot, 0.0) + score
+    ranked = sorted(((r.decode(), int(s)) for r, s in summed.items() if s > 0), key=lambda x: -x[1])
+    return ranked[:top]
 
 
 def _merged_seq(per_shard: Sequence[Sequence[bytes | None]]) -> SeqStats | None:

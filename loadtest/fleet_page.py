@@ -129,12 +129,12 @@ def _summary(i: int, robot_id: str, now_ms: int) -> RobotSummary:
 class SummaryPublisher:
     """Plays the live service: every robot's summary once a second, on its own thread."""
 
-    def __init__(self, broker: Mosquitto, username: str, robot_ids: list[str]) -> None:
+    def __init__(self, port: int, username: str, password: str, robot_ids: list[str]) -> None:
         self.robot_ids = robot_ids
         self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        self.client.username_pw_set(username, broker.passwords[username])
+        self.client.username_pw_set(username, password)
         self.client.max_queued_messages_set(0)
-        self.client.connect("127.0.0.1", broker.port)
+        self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -197,7 +197,9 @@ def measure(
         api_url = f"http://127.0.0.1:{api_port}"
         api.wait_for_url(f"{api_url}/readyz")
         key = create_read_key(common)
-        publisher = stack.enter_context(SummaryPublisher(broker, "live", robot_ids))
+        publisher = stack.enter_context(
+            SummaryPublisher(broker.port, "live", broker.passwords["live"], robot_ids)
+        )
         browser = stack.enter_context(chromium())
         page = browser.new_page(viewport=VIEWPORT)
         page.add_init_script(_PROBE)

@@ -393,9 +393,10 @@ class ApiProcess:
         workers: int,
         log_path: Path,
         root: Path = ROOT,
+        port: int | None = None,
         **settings: str,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.root = root
         self.key = generate_key().token
         self.env = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from redis.asyncio import Redis
@@ -67,26 +67,34 @@ _FILL_DATA = '{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002
 
 
 async def fill_readings(
-    conn: Connection, *, robots: Sequence[str], first: int, last: int, chunk: int = 1_000_000
+    conn: Connection,
+    *,
+    robots: Sequence[str],
+    first: int,
+    last: int,
+    chunk: int = 1_000_000,
+    start: datetime | None = None,
+    spacing: timedelta = timedelta(microseconds=1),
 ) -> None:
     """Stores readings number `first` to `last` - 1 of a synthetic history, with SQL (not
-    through MQTT): IMU rows of `robots` in turn, one microsecond apart from 00:00:01 UTC today
-    (today's partition, where the bridge inserts: the worst case for index depth), seq -1, -2,
-    ... (negative, so a benchmark tells them from its own rows). Then VACUUM ANALYZE and a
-    CHECKPOINT, so the measured run does not pay for the fill."""
-    day = datetime.now(UTC).replace(hour=0, minute=0, second=1, microsecond=0)
+    through MQTT): IMU rows of `robots` in turn, `spacing` apart (one microsecond) from
+    `start` (00:00:01 UTC today: today's partition, where the bridge inserts, the worst case
+    for index depth), seq -1, -2, ... (negative, so a benchmark tells them from its own rows).
+    Then VACUUM ANALYZE and a CHECKPOINT, so the measured run does not pay for the fill."""
+    day = start or datetime.now(UTC).replace(hour=0, minute=0, second=1, microsecond=0)
     for lo in range(first, last, chunk):
         await conn.execute(
             """INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
                SELECT ($1::text[])[1 + i % cardinality($1::text[])], 'imu',
-                      $2::timestamptz + i * interval '1 microsecond',
-                      $2::timestamptz + i * interval '1 microsecond', -1 - i, $3::jsonb
+                      $2::timestamptz + i * $6::interval,
+                      $2::timestamptz + i * $6::interval, -1 - i, $3::jsonb
                FROM generate_series($4::bigint, $5::bigint - 1) AS i""",
             list(robots),
             day,
             _FILL_DATA,
             lo,
             min(lo + chunk, last),
+            spacing,
         )
     await conn.execute("VACUUM (ANALYZE) sensor_readings")
     await conn.execute("CHECKPOINT")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from redis.crc import key_slot
 
 from harness.services import RedisCluster
 from harness.waiting import eventually
-from ingest.counters import Counters, MinuteBucket, open_redis, shard_tags
+from ingest.counters import (
+    ROLLING_WINDOW_MINUTES,
+    Counters,
+    MinuteBucket,
+    open_redis,
+    shard_tags,
+)
 from ingest.journal_entry import JournalEntry, LastSeen, LatestReading, MinuteCount
 
 
@@ -142,3 +149,58 @@ async def test_the_live_views_reads_merge_the_shards(counters: Counters) -> None
         {"r2": 5},
         {},
     ]
+
+
+async def test_a_kept_windows_top_robots_are_its_minutes_sums_as_it_moves(
+    counters: Counters,
+) -> None:
+    """A window of ROLLING_WINDOW_MINUTES ranks robots from sums each shard keeps and rolls
+    (ingest/counters.py): through batches inside, before and after it, a correction, and moves
+    forward, back and further than its length, they equal the sums of its minutes' robot
+    sets, read here one minute at a time. On one server also with three shards (the cluster
+    runs three)."""
+    variants = [counters]
+    if counters.shards == 1 and not isinstance(counters.redis, RedisClusterClient):
+        variants.append(Counters(redis=counters.redis, prefix=f"{counters.prefix}3:", shards=3))
+    for c in variants:
+        await _window_moves(c)
+        await c.clear()
+
+
+async def _window_moves(counters: Counters) -> None:
+    length = 15
+    assert length in ROLLING_WINDOW_MINUTES
+    base = 60 * 29_000_100
+    rng = random.Random(15)
+    ids = iter(range(1, 10_000))
+
+    async def batches(lo: int, hi: int, count: int = 8) -> None:
+        """Readings of random robots in random minutes lo..hi (offsets from base)."""
+        for _ in range(count):
+            robot, m = f"r{rng.randrange(9)}", base + 60 * rng.randrange(lo, hi + 1)
+            n = rng.randrange(1, 50)
+            assert await counters.apply(next(ids), entry(robot, m, n, ts_ms=m * 1000, seq0=0))
+
+    async def check(first: int) -> None:
+        minutes = [base + 60 * (first + i) for i in range(length)]
+        want: dict[str, int] = {}
+        for counts in await counters.robot_minute_counts(minutes):
+            for robot, n in counts.items():
+                want[robot] = want.get(robot, 0) + n
+        ranked = (await counters.window(minutes, top=100)).top_robots
+        assert dict(ranked) == want
+        assert [n for _, n in ranked] == sorted(want.values(), reverse=True)
+        top3 = (await counters.window(minutes, top=3)).top_robots
+        assert [n for _, n in top3] == sorted(want.values(), reverse=True)[:3]
+
+    await batches(-5, 40, count=40)
+    await check(0)  # kept from here on
+    for first in (0, 1, 4, 2, 2, 30, 31):
+        await batches(first - 3, first + length + 3)  # inside, before and after the window
+        await check(first)
+    # A correction of a minute inside the window (the reconciler's) moves the sums too.
+    minute = base + 60 * 40
+    [seen] = await counters.minute_buckets([minute])
+    assert await counters.replace_minute(minute, seen=seen, groups=[("r1", "gps", 3)])
+    await check(31)
+    await check(32)
