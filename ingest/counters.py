@@ -39,7 +39,8 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
                           restart changes it)
   {prefix}status   hash   robot_id -> JSON {"status": "online"|"offline", "at": ms of the change};
                           registered robots only (the bridge filters and prunes); one key, so
-                          any slot
+                          any slot; and `*online` -> how many of them are online (kept by the
+                          scripts that change the hash)
 
 The per-robot top-N of a window (GET /api/stats) would be a ZUNION of the window's minute sets:
 O(minutes x robots) in Redis at every read (an hour of 10,000 robots: 600,000 entries, ~100 ms
@@ -310,15 +311,55 @@ return out
 """
 
 
+# The status hash's field counting the robots whose status is `online` (not a robot id: those
+# never hold `*`), kept by the two scripts below that change the hash, so that /api/stats reads
+# a count instead of every robot's status.
+STATUS_ONLINE_FIELD = "*online"
+
+# KEYS[1]: the status hash; ARGV: robot, status, document, robot, status, document, ...
 _SET_STATUSES_LUA = """
 local key = KEYS[1]
+local online = '*online'
+if redis.call('HEXISTS', key, online) == 0 then
+  -- A hash written before the count was kept: counted once.
+  local n = 0
+  for _, doc in ipairs(redis.call('HVALS', key)) do
+    if cjson.decode(doc).status == 'online' then n = n + 1 end
+  end
+  redis.call('HSET', key, online, n)
+end
 for i = 1, #ARGV, 3 do
   local cur = redis.call('HGET', key, ARGV[i])
-  if (not cur) or cjson.decode(cur).status ~= ARGV[i + 1] then
+  local was = cur and cjson.decode(cur).status
+  if was ~= ARGV[i + 1] then
     redis.call('HSET', key, ARGV[i], ARGV[i + 2])
+    if was == 'online' then
+      redis.call('HINCRBY', key, online, -1)
+    elseif ARGV[i + 1] == 'online' then
+      redis.call('HINCRBY', key, online, 1)
+    end
   end
 end
 return 1
+"""
+
+# KEYS[1]: the status hash; ARGV: robots. Returns how many had a status.
+_DROP_STATUSES_LUA = """
+local key = KEYS[1]
+local online = '*online'
+local counted = redis.call('HEXISTS', key, online) == 1
+local dropped = 0
+for _, robot in ipairs(ARGV) do
+  local cur = redis.call('HGET', key, robot)
+  if cur then
+    if counted and cjson.decode(cur).status == 'online' then
+      redis.call('HINCRBY', key, online, -1)
+    end
+    redis.call('HDEL', key, robot)
+    dropped = dropped + 1
+  end
+end
+return dropped
 """
 
 
@@ -418,6 +459,7 @@ class Counters:
         self._apply = redis.register_script(_APPLY_LUA)
         self._correct_minute = redis.register_script(_CORRECT_MINUTE_LUA)
         self._set_statuses = redis.register_script(_SET_STATUSES_LUA)
+        self._drop_statuses = redis.register_script(_DROP_STATUSES_LUA)
         self._shard_read = redis.register_script(_SHARD_READ_LUA)
         self._roll_window = redis.register_script(_ROLL_WINDOW_LUA)
         # Reads of several shards on a cluster: a script per shard, run at once.
@@ -590,13 +632,23 @@ class Counters:
 
     async def status_robot_ids(self) -> list[str]:
         ids = await self.redis.hkeys(self._status_key)
-        return [i.decode() for i in cast(list[bytes], ids)]
+        return [i.decode() for i in cast(list[bytes], ids) if i != STATUS_ONLINE_FIELD.encode()]
 
     async def drop_statuses(self, robot_ids: Sequence[str]) -> int:
         if not robot_ids:
             return 0
-        dropped: int = await self.redis.hdel(self._status_key, *robot_ids)
-        return dropped
+        dropped = await self._drop_statuses(keys=[self._status_key], args=list(robot_ids))
+        return int(dropped)
+
+    async def _status_counts(self, online: bytes | None, length: int) -> tuple[int, int]:
+        """Robots online and robots with a status, from the hash's count and its length; a
+        hash no status has changed since it was written without the count: counted here."""
+        if online is not None:
+            return int(online), length - 1
+        if not length:
+            return 0, 0
+        statuses = cast(list[bytes], await self.redis.hvals(self._status_key))
+        return sum(1 for s in statuses if b'"online"' in s), len(statuses)
 
     async def clear(self) -> int:
         """Deletes every key under the prefix (before a rebuild), on every node."""
@@ -819,7 +871,8 @@ class Counters:
             for m in minutes:
                 for key in self.minute_keys(m, "x"):
                     pipe.hgetall(key)
-            pipe.hvals(self._status_key)
+            pipe.hget(self._status_key, STATUS_ONLINE_FIELD)
+            pipe.hlen(self._status_key)
             if top and not rolling:
                 # A shard's minutes share its slot, so each shard unions its own; the shards'
                 # unions are merged here. ZUNION answers in ascending score order.
@@ -829,17 +882,17 @@ class Counters:
                 pipe.execute(), self._rolled(minutes, top=top) if rolling else _nothing()
             )
         k = len(minutes) * n
-        statuses: list[bytes] = results[2 * k]
+        online, with_status = await self._status_counts(results[2 * k], results[2 * k + 1])
         # With one shard only the union's tail can be in the top N (most first, as ZREVRANGE).
-        by_shard = rolled or [u[-top:][::-1] if n == 1 else u for u in results[2 * k + 1 :]]
+        by_shard = rolled or [u[-top:][::-1] if n == 1 else u for u in results[2 * k + 2 :]]
         return WindowCounts(
             totals=[_sum_nonzero(results[i * n : (i + 1) * n]) for i in range(len(minutes))],
             rejected=[
                 _sum_nonzero(results[k + i * n : k + (i + 1) * n]) for i in range(len(minutes))
             ],
             top_robots=_ranked(by_shard, top),
-            robots_online=sum(1 for s in statuses if b'"online"' in s),
-            robots_with_status=len(statuses),
+            robots_online=online,
+            robots_with_status=with_status,
         )
 
     async def _rolled(self, minutes: Sequence[int], *, top: int) -> list[list[tuple[bytes, float]]]:
@@ -880,11 +933,13 @@ class Counters:
                 r_keys = [self.minute_keys(m, "r")[shard] for m in minutes]
                 ops.append(["ZUNION", len(r_keys), *r_keys, "WITHSCORES"])
             per_shard.append(ops)
-        replies, statuses, rolled = await asyncio.gather(
+        replies, online, length, rolled = await asyncio.gather(
             self._read_shards(per_shard),
-            self.redis.hvals(self._status_key),
+            self.redis.hget(self._status_key, STATUS_ONLINE_FIELD),
+            self.redis.hlen(self._status_key),
             self._rolled(minutes, top=top) if rolling else _nothing(),
         )
+        robots_online, with_status = await self._status_counts(online, length)
         k = len(minutes)
         if top and not rolling:
             rolled = [
@@ -895,8 +950,8 @@ class Counters:
             totals=[_sum_nonzero([_hash(r[i]) for r in replies]) for i in range(k)],
             rejected=[_sum_nonzero([_hash(r[k + i]) for r in replies]) for i in range(k)],
             top_robots=_ranked(rolled, top),
-            robots_online=sum(1 for s in statuses if b'"online"' in s),
-            robots_with_status=len(statuses),
+            robots_online=robots_online,
+            robots_with_status=with_status,
         )
 
 

@@ -204,3 +204,36 @@ async def _window_moves(counters: Counters) -> None:
     assert await counters.replace_minute(minute, seen=seen, groups=[("r1", "gps", 3)])
     await check(31)
     await check(32)
+
+
+async def test_robots_online_is_a_count_kept_through_changes_and_drops(
+    counters: Counters,
+) -> None:
+    """/api/stats' robots online come from a count the status scripts keep in the status hash
+    (not from reading every robot's status): it follows changes, resends and drops, and a
+    hash written before the count existed is counted once."""
+    minutes = [60 * 29_000_200]
+
+    async def counts() -> tuple[int, int]:
+        window = await counters.window(minutes, top=0)
+        return window.robots_online, window.robots_with_status
+
+    def doc(status: str) -> bytes:
+        return orjson.dumps({"status": status, "at": 1})
+
+    # As the scripts before the count left it.
+    await counters.redis.hset(
+        f"{counters.prefix}status", mapping={"r1": doc("online"), "r2": doc("offline")}
+    )
+    assert await counts() == (1, 2)
+    await counters.set_statuses([("r3", "online", 2)])
+    assert await counts() == (2, 3)
+    await counters.set_statuses(
+        [("r1", "online", 3), ("r1", "offline", 4), ("r2", "online", 5), ("r4", "offline", 6)]
+    )
+    assert await counts() == (2, 4)
+    await counters.set_statuses([("r2", "online", 7), ("r3", "online", 8)])  # resent
+    assert await counts() == (2, 4)
+    assert await counters.drop_statuses(["r2", "r4", "r9"]) == 2
+    assert await counts() == (1, 2)
+    assert sorted(await counters.status_robot_ids()) == ["r1", "r3"]

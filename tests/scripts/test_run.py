@@ -104,7 +104,8 @@ def _statuses(prefix: str) -> dict[str, str]:
         raw: dict[str, str] = client.hgetall(f"{prefix}status")  # type: ignore[assignment]
     finally:
         client.close()
-    return {k: json.loads(v)["status"] for k, v in raw.items()}
+    # `*online` counts the online ones (ingest/counters.py): not a robot.
+    return {k: json.loads(v)["status"] for k, v in raw.items() if not k.startswith("*")}
 
 
 # What is not a log line of ours: the script's own progress, Mosquitto's log (its format),
