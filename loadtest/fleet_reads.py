@@ -55,9 +55,10 @@ import uvloop
 from db.connect import open_pool
 from harness.services import Mosquitto
 from harness.settings import BenchSettings
-from ingest.counters import Counters
+from ingest.counters import AnyRedis, Counters
 from ingest.rebuild import rebuild_counters
 from loadtest import report
+from loadtest.api_cost import _workers, py_spy, summarize
 from loadtest.baseline import describe
 from loadtest.baseline import trees as baseline_trees
 from loadtest.fleet_page import SummaryPublisher
@@ -75,6 +76,15 @@ READS = (
     "GET /api/sensors?robot_id (one robot)",
     "GET /api/sensors?sensor_type (cursor)",
 )
+
+
+STATS = READS[2]
+
+
+async def redis_cpu_s(redis: AnyRedis) -> float:
+    """The Redis server's CPU seconds so far (user + system, its own INFO)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def robot_ids(count: int) -> list[str]:
@@ -247,9 +257,15 @@ def stream_queries(token: str, robots: list[str], clients: int, watch: int) -> l
 
 
 async def measure_reads(
-    api: ApiProcess, robots: list[str], args: argparse.Namespace
+    api: ApiProcess,
+    robots: list[str],
+    args: argparse.Namespace,
+    redis: AnyRedis,
+    profile: str | None,
 ) -> dict[str, Any]:
-    """Every read, sequential then concurrent, with the API's CPU per request."""
+    """Every read, sequential then concurrent, with the API's and Redis' CPU per request;
+    `profile`: py-spy the API's workers during the stats read's concurrent phase, into
+    `--profile` with this name."""
     targets = await read_targets(api.port, api.key, robots)
     for target in targets.values():  # warm: plans cached, pages in memory
         await run_phase(
@@ -265,22 +281,31 @@ async def measure_reads(
             ("sequential", args.sequential, 1),
             ("concurrent", args.concurrent, args.connections),
         ):
-            cpu0 = api.cpu_seconds()
-            phase = await run_phase(
-                port=api.port,
-                key=api.key,
-                target=target,
-                requests=requests,
-                connections=connections,
-                max_s=args.max_phase_s,
-            )
-            cpu = api.cpu_seconds() - cpu0 - background * phase.seconds
+            spied: list[Path] = []
+            with ExitStack() as stack:
+                if profile and label == STATS and name == "concurrent":
+                    workers = _workers(api, api.cpu_by_process())
+                    spied = stack.enter_context(py_spy(workers, args.profile, profile))
+                cpu0, redis0 = api.cpu_seconds(), await redis_cpu_s(redis)
+                phase = await run_phase(
+                    port=api.port,
+                    key=api.key,
+                    target=target,
+                    requests=requests,
+                    connections=connections,
+                    max_s=args.max_phase_s,
+                )
+                cpu = api.cpu_seconds() - cpu0 - background * phase.seconds
+                redis_cpu = await redis_cpu_s(redis) - redis0
+            if spied:  # py-spy has written them on leaving
+                (args.profile / f"{profile}-summary.txt").write_text(summarize(spied))
             done = len(phase.latencies)
             phases[name] = {
                 "requests": done,
                 "errors": phase.errors,
                 "requests_per_s": done / phase.seconds,
                 "api_cpu_ms_per_request": cpu * 1000 / max(done, 1),
+                "redis_cpu_ms_per_request": redis_cpu * 1000 / max(done, 1),
                 **percentiles(phase.latencies),
             }
         out["reads"][label] = phases
@@ -290,7 +315,8 @@ async def measure_reads(
             f"{args.connections} connections p50/p99 {conc['p50_ms']:.1f}/"
             f"{conc['p99_ms']:.1f} ms, {conc['requests_per_s']:,.0f} req/s; API CPU "
             f"{seq['api_cpu_ms_per_request']:.2f} / {conc['api_cpu_ms_per_request']:.2f} "
-            f"ms/request; errors {seq['errors'] + conc['errors']}",
+            f"ms/request, Redis {seq['redis_cpu_ms_per_request']:.2f} / "
+            f"{conc['redis_cpu_ms_per_request']:.2f}; errors {seq['errors'] + conc['errors']}",
             flush=True,
         )
     return out
@@ -316,6 +342,7 @@ async def one_configuration(
     prefix: str,
     args: argparse.Namespace,
     servers: BenchSettings,
+    redis: AnyRedis,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
     with ExitStack() as stack:
@@ -351,7 +378,12 @@ async def one_configuration(
             await asyncio.sleep(2)  # past the current state each stream gets on opening
             streams.measuring.set()
         t0 = time.monotonic()
-        result = await measure_reads(api, robots, args)
+        profile = None
+        if args.profile and not clients and len(robots) == max(args.robots):
+            profile = f"fleet-reads-stats-{len(robots)}-{label}"
+        result = await measure_reads(api, robots, args, redis, profile)
+        if profile:
+            result["profile"] = f"{profile}-summary.txt"
         result["load_average_before"] = load_before
         result["load_average_after"] = os.getloadavg()
         if streams is not None:
@@ -412,6 +444,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[s
                                 prefix=ctr.prefix,
                                 args=args,
                                 servers=servers,
+                                redis=ctr.redis,
                             )
                             fleet["runs"].append({"tree": label, "clients": clients, **result})
                 data["fleets"].append(fleet)
@@ -440,6 +473,10 @@ def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                         "API CPU ms/req (seq / conc)": (
                             f"{seq['api_cpu_ms_per_request']:.2f} / "
                             f"{conc['api_cpu_ms_per_request']:.2f}"
+                        ),
+                        "Redis CPU ms/req (seq / conc)": (
+                            f"{seq['redis_cpu_ms_per_request']:.2f} / "
+                            f"{conc['redis_cpu_ms_per_request']:.2f}"
                         ),
                         "requests (seq, conc)": f"{seq['requests']}, {conc['requests']}",
                     }
@@ -484,29 +521,37 @@ def _markdown(data: dict[str, Any]) -> str:
 
 
 def _plots(base: Path, data: dict[str, Any]) -> list[Path]:
+    """Per read, latency against the fleet's size, a line per tree and stream-client count:
+    p50 of the sequential requests, p99 of the concurrent ones."""
     xs = [float(f["robots"]) for f in data["fleets"]]
+    configurations = [(r["tree"], r["clients"]) for r in data["fleets"][0]["runs"]]
     paths = []
     for phase, stat in (("sequential", "p50"), ("concurrent", "p99")):
-        series: dict[str, tuple[list[float], list[float]]] = {}
-        for read in READS:
-            for run in data["fleets"][0]["runs"]:
-                name = f"{read} [{run['tree']}, {run['clients']} streams]"
-                ys = [
-                    next(
-                        r["reads"][read][phase][f"{stat}_ms"]
-                        for r in f["runs"]
-                        if (r["tree"], r["clients"]) == (run["tree"], run["clients"])
-                    )
-                    for f in data["fleets"]
-                ]
-                series[name] = (xs, ys)
+        panels = {
+            read: {
+                f"{tree}, {clients} streams": (
+                    xs,
+                    [
+                        next(
+                            r["reads"][read][phase][f"{stat}_ms"]
+                            for r in f["runs"]
+                            if (r["tree"], r["clients"]) == (tree, clients)
+                        )
+                        for f in data["fleets"]
+                    ],
+                )
+                for tree, clients in configurations
+            }
+            for read in READS
+        }
         path = base.with_name(f"{base.name}-{phase}-{stat}.png")
-        report.plot_lines(
+        report.plot_grid(
             path,
-            title=f"Read latency {stat} ({phase}) against registered robots",
-            xlabel="registered robots (each reading in the last hour)",
+            title=f"Read latency {stat}, {phase} requests, against registered robots",
+            xlabel="registered robots",
             ylabel=f"{stat} ms",
-            series=series,
+            panels=panels,
+            logx=True,
             logy=True,
         )
         paths.append(path)
@@ -531,6 +576,12 @@ def main() -> None:
     p.add_argument("--baseline", help="a git revision measured beside this tree, interleaved")
     p.add_argument("--port-base", type=int, default=27100, help="broker +1, API +10")
     p.add_argument("--scratch-prefix", default="rs_bench", help="scratch database and Redis")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the API's workers during /api/stats' concurrent requests at the largest "
+        "fleet without stream clients; stacks and summaries here",
+    )
     args = p.parse_args()
     report.require_plotting()
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))

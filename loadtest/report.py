@@ -193,3 +193,43 @@ def plot_panels(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_grid(
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    panels: dict[str, dict[str, tuple[list[float], list[float]]]],
+    logx: bool = False,
+    logy: bool = False,
+) -> None:
+    """One small chart per panel (its title: the key), side by side in rows of three, each
+    with its own lines (label -> xs, ys) and the same axes' labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, max(len(panels), 1))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, (name, series) in zip(axes.flat, panels.items(), strict=False):
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, label=label, marker="o")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
