@@ -237,3 +237,21 @@ async def test_robots_online_is_a_count_kept_through_changes_and_drops(
     assert await counters.drop_statuses(["r2", "r4", "r9"]) == 2
     assert await counts() == (1, 2)
     assert sorted(await counters.status_robot_ids()) == ["r1", "r3"]
+
+
+async def test_fleet_sequence_gaps_merge_each_robot_over_shards_past_a_read_chunk(
+    counters: Counters,
+) -> None:
+    """The fleet's gaps per sensor type (for /metrics) are read a chunk of robots at a time:
+    every robot counts once, its seq hashes merged over the shards first, past the chunk's
+    size (ingest/counters.py)."""
+    minute = 60 * 29_000_300
+    robots = [f"r{i:04d}" for i in range(1_205)]
+    for k in range(3):  # three entries, so the shards each hold a part of every robot
+        groups = [MinuteCount(r, "gps", minute, 10, 10, 100 * k, 100 * k + 9) for r in robots]
+        assert await counters.apply(
+            f"gaps-{k}",
+            JournalEntry(groups=groups, last_seen=[LastSeen(r, 1) for r in robots]).to_json(),
+        )
+    # Each robot: seq 0-9, 100-109 and 200-209, 30 of 210 numbers: 180 missing.
+    assert await counters.fleet_sequence_gaps(["imu", "gps"]) == {"gps": 180 * len(robots)}
