@@ -22,14 +22,18 @@ raw HTTP/1.1 readers, each watching `--watch` robots of its own, the detail view
 - `--sequential` requests, one at a time on one connection: latency without queueing;
 - `--concurrent` requests over `--connections` connections as fast as answered: latency and
   rate under load;
-each phase cut at `--max-phase-s` seconds (the requests done are counted); and the API's CPU
-per request (every API process, /proc), less the background CPU measured over `--idle-s`
-seconds before the reads (the stream fan-out and the subscriptions), which is also reported.
+each phase cut at `--max-phase-s` seconds (the requests done are counted); the API's CPU per
+request (every API process, /proc), less the background CPU measured over `--idle-s` seconds
+before the reads (the stream fan-out and the subscriptions), which is also reported; and the
+Redis server's CPU per request (its INFO: the machine's Redis, so whatever else uses it
+counts too). Then `--scrapes` GET /metrics, one at a time (the fleet's sequence gaps are
+read from every robot's counters at each scrape).
 
 The reads: GET /api/robots (the first page and one in the middle of the registry, by its
 cursor; 100 robots with their live fields), GET /api/stats (the last hour, top 10 robots),
 GET /api/sensors?robot_id= (one robot) and ?sensor_type=imu (a page after the first, by
-cursor).
+cursor). `--profile DIR` samples the API's workers with py-spy during the stats read's
+concurrent requests at the largest fleet without stream clients.
 """
 
 from __future__ import annotations
@@ -319,6 +323,32 @@ async def measure_reads(
             f"{conc['redis_cpu_ms_per_request']:.2f}; errors {seq['errors'] + conc['errors']}",
             flush=True,
         )
+    # A Prometheus scrape of the API: its fleet-wide sequence gaps walk every robot.
+    cpu0, redis0 = api.cpu_seconds(), await redis_cpu_s(redis)
+    phase = await run_phase(
+        port=api.port,
+        key=api.key,
+        target="/metrics",
+        requests=args.scrapes,
+        connections=1,
+        max_s=args.max_phase_s,
+    )
+    done = max(len(phase.latencies), 1)
+    out["scrape"] = {
+        "requests": len(phase.latencies),
+        "errors": phase.errors,
+        "api_cpu_ms_per_request": (api.cpu_seconds() - cpu0 - background * phase.seconds)
+        * 1000
+        / done,
+        "redis_cpu_ms_per_request": (await redis_cpu_s(redis) - redis0) * 1000 / done,
+        **percentiles(phase.latencies),
+    }
+    sc = out["scrape"]
+    print(
+        f"      GET /metrics: p50 {sc['p50_ms']:.0f} ms, API CPU {sc['api_cpu_ms_per_request']:.1f}"
+        f" ms, Redis {sc['redis_cpu_ms_per_request']:.1f} ms per scrape",
+        flush=True,
+    )
     return out
 
 
@@ -500,6 +530,10 @@ def _markdown(data: dict[str, Any]) -> str:
             "streams": r["clients"],
             "tree": r["tree"],
             "background API CPU": f"{r['background_cpu_share']:.0%}",
+            "GET /metrics p50 ms (API / Redis CPU ms)": (
+                f"{r['scrape']['p50_ms']:.0f} ({r['scrape']['api_cpu_ms_per_request']:.0f} / "
+                f"{r['scrape']['redis_cpu_ms_per_request']:.0f})"
+            ),
             "summaries delivered/s": r.get("streams", {}).get("delivered_per_s"),
             "told missed/s": r.get("streams", {}).get("told_missed_per_s"),
             "stream latency p50 / p99 ms": (
@@ -555,6 +589,37 @@ def _plots(base: Path, data: dict[str, Any]) -> list[Path]:
             logy=True,
         )
         paths.append(path)
+    cpu = {
+        read: {
+            f"{tree}, {clients} streams: {who}": (
+                xs,
+                [
+                    next(
+                        (r["scrape"] if read == "GET /metrics" else r["reads"][read]["concurrent"])[
+                            f"{who.lower()}_cpu_ms_per_request"
+                        ]
+                        for r in f["runs"]
+                        if (r["tree"], r["clients"]) == (tree, clients)
+                    )
+                    for f in data["fleets"]
+                ],
+            )
+            for tree, clients in configurations
+            for who in ("API", "Redis")
+        }
+        for read in (*READS, "GET /metrics")
+    }
+    path = base.with_name(f"{base.name}-cpu.png")
+    report.plot_panels(
+        path,
+        title="CPU per request (concurrent requests; /metrics: one at a time)",
+        xlabel="registered robots",
+        ylabel="CPU ms per request",
+        panels=cpu,
+        logx=True,
+        logy=True,
+    )
+    paths.append(path)
     return paths
 
 
@@ -573,6 +638,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=16, help="for the concurrent requests")
     p.add_argument("--max-phase-s", type=float, default=10.0, help="a phase's longest run")
     p.add_argument("--idle-s", type=float, default=3.0, help="background CPU measured so long")
+    p.add_argument("--scrapes", type=int, default=5, help="GET /metrics, one at a time")
     p.add_argument("--baseline", help="a git revision measured beside this tree, interleaved")
     p.add_argument("--port-base", type=int, default=27100, help="broker +1, API +10")
     p.add_argument("--scratch-prefix", default="rs_bench", help="scratch database and Redis")
@@ -598,7 +664,7 @@ def main() -> None:
         phase["errors"]
         for f in data["fleets"]
         for r in f["runs"]
-        for phases in r["reads"].values()
+        for phases in [*r["reads"].values(), {"scrape": r["scrape"]}]
         for phase in phases.values()
     )
     if errors:

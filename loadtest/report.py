@@ -223,6 +223,9 @@ def plot_grid(
         ax.set_ylabel(ylabel, fontsize=8)
         if logx:
             ax.set_xscale("log")
+            ticks = sorted({x for xs, _ in series.values() for x in xs})
+            ax.set_xticks(ticks, [f"{x:,.0f}" for x in ticks])
+            ax.minorticks_off()
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
