@@ -26,6 +26,7 @@ ENTRY_POINTS = [
     "loadtest.ingest",
     "loadtest.rest",
     "loadtest.fleet_scale",
+    "loadtest.fleet_reads",
     "loadtest.null_subscriber",
     "loadtest.wire_publisher",
     "loadtest.nesting_check",

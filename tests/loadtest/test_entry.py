@@ -29,6 +29,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     [
         ["loadtest.rest", "--sizes", "--duration", "1"],
         ["loadtest.ingest", "--quick", "--no-ceilings", "--no-half-rate"],
+        ["loadtest.fleet_reads", "--robots", "10", "--stream-clients", "0"],
     ],
 )
 def test_missing_matplotlib_stops_before_measuring(argv: list[str]) -> None:
