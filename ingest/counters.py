@@ -705,6 +705,18 @@ class Counters:
                 pipe.set(self._journal_key(entry_id), "1", ex=self.ttl_s)
             await pipe.execute()
 
+    async def forget_windows(self) -> None:
+        """Drops every kept window (each shard's sums and starts), so that the next read sums
+        its minutes afresh. After a rebuild: a read during the rebuild's clear may have kept a
+        window from minutes the clear then deleted (its keys escaping the clear's scan), and
+        the rebuild's batches would add to it. One DEL per shard: a window's sum and start go
+        together, never one without the other."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self._shard_prefixes:
+                keys = [f"{shard}w:{n}:{k}" for n in ROLLING_WINDOW_MINUTES for k in ("from", "r")]
+                pipe.execute_command("DEL", *keys)
+            await pipe.execute()
+
     async def mark_built(self, at: datetime) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in self._built_keys:

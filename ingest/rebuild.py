@@ -67,6 +67,7 @@ async def rebuild_counters(
         last_seen=[LastSeen(r["robot_id"], epoch_ms(r["received_at"])) for r in latest],
     )
     await counters.apply(f"rebuild-{run}-rest", entry.to_json())
+    await counters.forget_windows()
     await counters.mark_built(datetime.now(UTC))
     log.info("rebuilt counters", extra={"groups": len(groups), "retired": len(retired)})
     return len(groups)

@@ -12,7 +12,7 @@ import pytest
 
 import ingest.write
 from db.readings import merge_readings
-from ingest.counters import Counters
+from ingest.counters import ROLLING_WINDOW_MINUTES, Counters
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
 from telemetry.payload import Decoded, PayloadDecoder, TimeWindow
@@ -195,6 +195,43 @@ async def test_rebuild_reproduces_the_live_counters(
     assert (await counters.window(minutes, top=0)).totals == live
     assert await latest_decoded(counters, "r1") == live_latest
     assert sum(m["*"] for m in live) == 1200
+
+
+async def test_a_rebuild_leaves_no_window_summed_from_what_it_cleared(
+    writer: IngestWriter,
+    counters: Counters,
+    clean_db: asyncpg.Pool[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stats read during a rebuild's clear may keep a window (its per-robot sums) built from
+    minutes the clear then deletes; if the clear's scan misses the window's keys, the
+    rebuild's batches add to it and the top robots count twice. The rebuild forgets the
+    windows it did not build: the top robots after it are the table's."""
+    now = int(time.time() * 1000)
+    await writer.write(decode_batch("r1", 600, start_ms=now - 600_000, seq0=0).readings)
+    await writer.write(decode_batch("r2", 400, start_ms=now - 400_000, seq0=0).readings)
+    minute = now // 60000 * 60
+    hour = [minute - 60 * (59 - i) for i in range(60)]
+    assert (await counters.window(hour, top=5)).top_robots == [("r1", 600), ("r2", 400)]
+    real_clear = counters.clear
+
+    async def clear_missing_the_windows() -> int:
+        windows = [
+            f"{shard}w:{n}:{kind}"
+            for shard in counters._shard_prefixes
+            for n in ROLLING_WINDOW_MINUTES
+            for kind in ("from", "r")
+        ]
+        kept = {key: await counters.redis.dump(key) for key in windows}
+        cleared = await real_clear()
+        for key, dumped in kept.items():
+            if dumped is not None:
+                await counters.redis.restore(key, 0, dumped)
+        return cleared
+
+    monkeypatch.setattr(counters, "clear", clear_missing_the_windows)
+    await rebuild_counters(pool=clean_db, counters=counters)
+    assert (await counters.window(hour, top=5)).top_robots == [("r1", 600), ("r2", 400)]
 
 
 @pytest.mark.parametrize(("races", "committed"), [(2, True), (3, False)])
