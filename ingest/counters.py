@@ -51,7 +51,9 @@ script (the batches' and the corrections'), and a read of a window that has move
 first: the minutes that left are subtracted and those that entered added (a ZUNIONSTORE each,
 O(robots) per minute moved, once), or, after a gap as long as the window, it is built again
 from the minutes. So the sum always equals the minutes' ZUNION, and a read is a ZREVRANGE.
-A window no one reads for ROLLING_IDLE_S expires, and writes stop keeping it.
+A window no one reads for ROLLING_IDLE_S expires, and writes stop keeping it; a rebuild drops
+them all (`forget_windows`). Every process that writes counters must run this code: a bridge
+from before the windows would not add to them (upgrade the bridges with the API).
 
 Every update of one batch (a JournalEntry, `ingest/journal_entry.py`) runs in one Lua script,
 so a batch is applied whole or not at all. A script declares its shard's journal marker (or
