@@ -514,6 +514,31 @@ def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _compact(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per read and fleet size, a column per tree and stream-client count: sequential
+    p50 / concurrent p99 ms, and API + Redis CPU ms per request (concurrent)."""
+    rows = []
+    for read in (*READS, "GET /metrics"):
+        for fleet in data["fleets"]:
+            row: dict[str, Any] = {"read": read, "robots": fleet["robots"]}
+            for r in fleet["runs"]:
+                column = f"{r['tree']}, {r['clients']} streams"
+                if read == "GET /metrics":
+                    sc = r["scrape"]
+                    row[column] = (
+                        f"{sc['p50_ms']:.0f} ms; CPU {sc['api_cpu_ms_per_request']:.0f} + "
+                        f"{sc['redis_cpu_ms_per_request']:.0f}"
+                    )
+                    continue
+                seq, conc = r["reads"][read]["sequential"], r["reads"][read]["concurrent"]
+                row[column] = (
+                    f"{seq['p50_ms']:.1f} / {conc['p99_ms']:.0f}; CPU "
+                    f"{conc['api_cpu_ms_per_request']:.2f} + {conc['redis_cpu_ms_per_request']:.2f}"
+                )
+            rows.append(row)
+    return rows
+
+
 def _markdown(data: dict[str, Any]) -> str:
     a = data["args"]
     out = [
@@ -521,8 +546,16 @@ def _markdown(data: dict[str, Any]) -> str:
         f"workers; load average at start {data['machine']['load_average_at_start'][0]:.1f})\n",
         "Trees: " + "; ".join(f"{k}: {v}" for k, v in data["trees"].items()) + "\n",
     ]
+    compact = _compact(data)
+    if compact:
+        out.append(
+            "Each cell: sequential p50 / concurrent p99 ms; CPU ms per request (concurrent) of "
+            "the API + of Redis. GET /metrics: p50 of the scrapes; CPU ms per scrape.\n"
+        )
+        out.append(report.markdown_table(compact, list(compact[0])))
     rows = _rows(data)
     if rows:
+        out.append("\nEvery figure:\n")
         out.append(report.markdown_table(rows, list(rows[0])))
     runs = [
         {
