@@ -16,7 +16,8 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
 `rs:{3.0.17}:`); minutes are epoch seconds of the minute's start in the reading's own time
 (so a window's count equals COUNT(*) over `ts` in that window):
   S m:{minute}:t   hash   `*` -> all readings, `{sensor_type}` -> readings of that type
-  S m:{minute}:r   zset   robot_id -> readings (top-N robots is a ZUNION over the window)
+  S m:{minute}:r   zset   robot_id -> readings (a window's top-N robots: its w:{len}:r below,
+                          or a ZUNION of its minutes)
   S m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
   S m:{minute}:x   hash   reason -> rejected (minute of receipt)
   S w:{len}:r      zset   robot_id -> readings over the `len` minutes from S w:{len}:from: the
@@ -318,7 +319,6 @@ return out
 # a count instead of every robot's status.
 STATUS_ONLINE_FIELD = "*online"
 
-# KEYS[1]: the status hash; ARGV: robot, status, document, robot, status, document, ...
 # One shard's `seq` hashes of these robots' sensor types, those that exist: robot's index,
 # type's index (from 0), n, min, max, robot's index, ... KEYS[1]: any key of the shard (routes
 # the script); ARGV: shard key prefix, how many types, the types, the robots.
@@ -343,6 +343,7 @@ return out
 """
 
 
+# KEYS[1]: the status hash; ARGV: robot, status, document, robot, status, document, ...
 _SET_STATUSES_LUA = """
 local key = KEYS[1]
 local online = '*online'
