@@ -436,13 +436,7 @@ async def one_configuration(
 
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "benchmark": "fleet_reads",
-        "machine": report.machine(),
-        "started_at": report.stamp(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "fleets": [],
-    }
+    data: dict[str, Any] = {**report.header("fleet_reads", args), "fleets": []}
     with ExitStack() as stack:
         trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
