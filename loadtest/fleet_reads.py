@@ -637,7 +637,7 @@ def _plots(base: Path, data: dict[str, Any]) -> list[Path]:
         for read in (*READS, "GET /metrics")
     }
     path = base.with_name(f"{base.name}-cpu.png")
-    report.plot_panels(
+    report.plot_grid(
         path,
         title="CPU per request (concurrent requests; /metrics: one at a time)",
         xlabel="registered robots",
