@@ -23,6 +23,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / _TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The pids of a running process's children (of its main thread, which forks them all
+    in the processes we start)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory (VmRSS) of a running process."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from harness.procfs import children
 from harness.settings import BenchSettings
 from loadtest import report
 from loadtest.baseline import describe
@@ -281,8 +282,7 @@ def _workers(api: ApiProcess, cpu: dict[int, float]) -> list[int]:
     assert api.proc is not None
     if len(cpu) == 1:
         return [api.proc.pid]
-    children = Path(f"/proc/{api.proc.pid}/task/{api.proc.pid}/children").read_text().split()
-    pids = [int(c) for c in children]
+    pids = children(api.proc.pid)
     cmdline = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in pids}
     return [p for p in pids if b"resource_tracker" not in cmdline[p]]
 

@@ -43,7 +43,7 @@ import uvloop
 
 from api.keys import generate_key
 from db.connect import open_pool
-from harness.procfs import cpu_seconds
+from harness.procfs import children, cpu_seconds
 from harness.services import ROOT, free_port, wait_for_port
 from harness.settings import BenchSettings
 from ingest.rebuild import rebuild_counters
@@ -436,11 +436,11 @@ class ApiProcess:
             pid = pids.pop()
             try:
                 out[pid] = cpu_seconds(pid)
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                kids = children(pid)
             except FileNotFoundError:
                 out.pop(pid, None)
                 continue
-            pids.extend(int(c) for c in children)
+            pids.extend(kids)
         return out
 
     def __exit__(self, *exc: object) -> None:
