@@ -7,6 +7,10 @@ concatenation, so it also costs quadratic CPU) or keep thousands of connections 
 sending a byte now and then. uvicorn's own `limit_concurrency` answers 503 without
 `Retry-After` and counts idle keep-alive connections as busy. Each refusal here is the API's
 JSON error body with `Connection: close`.
+
+Each request's responses are written through `OneWritePerTurn`: uvicorn writes a response's
+head and its body with two `transport.write` calls, i.e. two `send(2)`s and two TCP segments
+per response, and the client wakes for each.
 """
 
 from __future__ import annotations
@@ -118,7 +122,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         else:
             self.app = self._served_app
+        before = self.cycle
         super().on_headers_complete()
+        # uvicorn made a cycle for this request (not for an upgrade) whose task has not run yet.
+        if self.cycle is not None and self.cycle is not before:
+            self.cycle.transport = OneWritePerTurn(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -160,3 +168,33 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(head) + body.body)
         self.transport.close()
+
+
+class OneWritePerTurn:
+    """The transport a request's RequestResponseCycle sees: what it writes during one turn of
+    the loop (a response's head and body) goes out in one write at the end of that turn.
+    Closing writes what is pending first."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
