@@ -48,3 +48,10 @@ LOST_RACE_ERRORS: tuple[type[Exception], ...] = (
     pg.SerializationError,
 )
 LOST_RACE_ATTEMPTS = 3
+
+
+class StoredAlreadyError(Exception):
+    """db.readings.merge_readings(savepoint=False) found a reading of the batch stored already
+    (or one twice in it): its transaction is aborted and holds nothing; running it again with
+    the merge (db.readings.merge_via_staging) stores the rest. Not a row's fault, so not one of
+    ROW_REFUSED_ERRORS."""

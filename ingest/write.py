@@ -20,13 +20,13 @@ from typing import Any
 import asyncpg
 
 from db.dead_letters import store_dead_letters
-from db.errors import LOST_RACE_ATTEMPTS, LOST_RACE_ERRORS
+from db.errors import LOST_RACE_ATTEMPTS, LOST_RACE_ERRORS, StoredAlreadyError
 from db.journal import (
     add_journal_entry,
     delete_journal_entries,
     pending_journal_entries,
 )
-from db.readings import Conflict, MergeResult, merge_readings
+from db.readings import Conflict, MergeResult, merge_readings, merge_via_staging
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.journal_entry import (
@@ -192,28 +192,45 @@ class IngestWriter:
         try:
             for attempt in range(1, LOST_RACE_ATTEMPTS):
                 try:
-                    return await self._write(readings, rejections)
+                    return await self._write_once(readings, rejections)
                 except LOST_RACE_ERRORS as exc:
                     log.info(
                         "write lost a race; running it again",
                         extra={"error": repr(exc), "attempt": attempt},
                     )
-            return await self._write(readings, rejections)
+            return await self._write_once(readings, rejections)
         finally:
             self._writes_in_progress -= 1
             if not self._writes_in_progress:
                 self._no_writes.set()
 
-    async def _write(
+    async def _write_once(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> WriteResult:
+        try:
+            return await self._write(readings, rejections, redelivered=False)
+        except StoredAlreadyError:
+            # A redelivery: the fast path's transaction was lost; the merge skips what is stored.
+            return await self._write(readings, rejections, redelivered=True)
+
+    async def _write(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection], *, redelivered: bool
     ) -> WriteResult:
         applied_before = self._applied_to_retire
         self._applied_to_retire = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                merge = await merge_readings(
-                    conn, readings, register_unknown=self.register_unknown_robots
-                )
+                if redelivered:
+                    merge = await merge_via_staging(
+                        conn, readings, register_unknown=self.register_unknown_robots
+                    )
+                else:
+                    merge = await merge_readings(
+                        conn,
+                        readings,
+                        register_unknown=self.register_unknown_robots,
+                        savepoint=False,
+                    )
                 all_rejections = [
                     *rejections,
                     *unknown_robot_rejections(readings, merge.unknown_robots),

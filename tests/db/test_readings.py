@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from db.errors import StoredAlreadyError
 from db.readings import InsertedGroup, merge_readings, merge_via_staging
 from telemetry.payload import Reading
 
@@ -75,6 +76,51 @@ async def test_a_batch_holding_a_stored_reading_falls_back_to_the_merge(
         assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == len(batch)
     assert result.inserted == len(batch) - 10
     assert result.conflicts == []
+
+
+async def _rows_of_this_transaction(conn: Any) -> int:
+    """Rows whose xmin is the transaction's own id: a savepoint would have given them its
+    subtransaction's."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM sensor_readings WHERE xmin = pg_current_xact_id()::xid"
+    )
+    return n
+
+
+async def test_without_a_savepoint_a_new_batch_is_copied_in_the_transaction_itself(
+    db: asyncpg.Pool[Any],
+) -> None:
+    batch = _batch()
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            result = await merge_readings(conn, batch, register_unknown=False, savepoint=False)
+            assert await _rows_of_this_transaction(conn) == len(batch)
+            assert await _staged(conn) == 0
+        async with conn.transaction():
+            await merge_readings(conn, _batch2(), register_unknown=False)
+            assert await _rows_of_this_transaction(conn) == 0  # under the savepoint
+    assert result.inserted == len(batch)
+
+
+async def test_without_a_savepoint_a_stored_reading_costs_the_transaction(
+    db: asyncpg.Pool[Any],
+) -> None:
+    batch = _batch()
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            await merge_readings(conn, batch[:10], register_unknown=False)
+        with pytest.raises(StoredAlreadyError):
+            async with conn.transaction():
+                await merge_readings(conn, batch, register_unknown=False, savepoint=False)
+        assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == 10
+        # What the caller does then: the transaction again, with the merge.
+        async with conn.transaction():
+            result = await merge_via_staging(conn, batch, register_unknown=False)
+    assert result.inserted == len(batch) - 10
+
+
+def _batch2() -> list[Reading]:
+    return [r._replace(ts=r.ts + timedelta(hours=1)) for r in _batch()]
 
 
 async def test_a_batch_from_an_unknown_robot_takes_the_merge_or_registers_it(
