@@ -62,7 +62,14 @@ async def aggregate(
             until=until,
             robot_id=robot_id,
         )
-        return JSONBytes({"sensor_type": stype, "field": field, "window": window, "points": points})
+        return JSONBytes(
+            {
+                "sensor_type": stype,
+                "field": field,
+                "window": window,
+                "points": [dict(p) for p in points],
+            }
+        )
     since, until = parse_time_range(since, until)
     until = until or datetime.now(UTC)
     since = since or until - timedelta(hours=1)
