@@ -7,8 +7,9 @@ of `--batch`, on one connection, in three ways, interleaved for `--rounds`:
 - `plain COPY`: COPY straight into sensor_readings, nothing else (the floor);
 - `staging + merge`: db.readings.merge_via_staging, the merge every batch took before: COPY into
   the temp staging table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, grouped;
-- `merge_readings`: what the bridge runs now (a registration check and COPY under a savepoint,
-  falling back to the merge when the batch holds a stored reading).
+- `merge_readings`: the fast path (a registration check and COPY under a savepoint, falling back
+  to the merge when the batch holds a stored reading); the writers run it without the savepoint
+  and write a batch holding a stored reading again with the merge (ingest/write.py).
 Per way: the server backend's CPU µs per reading (its /proc/PID/stat: PostgreSQL must run on
 this machine), the client's, WAL bytes per reading (pg_current_wal_lsn before and after, a
 CHECKPOINT first so each way starts with the same full-page-write state) and the wall rate.
