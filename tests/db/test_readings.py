@@ -38,19 +38,31 @@ async def db(clean_db: asyncpg.Pool[Any]) -> asyncpg.Pool[Any]:
     return clean_db
 
 
+async def _rows_of_this_transaction(conn: Any) -> int:
+    """Rows whose xmin is the transaction's own id: a savepoint would have given them its
+    subtransaction's."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM sensor_readings WHERE xmin = pg_current_xact_id()::xid"
+    )
+    return n
+
+
 async def _staged(conn: Any) -> int:
     n: int = await conn.fetchval("SELECT count(*) FROM staging_readings")
     return n
 
 
+@pytest.mark.parametrize("savepoint", [True, False])
 async def test_a_new_batch_is_copied_straight_in_and_grouped_like_the_merge(
-    db: asyncpg.Pool[Any],
+    db: asyncpg.Pool[Any], savepoint: bool
 ) -> None:
     batch = _batch()
     async with db.acquire() as conn:
         async with conn.transaction():
-            fast = await merge_readings(conn, batch, register_unknown=False)
+            fast = await merge_readings(conn, batch, register_unknown=False, savepoint=savepoint)
             assert await _staged(conn) == 0  # the staging table was not used
+            # Without a savepoint the rows are the transaction's own, not a subtransaction's.
+            assert await _rows_of_this_transaction(conn) == (0 if savepoint else len(batch))
         stored = await conn.fetch("SELECT * FROM sensor_readings ORDER BY robot_id, ts")
         await conn.execute("TRUNCATE sensor_readings")
         async with conn.transaction():
@@ -63,64 +75,29 @@ async def test_a_new_batch_is_copied_straight_in_and_grouped_like_the_merge(
     assert (fast.unknown_robots, fast.conflicts) == (frozenset(), [])
 
 
-async def test_a_batch_holding_a_stored_reading_falls_back_to_the_merge(
-    db: asyncpg.Pool[Any],
+@pytest.mark.parametrize("savepoint", [True, False])
+async def test_a_batch_holding_a_stored_reading_takes_the_merge(
+    db: asyncpg.Pool[Any], savepoint: bool
 ) -> None:
     batch = _batch()
     async with db.acquire() as conn:
         async with conn.transaction():
             await merge_readings(conn, batch[:10], register_unknown=False)
-        async with conn.transaction():
-            result = await merge_readings(conn, batch, register_unknown=False)
-            assert await _staged(conn) == len(batch)  # the merge ran
+        if savepoint:
+            async with conn.transaction():
+                result = await merge_readings(conn, batch, register_unknown=False)
+                assert await _staged(conn) == len(batch)  # the merge ran
+        else:
+            # The transaction is lost; the caller (IngestWriter) runs it again with the merge.
+            with pytest.raises(StoredAlreadyError):
+                async with conn.transaction():
+                    await merge_readings(conn, batch, register_unknown=False, savepoint=False)
+            assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == 10
+            async with conn.transaction():
+                result = await merge_via_staging(conn, batch, register_unknown=False)
         assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == len(batch)
     assert result.inserted == len(batch) - 10
     assert result.conflicts == []
-
-
-async def _rows_of_this_transaction(conn: Any) -> int:
-    """Rows whose xmin is the transaction's own id: a savepoint would have given them its
-    subtransaction's."""
-    n: int = await conn.fetchval(
-        "SELECT count(*) FROM sensor_readings WHERE xmin = pg_current_xact_id()::xid"
-    )
-    return n
-
-
-async def test_without_a_savepoint_a_new_batch_is_copied_in_the_transaction_itself(
-    db: asyncpg.Pool[Any],
-) -> None:
-    batch = _batch()
-    async with db.acquire() as conn:
-        async with conn.transaction():
-            result = await merge_readings(conn, batch, register_unknown=False, savepoint=False)
-            assert await _rows_of_this_transaction(conn) == len(batch)
-            assert await _staged(conn) == 0
-        async with conn.transaction():
-            await merge_readings(conn, _batch2(), register_unknown=False)
-            assert await _rows_of_this_transaction(conn) == 0  # under the savepoint
-    assert result.inserted == len(batch)
-
-
-async def test_without_a_savepoint_a_stored_reading_costs_the_transaction(
-    db: asyncpg.Pool[Any],
-) -> None:
-    batch = _batch()
-    async with db.acquire() as conn:
-        async with conn.transaction():
-            await merge_readings(conn, batch[:10], register_unknown=False)
-        with pytest.raises(StoredAlreadyError):
-            async with conn.transaction():
-                await merge_readings(conn, batch, register_unknown=False, savepoint=False)
-        assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == 10
-        # What the caller does then: the transaction again, with the merge.
-        async with conn.transaction():
-            result = await merge_via_staging(conn, batch, register_unknown=False)
-    assert result.inserted == len(batch) - 10
-
-
-def _batch2() -> list[Reading]:
-    return [r._replace(ts=r.ts + timedelta(hours=1)) for r in _batch()]
 
 
 async def test_a_batch_from_an_unknown_robot_takes_the_merge_or_registers_it(
