@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,20 +165,14 @@ async def _copy_if_all_new(
         await conn.execute(_REGISTER, robots)
     elif await conn.fetchval(_COUNT_REGISTERED, robots) != len(robots):
         return False
-    if not savepoint:
-        try:
-            await conn.copy_records_to_table(
-                "sensor_readings", records=readings, columns=_STAGING_COLUMNS
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise StoredAlreadyError(str(exc)) from exc
-        return True
     try:
-        async with conn.transaction():
+        async with conn.transaction() if savepoint else contextlib.nullcontext():
             await conn.copy_records_to_table(
                 "sensor_readings", records=readings, columns=_STAGING_COLUMNS
             )
-    except asyncpg.UniqueViolationError:
+    except asyncpg.UniqueViolationError as exc:
+        if not savepoint:
+            raise StoredAlreadyError(str(exc)) from exc
         return False
     return True
 
