@@ -7,15 +7,26 @@ from collections.abc import Sequence
 from db import Connection
 
 
+def add_entry_statement(*, entry: str, retire: str, ctes: str = "", only_if: str = "true") -> str:
+    """The statement that adds an entry (the jsonb parameter `entry`) and deletes the ids in the
+    bigint[] parameter `retire` (entries already applied to Redis), returning the new id.
+
+    `ctes` are a caller's own common table expressions (each followed by a comma), so that
+    its rows and the entry counting them commit in one statement; `only_if` is a condition
+    on them: when false, the statement adds and deletes nothing and returns no row."""
+    return f"""WITH {ctes}retired AS (
+    DELETE FROM counter_journal WHERE id = ANY({retire}::bigint[]) AND {only_if}
+)
+INSERT INTO counter_journal (entry) SELECT {entry}::jsonb WHERE {only_if} RETURNING id"""
+
+
+_ADD_ENTRY = add_entry_statement(entry="$1", retire="$2")
+
+
 async def add_journal_entry(conn: Connection, entry: str, *, retire: Sequence[int] = ()) -> int:
     """Adds an entry and, in the same statement, deletes the ids in `retire` (entries already
     applied to Redis): one round trip per commit instead of two."""
-    entry_id: int = await conn.fetchval(
-        """WITH retired AS (DELETE FROM counter_journal WHERE id = ANY($2::bigint[]))
-           INSERT INTO counter_journal (entry) VALUES ($1::jsonb) RETURNING id""",
-        entry,
-        list(retire),
-    )
+    entry_id: int = await conn.fetchval(_ADD_ENTRY, entry, list(retire))
     return entry_id
 
 

@@ -1,5 +1,6 @@
-"""Writing readings: COPY straight into the table when nothing in the batch is stored yet
-(the common case), else COPY into a per-connection staging table and an idempotent merge."""
+"""Writing readings: when nothing in the batch is stored yet (the common case), a small batch
+is inserted with its journal entry in one statement and a large one is COPYed straight into the
+table; else COPY into a per-connection staging table and an idempotent merge."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncpg
 
 from db import Connection
 from db.errors import StoredAlreadyError
+from db.journal import add_entry_statement
 from telemetry.payload import Reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -34,6 +36,29 @@ INSERT INTO robots (id) SELECT DISTINCT robot_id FROM staging_readings ON CONFLI
 _REGISTER = "INSERT INTO robots (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
 
 _COUNT_REGISTERED = "SELECT count(*) FROM robots WHERE id = ANY($1::text[])"
+
+# Up to this many readings, `insert_all_new` costs PostgreSQL and the client less than the
+# transaction around a COPY; past it, COPY's page-at-a-time insert wins (BENCHMARKS.md,
+# "Issue 15, round 5").
+ONE_STATEMENT_MAX_READINGS = 200
+
+# Every reading and the journal entry counting them, in one statement and so one transaction
+# of its own: one round trip instead of six (BEGIN, registration check, COPY's two, journal,
+# COMMIT). Nothing is written when a robot is not registered.
+_INSERT_ALL_NEW = add_entry_statement(
+    ctes="""known AS (
+    SELECT count(*) = cardinality($7::text[]) AS all_registered FROM robots
+    WHERE id = ANY($7::text[])
+), inserted AS (
+    INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                         $5::bigint[], $6::jsonb[])
+    WHERE (SELECT all_registered FROM known)
+), """,
+    only_if="(SELECT all_registered FROM known)",
+    entry="$8",
+    retire="$9",
+)
 
 # One row per (robot, sensor type, minute of reading time): what the counters are made of.
 GROUP_BY_MINUTE = """
@@ -148,7 +173,7 @@ async def merge_readings(
     if await _copy_if_all_new(
         conn, readings, register_unknown=register_unknown, savepoint=savepoint
     ):
-        return MergeResult(_groups(readings), frozenset())
+        return MergeResult(new_groups(readings), frozenset())
     return await merge_via_staging(conn, readings, register_unknown=register_unknown)
 
 
@@ -177,7 +202,36 @@ async def _copy_if_all_new(
     return True
 
 
-def _groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
+async def insert_all_new(
+    conn: Connection, readings: Sequence[Reading], *, journal_entry: str, retire: Sequence[int]
+) -> int | None:
+    """Inserts every reading and adds `journal_entry` (retiring `retire`, as add_journal_entry
+    does) in one statement, outside any transaction: the statement is its own. Returns the
+    entry's id; None when a robot of the batch is not registered (nothing written then).
+
+    Raises StoredAlreadyError when a reading is stored already or is twice in the batch
+    (nothing written): the caller merges instead. For batches up to ONE_STATEMENT_MAX_READINGS.
+    """
+    robot_ids, sensor_types, ts, received_at, seq, data = zip(*readings, strict=True)
+    try:
+        entry_id: int | None = await conn.fetchval(
+            _INSERT_ALL_NEW,
+            robot_ids,
+            sensor_types,
+            ts,
+            received_at,
+            seq,
+            data,
+            list(set(robot_ids)),
+            journal_entry,
+            list(retire),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise StoredAlreadyError(str(exc)) from exc
+    return entry_id
+
+
+def new_groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
     """What the merge's GROUP_BY_MINUTE returns when it inserted every reading.
 
     A message's readings come one after another, of one robot and sensor type and mostly of

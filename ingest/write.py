@@ -26,7 +26,15 @@ from db.journal import (
     delete_journal_entries,
     pending_journal_entries,
 )
-from db.readings import Conflict, MergeResult, merge_readings, merge_via_staging
+from db.readings import (
+    ONE_STATEMENT_MAX_READINGS,
+    Conflict,
+    MergeResult,
+    insert_all_new,
+    merge_readings,
+    merge_via_staging,
+    new_groups,
+)
 from ingest.counters import COUNTERS_AWAY_ERRORS, Counters
 from ingest.dead_letter_limit import DeadLetterLimit
 from ingest.journal_entry import (
@@ -150,8 +158,12 @@ class IngestWriter:
         register_unknown_robots: bool = False,
         store_rejections: bool = True,
         dead_letter_limit: DeadLetterLimit | None = None,
+        one_statement_max: int = ONE_STATEMENT_MAX_READINGS,
     ) -> None:
+        """`one_statement_max`: the largest batch written in one statement (db.readings
+        .insert_all_new) when it needs nothing else; 0 writes every batch in a transaction."""
         self.pool = pool
+        self.one_statement_max = one_statement_max
         self.counters = counters
         self.register_unknown_robots = register_unknown_robots
         self.store_rejections = store_rejections
@@ -216,6 +228,15 @@ class IngestWriter:
     async def _write(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection], *, redelivered: bool
     ) -> WriteResult:
+        if (
+            not redelivered
+            and 0 < len(readings) <= self.one_statement_max
+            and not self.register_unknown_robots
+            and not (rejections and self.store_rejections)
+        ):
+            written = await self._write_in_one_statement(readings, rejections)
+            if written is not None:
+                return written
         applied_before = self._applied_to_retire
         self._applied_to_retire = []
         try:
@@ -259,6 +280,37 @@ class IngestWriter:
             conflicting=len(merge.conflicts),
             counters_applied=counters_applied,
             dead_letters_over_quota=admission.dropped if admission is not None else Counter(),
+        )
+
+    async def _write_in_one_statement(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> WriteResult | None:
+        """The common small batch: all new, all robots registered, no dead letter to store.
+        None when a robot is not registered (nothing written): the transaction tells which.
+        Raises StoredAlreadyError as the COPY does."""
+        entry = build_journal_entry(
+            MergeResult(new_groups(readings), frozenset()), readings, rejections
+        ).to_json()
+        applied_before = self._applied_to_retire
+        self._applied_to_retire = []
+        try:
+            async with self.pool.acquire() as conn:
+                entry_id = await insert_all_new(
+                    conn, readings, journal_entry=entry, retire=applied_before
+                )
+        except BaseException:
+            self._applied_to_retire = applied_before + self._applied_to_retire
+            raise
+        if entry_id is None:
+            self._applied_to_retire = applied_before + self._applied_to_retire
+            return None
+        counters_applied = await self._apply_counters(entry_id, entry)
+        return WriteResult(
+            received=len(readings),
+            inserted=len(readings),
+            unknown_robots=frozenset(),
+            rejected=Counter(str(x.reason) for x in rejections),
+            counters_applied=counters_applied,
         )
 
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:

@@ -9,7 +9,12 @@ of `--batch`, on one connection, in three ways, interleaved for `--rounds`:
   the temp staging table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, grouped;
 - `merge_readings`: the fast path (a registration check and COPY under a savepoint, falling back
   to the merge when the batch holds a stored reading); the writers run it without the savepoint
-  and write a batch holding a stored reading again with the merge (ingest/write.py).
+  and write a batch holding a stored reading again with the merge (ingest/write.py);
+- `transaction + journal`: what IngestWriter commits for a batch past ONE_STATEMENT_MAX_READINGS:
+  BEGIN, merge_readings without the savepoint, the journal entry, COMMIT;
+- `one statement + journal`: db.readings.insert_all_new, what it commits for a smaller batch.
+The last two compare whole commits: run them at the batch sizes HTTP ingest forms (`--batch 21`:
+seven 3-reading requests) and around the threshold.
 Per way: the server backend's CPU µs per reading (its /proc/PID/stat: PostgreSQL must run on
 this machine), the client's, WAL bytes per reading (pg_current_wal_lsn before and after, a
 CHECKPOINT first so each way starts with the same full-page-write state) and the wall rate.
@@ -29,7 +34,8 @@ import asyncpg
 import uvloop
 
 from db import Connection
-from db.readings import merge_readings, merge_via_staging, prepare_connection
+from db.journal import add_journal_entry
+from db.readings import insert_all_new, merge_readings, merge_via_staging, prepare_connection
 from harness.procfs import cpu_seconds
 from harness.settings import BenchSettings
 from loadtest import report
@@ -42,22 +48,42 @@ _COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
 Way = Callable[[Connection, Sequence[Reading]], Awaitable[object]]
 
 
+# A journal entry of the size a small batch's is (its groups, latest readings, last seen).
+_ENTRY = '{"groups": [], "rejected": [], "latest": [], "last_seen": []}'
+
+
 async def _plain_copy(conn: Connection, batch: Sequence[Reading]) -> None:
-    await conn.copy_records_to_table("sensor_readings", records=batch, columns=_COLUMNS)
+    async with conn.transaction():
+        await conn.copy_records_to_table("sensor_readings", records=batch, columns=_COLUMNS)
 
 
 async def _staging_merge(conn: Connection, batch: Sequence[Reading]) -> None:
-    await merge_via_staging(conn, batch, register_unknown=False)
+    async with conn.transaction():
+        await merge_via_staging(conn, batch, register_unknown=False)
 
 
 async def _merge_readings(conn: Connection, batch: Sequence[Reading]) -> None:
-    await merge_readings(conn, batch, register_unknown=False)
+    async with conn.transaction():
+        await merge_readings(conn, batch, register_unknown=False)
+
+
+async def _transaction_and_journal(conn: Connection, batch: Sequence[Reading]) -> None:
+    async with conn.transaction():
+        await merge_readings(conn, batch, register_unknown=False, savepoint=False)
+        await add_journal_entry(conn, _ENTRY)
+
+
+async def _one_statement(conn: Connection, batch: Sequence[Reading]) -> None:
+    if await insert_all_new(conn, batch, journal_entry=_ENTRY, retire=()) is None:
+        raise RuntimeError("a robot of the batch is not registered")
 
 
 WAYS: dict[str, Way] = {
     "plain COPY": _plain_copy,
     "staging + merge (before)": _staging_merge,
     "merge_readings (now)": _merge_readings,
+    "transaction + journal": _transaction_and_journal,
+    "one statement + journal": _one_statement,
 }
 
 
@@ -72,8 +98,7 @@ async def one_way(
     lsn0 = await conn.fetchval("SELECT pg_current_wal_lsn()")
     server0, client0, wall0 = cpu_seconds(backend), time.process_time(), time.perf_counter()
     for batch in batches:
-        async with conn.transaction():
-            await way(conn, batch)
+        await way(conn, batch)
     wall = time.perf_counter() - wall0
     client, server = time.process_time() - client0, cpu_seconds(backend) - server0
     wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", lsn0)
@@ -89,7 +114,8 @@ async def one_way(
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
     robots = [f"bench-{k // 10}-{k % 10}" for k in range(20)]
     data: dict[str, object] = report.header("merge-cost", args)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in WAYS}
+    ways = {name: WAYS[name] for name in args.ways}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
     async with scratch_database(servers, label="merge") as dsn:
         conn = await asyncpg.connect(dsn)
         try:
@@ -101,7 +127,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
                 print(f"prefilled {args.prefill:,} rows in {time.perf_counter() - t0:.0f} s")
             backend = await conn.fetchval("SELECT pg_backend_pid()")
             for k in range(args.rounds):
-                for name, way in WAYS.items():
+                for name, way in ways.items():
                     r = await one_way(conn, way, robots, args, backend)
                     results[name].append(r)
                     print(
@@ -141,6 +167,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=5_000, help="the bridge's batch_max_readings")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prefill", type=int, default=0, help="rows stored before the first round")
+    p.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS), metavar="WAY")
     args = p.parse_args()
     uvloop.run(main_async(args, BenchSettings()))
 

@@ -1,4 +1,5 @@
-"""Writing readings: the COPY fast path and the staging merge insert and report the same."""
+"""Writing readings: the one-statement insert, the COPY fast path and the staging merge insert
+and report the same."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import asyncpg
 import pytest
 
 from db.errors import StoredAlreadyError
-from db.readings import InsertedGroup, merge_readings, merge_via_staging
+from db.readings import (
+    InsertedGroup,
+    insert_all_new,
+    merge_readings,
+    merge_via_staging,
+    new_groups,
+)
 from telemetry.payload import Reading
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=0)
@@ -114,3 +121,69 @@ async def test_a_batch_from_an_unknown_robot_takes_the_merge_or_registers_it(
             assert await _staged(conn) == 0
         assert (registered.inserted, registered.unknown_robots) == (4, frozenset())
         assert await conn.fetchval("SELECT count(*) FROM robots WHERE id = 'ghost'") == 1
+
+
+async def _journal(conn: Any) -> list[tuple[int, str]]:
+    return [
+        (r["id"], r["entry"])
+        for r in await conn.fetch(
+            "SELECT id, entry::text AS entry FROM counter_journal ORDER BY id"
+        )
+    ]
+
+
+async def test_a_small_new_batch_and_its_journal_entry_are_one_statement(
+    db: asyncpg.Pool[Any],
+) -> None:
+    batch = _batch()[:150]
+    async with db.acquire() as conn:
+        applied = await conn.fetchval(
+            "INSERT INTO counter_journal (entry) VALUES ('{}') RETURNING id"
+        )
+        kept = await conn.fetchval("INSERT INTO counter_journal (entry) VALUES ('{}') RETURNING id")
+        entry_id = await insert_all_new(conn, batch, journal_entry='{"n": 150}', retire=[applied])
+        assert await _journal(conn) == [(kept, "{}"), (entry_id, '{"n": 150}')]
+        # One transaction: the readings' xmin is the journal entry's.
+        xmins = await conn.fetch(
+            "SELECT DISTINCT xmin::text FROM sensor_readings UNION ALL "
+            "SELECT xmin::text FROM counter_journal WHERE id = $1",
+            entry_id,
+        )
+        assert len(xmins) == 2 and xmins[0] == xmins[1]
+        stored = await conn.fetch("SELECT * FROM sensor_readings ORDER BY robot_id, ts")
+        await conn.execute("TRUNCATE sensor_readings")
+        async with conn.transaction():
+            merged = await merge_via_staging(conn, batch, register_unknown=False)
+        assert await conn.fetch("SELECT * FROM sensor_readings ORDER BY robot_id, ts") == stored
+    assert len(stored) == len(batch) == merged.inserted
+    assert _sorted(new_groups(batch)) == _sorted(merged.groups)
+
+
+@pytest.mark.parametrize("refusal", ["unknown robot", "stored already", "twice in the batch"])
+async def test_the_one_statement_writes_nothing_when_it_cannot_write_everything(
+    db: asyncpg.Pool[Any], refusal: str
+) -> None:
+    batch = _batch()[:20]
+    async with db.acquire() as conn:
+        applied = await conn.fetchval(
+            "INSERT INTO counter_journal (entry) VALUES ('{}') RETURNING id"
+        )
+        if refusal == "stored already":
+            await insert_all_new(conn, batch[:1], journal_entry="{}", retire=[])
+        before = await conn.fetchval("SELECT count(*) FROM sensor_readings")
+        journal = await _journal(conn)
+
+        async def write() -> int | None:
+            return await insert_all_new(conn, batch, journal_entry='{"n": 20}', retire=[applied])
+
+        if refusal == "unknown robot":
+            batch = [*batch, batch[0]._replace(robot_id="ghost")]
+            assert await write() is None
+        else:
+            if refusal == "twice in the batch":
+                batch = [*batch, batch[3]]
+            with pytest.raises(StoredAlreadyError):
+                await write()
+        assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == before
+        assert await _journal(conn) == journal  # nothing added, nothing retired
+        assert not conn.is_in_transaction()

@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 import ingest.write
-from db.readings import merge_readings
 from ingest.counters import ROLLING_WINDOW_MINUTES, Counters
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
@@ -34,9 +33,15 @@ def decode_batch(robot_id: str, n: int, *, start_ms: int, seq0: int = 0) -> Deco
     return out
 
 
-@pytest.fixture
-async def writer(clean_db: asyncpg.Pool[Any], counters: Counters) -> IngestWriter:
+@pytest.fixture(params=["one statement", "transaction"])
+async def writer(
+    clean_db: asyncpg.Pool[Any], counters: Counters, request: pytest.FixtureRequest
+) -> IngestWriter:
+    """Both ways a batch is written: small batches in one statement where they can be (the
+    default), every batch in a transaction (one_statement_max=0)."""
     await clean_db.execute("INSERT INTO robots (id) VALUES ('r1'), ('r2')")
+    if request.param == "transaction":
+        return IngestWriter(pool=clean_db, counters=counters, one_statement_max=0)
     return IngestWriter(pool=clean_db, counters=counters)
 
 
@@ -242,19 +247,21 @@ async def test_a_write_that_loses_a_race_runs_again_a_bounded_number_of_times(
     races: int,
     committed: bool,
 ) -> None:
-    # A deadlock between two merges cannot be had from PostgreSQL on demand: the merge raises
-    # PostgreSQL's deadlock error inside the real transaction `races` times, then runs.
-    real_merge = merge_readings
+    # A deadlock between two writes cannot be had from PostgreSQL on demand: the write (the
+    # merge in its real transaction, or the one statement) raises PostgreSQL's deadlock error
+    # `races` times, then runs.
+    name = "insert_all_new" if writer.one_statement_max else "merge_readings"
+    real_write = getattr(ingest.write, name)
     lost = 0
 
-    async def merge_losing_races(*args: Any, **kwargs: Any) -> Any:
+    async def write_losing_races(*args: Any, **kwargs: Any) -> Any:
         nonlocal lost
         if lost < races:
             lost += 1
             raise asyncpg.DeadlockDetectedError("deadlock detected")
-        return await real_merge(*args, **kwargs)
+        return await real_write(*args, **kwargs)
 
-    monkeypatch.setattr(ingest.write, "merge_readings", merge_losing_races)
+    monkeypatch.setattr(ingest.write, name, write_losing_races)
     batch = decode_batch("r1", 10, start_ms=int(time.time() * 1000))
     if committed:
         assert (await writer.write(batch.readings)).inserted == 10
