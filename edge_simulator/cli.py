@@ -114,6 +114,13 @@ def build_parser(env: SimulatorSettings) -> argparse.ArgumentParser:
         default=1,
         help="robots sharing one MQTT connection (its Last Will covers the first one only)",
     )
+    fleet.add_argument(
+        "--connects-in-flight",
+        type=int,
+        default=25,
+        help="connects this process has in flight at a time; keep partitions times this under the "
+        "broker's listen backlog (Mosquitto: 100)",
+    )
     signals = p.add_argument_group("signals")
     signals.add_argument(
         "--sensors",
@@ -242,6 +249,7 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int) -> SimulationConf
         robot_prefix=args.robot_prefix,
         partition=args.partition,
         robots_per_connection=args.robots_per_connection,
+        connects_in_flight=args.connects_in_flight,
         qos=args.qos,
         flat_out=args.flat_out,
         faults=FaultConfig(

@@ -84,6 +84,9 @@ class SimulationConfig:
     mqtt_password: str | None = None
     mqtt_secret: str | None = None
     keepalive_s: int = 30
+    # Connects (TCP handshake, CONNECT, CONNACK) this process has in flight at a time. Mosquitto
+    # 2.0.11 listens with a backlog of 100: keep partitions times this under it.
+    connects_in_flight: int = 25
     # QoS 1 messages a connection may have unacknowledged. Our broker admits 1,000 in flight
     # per client (mosquitto.conf); beyond that it would only queue them.
     window: int = 1000
@@ -102,6 +105,8 @@ class SimulationConfig:
             raise ValueError("duration must be 0 (until stopped) or positive, at most 7.5 days")
         if self.qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
+        if self.connects_in_flight < 1:
+            raise ValueError("connects in flight must be at least 1")
         if self.robots_per_connection < 1:
             raise ValueError("robots per connection must be at least 1")
         if self.mqtt_secret is not None and self.mqtt_username is not None:

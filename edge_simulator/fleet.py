@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -229,7 +230,9 @@ class Link:
 
     async def _reconnect(self, delay_s: float) -> None:
         while not self.closing:
-            await asyncio.sleep(delay_s)
+            # Spread: a fleet that lost its broker at one moment must not come back in one
+            # millisecond, past the broker's listen backlog (see Fleet._connect_all).
+            await asyncio.sleep(delay_s * random.uniform(0.5, 1.5))
             try:
                 await self.connect()
             except OSError as exc:
@@ -306,8 +309,10 @@ class Fleet:
         client_prefix: str,
         logins: Sequence[tuple[str | None, str | None]] | None = None,
         close_timeout_s: float = 30.0,
+        connects_in_flight: int = 25,
     ) -> None:
         self._groups = groups
+        self._connects_in_flight = connects_in_flight
         # (username, password) per group; the broker makes the username the client id.
         self._logins = logins or [(None, None)] * len(groups)
         self._brokers = list(brokers)
@@ -337,14 +342,32 @@ class Fleet:
             for i, (group, login) in enumerate(zip(self._groups, self._logins, strict=True))
         ]
         try:
-            # In chunks: the broker's accept backlog, not our patience, limits a connect storm.
-            for i in range(0, len(self.links), 200):
-                await asyncio.gather(*(link.connect() for link in self.links[i : i + 200]))
+            await self._connect_all()
         except BaseException:
             await self._close_all()
             raise
         self._keepalive_task = loop.create_task(self._keepalive_loop())
         return self
+
+    async def _connect_all(self) -> None:
+        """At most `connects_in_flight` handshakes at a time, the next starting as soon as one
+        ends. More than the broker's listen backlog (Mosquitto's is 100) at once overflows it,
+        and each dropped SYN costs its robot a 1 s (then 3 s, 7 s) resend; chunks of 200 also
+        waited for each chunk's slowest (BENCHMARKS.md, "1,000 → 10,000 connected robots").
+        Raises the first failure; the other connects are cancelled."""
+        slots = asyncio.Semaphore(self._connects_in_flight)
+
+        async def connect(link: Link) -> None:
+            async with slots:
+                await link.connect()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for link in self.links:
+                    tg.create_task(connect(link))
+        except BaseExceptionGroup as failed:
+            # The callers handle an OSError (the broker unreachable), as before the group.
+            raise failed.exceptions[0] from failed
 
     async def _keepalive_loop(self) -> None:
         while True:

@@ -38,6 +38,7 @@ async def simulate(
         keepalive_s=config.keepalive_s,
         client_prefix=client_prefix,
         logins=logins(config),
+        connects_in_flight=config.connects_in_flight,
     ) as fleet:
         if config.start_ts_ms is None:
             config = replace(config, start_ts_ms=int(time.time() * 1000))

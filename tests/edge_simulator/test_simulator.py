@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_simulator import fleet
 from edge_simulator.config import Partition, SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
-from harness.services import ROOT, Mosquitto
+from harness.services import ROOT, Mosquitto, free_port
 from tests.conftest import StartBridge
 from tests.edge_simulator.capture import Capture, Message, classify
 from tests.edge_simulator.credentials import operator, provisioned
@@ -245,6 +246,39 @@ async def test_one_process_drives_a_thousand_robots(mosquitto: Mosquitto, robots
     assert len(summary.robots) == robots
     assert summary.unacknowledged == 0
     assert len(messages) == summary.totals()["messages"] == robots * (2 + 4)
+
+
+async def test_connects_keep_at_most_the_configured_number_in_flight(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect storm stays under the broker's listen backlog: the next connect starts as one
+    ends, never more than `connects_in_flight` at once."""
+    in_flight = peak = started = 0
+    real_connect = fleet.Link.connect
+
+    async def counted(link: fleet.Link) -> None:
+        nonlocal in_flight, peak, started
+        in_flight += 1
+        started += 1
+        peak = max(peak, in_flight)
+        try:
+            await real_connect(link)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(fleet.Link, "connect", counted)
+    cfg = config(mosquitto, robots=30, connects_in_flight=3, duration_s=1.0)
+    summary, messages = await run_captured(cfg, mosquitto)
+    assert (started, peak) == (30, 3)
+    assert len(messages) == summary.totals()["messages"] > 0
+
+
+async def test_an_unreachable_broker_is_an_os_error(mosquitto: Mosquitto) -> None:
+    # The CLI reports an OSError as "cannot reach the MQTT broker"; the concurrent connects
+    # must raise it as such, not wrapped in an exception group.
+    cfg = replace(config(mosquitto, robots=5), mqtt_port=free_port())
+    with pytest.raises(ConnectionRefusedError):
+        await simulate(config=cfg)
 
 
 def _cli(mosquitto: Mosquitto, tmp_path: Path, *args: str) -> list[str]:
