@@ -6,6 +6,7 @@ server when it runs on this machine; nothing here works elsewhere than on Linux.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -80,3 +81,15 @@ def tcp_ext_counters(*names: str) -> dict[str, int]:
             table = dict(zip(head.split()[1:], map(int, values.split()[1:]), strict=True))
             return {n: table[n] for n in names}
     raise RuntimeError("no TcpExt in /proc/net/netstat")
+
+
+def time_wait_sockets() -> int:
+    """TCP sockets of the machine in TIME_WAIT (state 06 in /proc/net/tcp and tcp6): each holds
+    its local port for 60 s, and a client that binds before connecting (paho does) cannot
+    reuse it, so a storm of connections right after another can run out of ephemeral ports."""
+    n = 0
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/net/{name}") as f:
+            next(f)
+            n += sum(1 for line in f if line.split(None, 4)[3] == "06")
+    return n
