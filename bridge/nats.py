@@ -179,9 +179,42 @@ async def _reconnected() -> None:
     log.info("nats reconnected")
 
 
-async def ensure_stream(nc: NatsClient, plan: StreamPlan) -> str:
+# JetStream's "no suitable peers for placement": a replicated stream needs that many nodes
+# known to be up, and a cluster that is forming, or has a node restarting, has not got them yet.
+_NO_PEERS_FOR_PLACEMENT = 10005
+
+
+def _cluster_not_ready(exc: nats.js.errors.APIError | nats.errors.TimeoutError) -> bool:
+    """Also no answer at all: the API request of a node whose meta group is electing a leader
+    (the killed node led it) times out."""
+    return isinstance(exc, nats.errors.TimeoutError | nats.js.errors.ServiceUnavailableError) or (
+        exc.err_code == _NO_PEERS_FOR_PLACEMENT
+    )
+
+
+async def ensure_stream(nc: NatsClient, plan: StreamPlan, *, patience_s: float = 60.0) -> str:
     """Creates or updates the stream and the bridges' consumer (on `$MQTT_msgs`, created as
-    NATS would when no MQTT client connected yet); returns what it did."""
+    NATS would when no MQTT client connected yet); returns what it did.
+
+    While the cluster cannot place the streams yet (a node still joining or restarting), tries
+    again with backoff for up to `patience_s`, logging each wait; other refusals raise."""
+    delay = 0.5
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await _ensure_stream_once(nc, plan)
+        except (nats.js.errors.APIError, nats.errors.TimeoutError) as exc:
+            if not _cluster_not_ready(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "JetStream cannot place the streams yet; trying again",
+                extra={"error": str(exc), "retry_in_s": delay},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _ensure_stream_once(nc: NatsClient, plan: StreamPlan) -> str:
     js = nc.jetstream()
     try:
         await js.stream_info(NATS_MQTT_STREAM)

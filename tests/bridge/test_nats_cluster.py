@@ -60,6 +60,28 @@ def nats_bridges(
     bridges.stop()
 
 
+async def test_stream_setup_waits_for_the_cluster_to_come_back(
+    clean_db: asyncpg.Pool[Any],
+    database_url: str,
+    redis_prefix: str,
+    cluster: NatsCluster,
+    tmp_path: Path,
+) -> None:
+    """With two of three nodes down JetStream has no quorum and answers no stream request (a
+    timeout, or 503): `bridge nats-setup` waits for the nodes instead of failing, and places
+    the three replicas once they are back."""
+    down = cluster.nodes[1:]
+    for node in down:
+        assert node.kill() == -9
+    bridges = NatsBridges(cluster, database_url, redis_prefix, tmp_path)
+    setup = asyncio.ensure_future(asyncio.to_thread(bridges.setup_stream))
+    await asyncio.sleep(3.0)
+    assert not setup.done()  # still waiting: before, the first refusal ended the setup
+    for node in down:
+        await asyncio.to_thread(node.start)
+    assert "created (replicas 3)" in await asyncio.wait_for(setup, timeout=60)
+
+
 @pytest.fixture
 def fleet(cluster: NatsCluster) -> Iterator[list[SteadyRobot]]:
     robots: list[SteadyRobot] = []
