@@ -5,8 +5,10 @@ serves every stream, and a subscriber that reads only when the loop gets to it f
 at fleet scale (1,000 robots: ~1,000 summaries/s; aiomqtt manages ~6.6k messages/s on a
 core with nothing else to do). Mosquitto then drops QoS 0 messages for the slow client
 without telling anyone (BENCHMARKS.md, "Live view": 293 of 993 summaries/s reached a page).
-paho's thread reads the socket as fast as messages come and keeps only the **newest message
-per topic** (`LatestInbox`); the loop takes what is there at its own pace. A summary
+paho's thread reads the socket as fast as messages come (`ReadAheadClient`: in chunks, the
+summaries parsed without paho's per-message decoding and topic matching, which were most of
+the subscription's cost at 10,000 robots) and keeps only the **newest message per topic**
+(`LatestInbox`); the loop takes what is there at its own pace. A summary
 superseded before the loop took it is counted, and every client watching that robot is told
 (its `dropped` events), so each summary published is either delivered or counted as missed.
 Alerts are events, not state: they queue (bounded) instead.
@@ -44,6 +46,7 @@ from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
 from telemetry.live import FLEET_ALERTS_TOPIC, FLEET_FILTER
 from telemetry.mqtt import SessionCallbacks
+from telemetry.mqtt_reader import ReadAheadClient
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ class LiveSubscriber(SessionCallbacks):
         self.inbox = LatestInbox()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._client = paho.Client(
+        self._client = ReadAheadClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=credentials.username,
             protocol=paho.MQTTv311,
@@ -129,6 +132,8 @@ class LiveSubscriber(SessionCallbacks):
             min_delay=cast(int, _FIRST_RETRY_S), max_delay=cast(int, max_backoff_s)
         )
         self._client.on_message = self._on_message
+        # The summaries (QoS 0); paho takes the alerts (QoS 1) and acknowledges them.
+        self._client.deliver_fields(self._on_fields, max_qos=0)
         self._was_connected = False
         super().__init__(
             self._client,
@@ -169,8 +174,11 @@ class LiveSubscriber(SessionCallbacks):
     # paho's thread from here on; the hub is touched only on the loop.
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._on_fields(message.mid, message.qos, message.topic, bytes(message.payload), False)
+
+    def _on_fields(self, mid: int, qos: int, topic: str, payload: bytes, retained: bool) -> None:
         LIVE_RECEIVED.inc()
-        if self.inbox.put(message.topic, bytes(message.payload)):
+        if self.inbox.put(topic, payload):
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _accepted(self, client: paho.Client, flags: paho.ConnectFlags) -> None:

@@ -21,12 +21,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -34,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from bridge.inbox import InboundMessage, Inbox
 from telemetry.logs import unreachable
 from telemetry.mqtt import SessionCallbacks
+from telemetry.mqtt_reader import ReadAheadClient
 from telemetry.settings import MqttTarget
 from telemetry.topics import (
     BRIDGE_OFFLINE,
@@ -49,126 +50,6 @@ PUBACK = PacketTypes.PUBACK << 4
 # A PUBACK is 4 bytes: type, remaining length 2, the message id (big-endian).
 _PUBACK_HEADER = (PUBACK << 24) | (2 << 16)
 _PUBACKS_PER_WRITE = 4096
-
-
-# What one read from the socket may take: ~400 single-reading messages.
-_READ_SIZE = 1 << 16
-
-
-class _Client(paho.Client):
-    """paho's client, without its per-message topic matching, reading the socket in chunks.
-
-    paho matches every message's topic against the filters of `message_callback_add`
-    (a trie walk, ~9 % of a bridge's samples with single-reading messages; BENCHMARKS.md,
-    "Single-reading messages: CPU per message"), even when, as here, there are none and
-    `on_message` takes everything. This hands the message straight to `on_message`, under
-    the same lock and with the same error behaviour (exceptions propagate).
-
-    paho reads a packet's first byte, each length byte and its body with a `recv` each, and
-    goes through its select loop (a `select`, keepalive checks) for every packet: 4-5 system
-    calls and a loop turn per single-reading message. Here `recv` takes up to 64 KiB into a
-    buffer that paho's reads are served from, and `loop_read` goes on with the packets
-    already in the buffer before paho's loop runs again. It never reads the socket again
-    while doing so: what the kernel still holds keeps the socket readable for paho's
-    `select`, and paho's loop turns (PUBACK writes, keepalive) at least once per chunk.
-
-    Overrides private methods of the pinned paho version (constraints.txt); tests/bridge/
-    cover them (test_mqtt_client.py for the reads).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # (mid, qos, topic, payload, retain) of each QoS 0/1 PUBLISH read in a chunk: see
-        # _publishes. None: every packet goes through paho (and `on_message`).
-        self.on_publish_fields: Callable[[int, int, str, bytes, bool], None] | None = None
-        self._rbuf = b""
-        self._rpos = 0
-        self._rsock: object = None
-        self._refill = True
-
-    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        on_message = self.on_message
-        if on_message is not None:
-            with self._in_callback_mutex:
-                on_message(self, self._userdata, message)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._sock is not self._rsock:  # a new connection: nothing of the old one
-            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
-        buf, pos = self._rbuf, self._rpos
-        if pos >= len(buf):
-            if not self._refill:
-                raise BlockingIOError  # paho keeps the partial packet and selects again
-            buf = super()._sock_recv(_READ_SIZE)  # b"" at end of stream: paho's "lost"
-            pos = 0
-            self._rbuf = buf
-        end = pos + bufsize
-        self._rpos = min(end, len(buf))
-        return buf[pos:end]
-
-    def buffered(self) -> int:
-        """Bytes read from the socket that paho has not taken yet."""
-        return len(self._rbuf) - self._rpos if self._sock is self._rsock else 0
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        self._refill = False
-        try:
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None:
-                if not self.buffered():
-                    break
-                if self._publishes():
-                    continue
-                rc = super().loop_read(1)
-        finally:
-            self._refill = True
-        return rc
-
-    def _publishes(self) -> int:
-        """Hands the whole QoS 0 and 1 PUBLISH packets at the head of the buffer to
-        `on_publish`, parsed here (MQTT 3.1.1, 3.3) instead of by paho: paho's reading state,
-        its packet decoder and an MQTTMessage per message were a third of a single-reading
-        bridge's samples. Stops at anything else (another packet type, QoS 2, a partial or
-        malformed packet, a topic that is not UTF-8), which paho's own reading then takes.
-        Returns how many it handed over."""
-        on_publish = self.on_publish_fields
-        if on_publish is None or self._in_packet["command"] or self._protocol != paho.MQTTv311:
-            return 0
-        buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
-        n = 0
-        with self._in_callback_mutex:
-            while pos < end:
-                command = buf[pos]
-                qos = (command >> 1) & 3
-                if command >> 4 != 3 or qos > 1:
-                    break
-                length, mult, i = 0, 1, pos + 1
-                while i < end and mult <= 128**3:
-                    byte = buf[i]
-                    i += 1
-                    length += (byte & 127) * mult
-                    mult *= 128
-                    if not byte & 128:
-                        break
-                else:
-                    break  # the length is not all here, or longer than 4 bytes
-                stop = i + length
-                head = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 1 < end else stop + 1
-                body = head + 2 if qos else head
-                if stop > end or length < 2 or body > stop:
-                    break
-                try:
-                    topic = buf[i + 2 : head].decode()
-                except UnicodeDecodeError:
-                    break
-                mid = buf[head] << 8 | buf[head + 1] if qos else 0
-                pos = self._rpos = stop
-                n += 1
-                on_publish(mid, qos, topic, buf[body:stop], bool(command & 1))
-        if n:
-            with self._msgtime_mutex:
-                self._last_bytes_received = time.monotonic()
-        return n
 
 
 class MqttSubscriber(SessionCallbacks):
@@ -194,7 +75,7 @@ class MqttSubscriber(SessionCallbacks):
         # The identity, never the password: a log line tells which login a bridge used.
         who = f"{target.username}@" if target.username else ""
         self._address_url = f"mqtt://{who}{target.host}:{target.port}"
-        self._client = _Client(
+        self._client = ReadAheadClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv311,
@@ -215,7 +96,7 @@ class MqttSubscriber(SessionCallbacks):
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._client.on_publish_fields = self._on_publish_fields
+        self._client.deliver_fields(self._on_publish_fields, max_qos=1)
 
     @property
     def address(self) -> str:
@@ -344,7 +225,7 @@ class MqttSubscriber(SessionCallbacks):
     def _on_publish_fields(
         self, mid: int, qos: int, topic: str, payload: bytes, retained: bool
     ) -> None:
-        # The same as _on_message, from a PUBLISH that _Client parsed itself.
+        # The same as _on_message, from a PUBLISH that ReadAheadClient parsed itself.
         self._inbox.put(
             InboundMessage(self._generation, mid, qos, topic, payload, time.time(), retained)
         )

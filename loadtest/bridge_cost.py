@@ -16,8 +16,8 @@ And paho's reading of the socket (`socket_rounds`): the same messages as MQTT PU
 written into a socket pair, read by paho's own reads (a recv per type byte, length byte and
 body, and a loop turn per packet), by the bridge's client reading 64 KiB chunks with paho
 parsing, and by the bridge's client as it runs (chunks, QoS 0/1 PUBLISHes parsed by
-`bridge.mqtt._Client` itself), interleaved; CPU µs per message from the socket to the
-callback, counting the writer's side too (the same for all three).
+`telemetry.mqtt_reader.ReadAheadClient` itself), interleaved; CPU µs per message from the
+socket to the callback, counting the writer's side too (the same for all three).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bridge.batcher import BatchBuilder
 from bridge.inbox import Inbox
-from bridge.mqtt import MqttSubscriber, _Client
+from bridge.mqtt import MqttSubscriber
 from telemetry.mqtt import publish_packet
+from telemetry.mqtt_reader import ReadAheadClient
 from telemetry.payload import PayloadDecoder, TimeWindow
 from telemetry.settings import MqttTarget
 
@@ -100,7 +101,7 @@ def publish_packets(messages: list[paho.MQTTMessage]) -> bytes:
     )
 
 
-class _PahoReads(_Client):
+class _PahoReads(ReadAheadClient):
     """The bridge's client with paho's own socket reads (what it had before)."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -110,7 +111,9 @@ class _PahoReads(_Client):
         return paho.Client.loop_read(self, max_packets)
 
 
-def socket_round(client_class: type[_Client], stream: bytes, n: int, *, parse: bool) -> float:
+def socket_round(
+    client_class: type[ReadAheadClient], stream: bytes, n: int, *, parse: bool
+) -> float:
     """CPU µs per message from a socket to on_message, as paho's loop reads: select, then
     loop_read, until n messages arrived (a writer thread feeds the socket meanwhile)."""
     ours, theirs = socket.socketpair()
@@ -127,7 +130,7 @@ def socket_round(client_class: type[_Client], stream: bytes, n: int, *, parse: b
 
     client.on_message = on_message
     if parse:
-        client.on_publish_fields = on_publish
+        client.deliver_fields(on_publish, max_qos=1)
     client._sock = ours
     writer = threading.Thread(target=theirs.sendall, args=(stream,))
     t0 = time.process_time()
@@ -158,14 +161,16 @@ async def main_async(args: argparse.Namespace) -> None:
     reads: dict[str, list[float]] = {
         "paho's reads": [],
         "64 KiB chunks, paho parses": [],
-        "64 KiB chunks, PUBLISH parsed by _Client (bridge)": [],
+        "64 KiB chunks, PUBLISH parsed by ReadAheadClient (bridge)": [],
     }
     n = len(messages)
     for _ in range(args.rounds):
         reads["paho's reads"].append(socket_round(_PahoReads, stream, n, parse=False))
-        reads["64 KiB chunks, paho parses"].append(socket_round(_Client, stream, n, parse=False))
-        reads["64 KiB chunks, PUBLISH parsed by _Client (bridge)"].append(
-            socket_round(_Client, stream, n, parse=True)
+        reads["64 KiB chunks, paho parses"].append(
+            socket_round(ReadAheadClient, stream, n, parse=False)
+        )
+        reads["64 KiB chunks, PUBLISH parsed by ReadAheadClient (bridge)"].append(
+            socket_round(ReadAheadClient, stream, n, parse=True)
         )
     print(
         "socket -> on_message, CPU µs per message (median; rounds): "

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiomqtt
 import httpx
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 import uvicorn
@@ -260,12 +261,14 @@ async def writer(mosquitto: Mosquitto) -> AsyncIterator[aiomqtt.Client]:
 
 
 async def publish(client: aiomqtt.Client, message: RobotSummary | FleetSummary | Alert) -> None:
+    """At the live service's QoS: summaries 0 (the API's client parses them itself), alerts 1
+    (paho's path, acknowledged)."""
     if isinstance(message, RobotSummary):
         await client.publish(
-            robot_summary_topic(message.robot_id), encode(message), qos=1, retain=True
+            robot_summary_topic(message.robot_id), encode(message), qos=0, retain=True
         )
     elif isinstance(message, FleetSummary):
-        await client.publish(FLEET_SUMMARY_TOPIC, encode(message), qos=1, retain=True)
+        await client.publish(FLEET_SUMMARY_TOPIC, encode(message), qos=0, retain=True)
     else:
         await client.publish(FLEET_ALERTS_TOPIC, encode(message), qos=1)
 
@@ -557,3 +560,41 @@ async def test_summaries_that_arrive_while_the_loop_is_busy_are_superseded_and_t
     assert api.hub.superseded - superseded0 >= published - 2 * len(robots)
     assert len(stream.summaries()) + stream.missed() == published
     assert len(stream.summaries()) < published
+
+
+async def test_summaries_and_alerts_interleaved_at_fleet_rate_all_arrive(api: LiveApi) -> None:
+    """A burst as the live service sends it: summaries at QoS 0, which the subscriber's own
+    reader parses (many per socket read), and QoS 1 alerts between them, which go to paho
+    (tests/telemetry/test_mqtt_reader.py checks that paho acknowledges them). Every alert
+    and the newest summary, published last, reach the stream: nothing is lost or reordered
+    where the two paths meet."""
+    robots = [f"r{i}" for i in range(3000)]
+    alerts = 100
+    mosquitto = api.mosquitto
+    if WRITER not in mosquitto.passwords:
+        mosquitto.add(Identity(WRITER, Role.LIVE, None))
+    out = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    out.username_pw_set(WRITER, mosquitto.passwords[WRITER])
+    out.max_inflight_messages_set(alerts)
+    out.connect("127.0.0.1", mosquitto.port)
+    out.loop_start()
+    async with api.stream(robot_id="r0") as stream:
+        try:
+            sent: list[paho.MQTTMessageInfo] = []
+            for i, robot_id in enumerate(robots):
+                out.publish(robot_summary_topic(robot_id), encode(summary(robot_id, 1)), qos=0)
+                if i % (len(robots) // alerts) == 0:
+                    alert = msgspec.structs.replace(ALERT, id=1000 + len(sent), robot_id=robot_id)
+                    sent.append(out.publish(FLEET_ALERTS_TOPIC, encode(alert), qos=1))
+            out.publish(robot_summary_topic("r0"), encode(summary("r0", 2)), qos=0)
+            for info in sent:
+                await asyncio.to_thread(info.wait_for_publish, 10)
+        finally:
+            out.disconnect()
+            out.loop_stop()
+
+        def complete(s: Stream) -> bool:
+            return len(s.of("alert")) == alerts and any(d["at"] == 2 for d in s.summaries("r0"))
+
+        await eventually(lambda: stream.has(complete), True, timeout=30)
+    assert sorted(a["id"] for a in stream.of("alert")) == list(range(1000, 1000 + alerts))

@@ -1,5 +1,6 @@
-"""bridge.mqtt._Client's chunked reads: packets served from one recv, a packet split across
-reads, a partial packet left for paho's select, and the end of the stream."""
+"""telemetry.mqtt_reader.ReadAheadClient: packets served from one recv, a packet split across
+reads, a partial packet left for paho's select, the end of the stream, and the PUBLISH packets
+it parses itself up to the QoS its user acknowledges."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from bridge.mqtt import _Client
 from telemetry.mqtt import publish_packet
+from telemetry.mqtt_reader import ReadAheadClient
 
 
 def _publish(mid: int, payload: bytes) -> bytes:
@@ -21,10 +22,10 @@ def _publish(mid: int, payload: bytes) -> bytes:
 
 
 @pytest.fixture
-def client() -> Iterator[tuple[_Client, socket.socket, list[paho.MQTTMessage]]]:
+def client() -> Iterator[tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]]]:
     ours, broker = socket.socketpair()
     ours.setblocking(False)
-    c = _Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    c = ReadAheadClient(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     c.manual_ack_set(True)
     got: list[paho.MQTTMessage] = []
 
@@ -44,7 +45,7 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def test_many_packets_come_from_one_read_and_a_split_packet_is_completed(
-    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+    client: tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]],
 ) -> None:
     c, broker, got = client
     packets = [_publish(i + 1, b'{"seq":%d}' % i) for i in range(500)]
@@ -64,7 +65,7 @@ def test_many_packets_come_from_one_read_and_a_split_packet_is_completed(
 
 
 def test_what_the_kernel_still_holds_is_left_for_select(
-    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+    client: tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]],
 ) -> None:
     """More than one chunk waiting: one loop_read stops at the chunk (paho's loop must turn
     to write PUBACKs), and the socket stays readable, so paho's select wakes for the rest."""
@@ -86,7 +87,7 @@ def test_what_the_kernel_still_holds_is_left_for_select(
 
 
 def test_the_end_of_the_stream_is_a_lost_connection(
-    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+    client: tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]],
 ) -> None:
     c, broker, got = client
     broker.sendall(_publish(1, b"z") + _publish(2, b"z")[:5])
@@ -97,16 +98,16 @@ def test_the_end_of_the_stream_is_a_lost_connection(
     assert rc != MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
-    client: tuple[_Client, socket.socket, list[paho.MQTTMessage]],
+def test_publishes_parsed_here_match_pahos_and_the_rest_goes_to_paho(
+    client: tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]],
 ) -> None:
-    """QoS 1, QoS 0 and retained PUBLISHes reach on_publish_fields with the fields paho
+    """QoS 1, QoS 0 and retained PUBLISHes reach the deliver_fields callback with the fields paho
     would give; a PINGRESP and a topic that is not UTF-8 go through paho, in order, and a
     PUBLISH split across reads arrives whole. (The first packet of each chunk is paho's: it
     does the read.)"""
     c, broker, _ = client
     events: list[tuple[str, int, int, str, bytes, bool]] = []
-    c.on_publish_fields = lambda *fields: events.append(("ours", *fields))
+    c.deliver_fields(lambda *fields: events.append(("ours", *fields)), max_qos=1)
 
     def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
         topic = m._topic.decode("utf-8", "replace")
@@ -152,3 +153,48 @@ def test_publishes_parsed_by_the_bridge_match_pahos_and_the_rest_goes_to_paho(
         "ours",
         "paho",  # split across reads
     ]
+
+
+def test_with_max_qos_0_paho_takes_and_acknowledges_every_qos_1_publish(
+    client: tuple[ReadAheadClient, socket.socket, list[paho.MQTTMessage]],
+) -> None:
+    """The API's live subscription: QoS 0 summaries are parsed here; QoS 1 alerts between
+    them go to paho's on_message in order, and paho writes their PUBACKs (nobody else would:
+    the broker would stop sending after its in-flight window)."""
+    c, broker, _ = client
+    c.manual_ack_set(False)
+    events: list[tuple[str, int, str]] = []
+    c.deliver_fields(lambda mid, qos, topic, *_: events.append(("ours", qos, topic)), max_qos=0)
+
+    def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        events.append(("paho", m.qos, m.topic))
+
+    c.on_message = on_message
+    stream = b"".join(
+        [
+            publish_packet(b"fleet/r1/summary", b"s1", retain=True),
+            publish_packet(b"fleet/r2/summary", b"s2", retain=True),
+            publish_packet(b"fleet/alerts", b"a1", qos=1, packet_id=41),
+            publish_packet(b"fleet/r3/summary", b"s3"),
+            publish_packet(b"fleet/alerts", b"a2", qos=1, packet_id=42),
+            publish_packet(b"fleet/alerts", b"a3", qos=1, packet_id=43),
+            publish_packet(b"fleet/r4/summary", b"s4"),
+        ]
+    )
+    broker.sendall(stream)
+    assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert c.buffered() == 0
+    assert events == [
+        ("paho", 0, "fleet/r1/summary"),  # the chunk's first packet
+        ("ours", 0, "fleet/r2/summary"),
+        ("paho", 1, "fleet/alerts"),
+        ("ours", 0, "fleet/r3/summary"),
+        ("paho", 1, "fleet/alerts"),
+        ("paho", 1, "fleet/alerts"),
+        ("ours", 0, "fleet/r4/summary"),
+    ]
+    while c.want_write():
+        assert c.loop_write() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    broker.setblocking(False)
+    pubacks = broker.recv(1024)
+    assert pubacks == b"".join(bytes([0x40, 2, 0, mid]) for mid in (41, 42, 43))
