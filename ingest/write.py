@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,6 +54,12 @@ from telemetry.payload import Reading, Rejection
 from telemetry.topics import sensor_topic
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Retiring:
+    ids: list[int]
+    done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +243,7 @@ class IngestWriter:
             written = await self._write_in_one_statement(readings, rejections)
             if written is not None:
                 return written
-        applied_before = self._applied_to_retire
-        self._applied_to_retire = []
-        try:
+        with self._retiring() as retiring:
             async with self.pool.acquire() as conn, conn.transaction():
                 if redelivered:
                     merge = await merge_via_staging(
@@ -265,10 +269,8 @@ class IngestWriter:
                         to_store = admission.kept
                     await store_dead_letters(conn, to_store)
                 entry = build_journal_entry(merge, readings, all_rejections).to_json()
-                entry_id = await add_journal_entry(conn, entry, retire=applied_before)
-        except BaseException:
-            self._applied_to_retire = applied_before + self._applied_to_retire
-            raise
+                entry_id = await add_journal_entry(conn, entry, retire=retiring.ids)
+            retiring.done = True
         if admission is not None and self.dead_letter_limit is not None:
             self.dead_letter_limit.record(admission)
         counters_applied = await self._apply_counters(entry_id, entry)
@@ -291,18 +293,13 @@ class IngestWriter:
         entry = build_journal_entry(
             MergeResult(new_groups(readings), frozenset()), readings, rejections
         ).to_json()
-        applied_before = self._applied_to_retire
-        self._applied_to_retire = []
-        try:
+        with self._retiring() as retiring:
             async with self.pool.acquire() as conn:
                 entry_id = await insert_all_new(
-                    conn, readings, journal_entry=entry, retire=applied_before
+                    conn, readings, journal_entry=entry, retire=retiring.ids
                 )
-        except BaseException:
-            self._applied_to_retire = applied_before + self._applied_to_retire
-            raise
+            retiring.done = entry_id is not None
         if entry_id is None:
-            self._applied_to_retire = applied_before + self._applied_to_retire
             return None
         counters_applied = await self._apply_counters(entry_id, entry)
         return WriteResult(
@@ -312,6 +309,19 @@ class IngestWriter:
             rejected=Counter(str(x.reason) for x in rejections),
             counters_applied=counters_applied,
         )
+
+    @contextmanager
+    def _retiring(self) -> Iterator[_Retiring]:
+        """The applied journal entries a commit deletes with its own entry. The commit sets
+        `done` once it committed; otherwise (it failed, or wrote nothing) the next one gets
+        them."""
+        retiring = _Retiring(self._applied_to_retire)
+        self._applied_to_retire = []
+        try:
+            yield retiring
+        finally:
+            if not retiring.done:
+                self._applied_to_retire = retiring.ids + self._applied_to_retire
 
     async def _apply_counters(self, entry_id: int, entry: str) -> bool:
         try:

@@ -14,7 +14,7 @@ import ingest.write
 from ingest.counters import ROLLING_WINDOW_MINUTES, Counters
 from ingest.rebuild import rebuild_counters
 from ingest.write import IngestWriter
-from telemetry.payload import Decoded, PayloadDecoder, TimeWindow
+from telemetry.payload import Decoded, PayloadDecoder, Reading, TimeWindow
 
 
 def decode_batch(robot_id: str, n: int, *, start_ms: int, seq0: int = 0) -> Decoded:
@@ -301,3 +301,22 @@ async def test_a_journal_entry_left_in_the_old_positional_form_is_replayed(
     assert seq is not None and (seq.count, seq.first, seq.last) == (3, 10, 12)
     _, [seen] = await counters.robot_live(["r1"])
     assert seen == minute * 1000
+
+
+async def test_applied_journal_entries_are_deleted_by_a_later_commit_across_failures(
+    writer: IngestWriter, clean_db: asyncpg.Pool[Any]
+) -> None:
+    """A commit deletes the journal entries Redis has applied. A commit that fails (here a
+    reading PostgreSQL refuses) or writes nothing (a robot that is not registered: the one
+    statement gives way to the transaction) hands them on instead of dropping them, so the
+    table keeps only the newest entry."""
+    t = int(time.time() * 1000) // 60000 * 60000
+    await writer.write(decode_batch("r1", 3, start_ms=t).readings)
+    now = datetime.now(UTC)
+    refused = Reading("r1", "battery", now, now, None, '{"level": "\\u0000"}')
+    with pytest.raises(asyncpg.UntranslatableCharacterError):
+        await writer.write([refused])
+    unknown = await writer.write(decode_batch("r9", 2, start_ms=t).readings)
+    assert unknown.unknown_robots == {"r9"}
+    await writer.write(decode_batch("r2", 2, start_ms=t).readings)
+    assert await clean_db.fetchval("SELECT count(*) FROM counter_journal") == 1
