@@ -32,6 +32,7 @@ from telemetry.live import (
     decode_robot_summary,
     encode,
     parse_robot_summary_topic,
+    robot_summary_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,9 @@ class LiveHub:
         # robots each: 1 client in 40 wants a given summary).
         self._everything: set[LiveClient] = set()
         self._by_robot: dict[str, set[LiveClient]] = {}
-        self._robots: dict[str, RobotSummary] = {}
+        # The newest summary per robot; kept as it came (bytes) while nobody watches the robot,
+        # decoded when someone does: most of a large fleet is watched by nobody at a time.
+        self._robots: dict[str, RobotSummary | bytes] = {}
         self._fleet: str | None = None
         self.connected = False
         self.connects = 0
@@ -218,8 +221,9 @@ class LiveHub:
         client = LiveClient(live_filter, max_bytes=self._client_max_bytes)
         if self._fleet is not None:
             client.offer(_FLEET, LiveEvent(FLEET, self._fleet))
-        for robot_id, summary in self._robots.items():
-            if live_filter.wants(robot_id):
+        for robot_id in [r for r in self._robots if live_filter.wants(r)]:
+            summary = self._decoded(robot_id)
+            if summary is not None:
                 client.offer(robot_id, LiveEvent(SUMMARY, _summary_data(summary, live_filter)))
         self._clients.add(client)
         if live_filter.robots is None:
@@ -264,10 +268,27 @@ class LiveHub:
                 if not payload:  # a retained summary cleared: the robot is gone
                     self._robots.pop(robot_id, None)
                     return
-                self._on_robot(robot_id, decode_robot_summary(payload), superseded)
+                self._on_robot(robot_id, payload, superseded)
         except msgspec.DecodeError:  # ValidationError included
-            self.undecodable += 1
-            log.warning("live: undecodable message skipped", extra={"topic": topic})
+            self._undecodable(topic)
+
+    def _undecodable(self, topic: str) -> None:
+        self.undecodable += 1
+        log.warning("live: undecodable message skipped", extra={"topic": topic})
+
+    def _decoded(self, robot_id: str) -> RobotSummary | None:
+        """The robot's newest summary, decoded now if nobody watched it when it came; None
+        when there is none, or it does not decode (skipped then, as on arrival)."""
+        summary = self._robots.get(robot_id)
+        if not isinstance(summary, bytes):
+            return summary
+        try:
+            decoded = self._robots[robot_id] = decode_robot_summary(summary)
+        except msgspec.DecodeError:
+            del self._robots[robot_id]
+            self._undecodable(robot_summary_topic(robot_id))
+            return None
+        return decoded
 
     def _on_fleet(self, fleet: FleetSummary) -> None:
         self._fleet = encode(fleet).decode()
@@ -275,11 +296,16 @@ class LiveHub:
         for client in self._clients:
             client.offer(_FLEET, event)
 
-    def _on_robot(self, robot_id: str, summary: RobotSummary, superseded: int) -> None:
+    def _on_robot(self, robot_id: str, payload: bytes, superseded: int) -> None:
+        watchers = self._by_robot.get(robot_id)
+        if not watchers and not self._everything:
+            self._robots[robot_id] = payload
+            return
+        summary = decode_robot_summary(payload)
         self._robots[robot_id] = summary
         # Encoded once per distinct sensor filter, not once per client.
         encoded: dict[frozenset[str] | None, LiveEvent] = {}
-        for clients in (self._everything, self._by_robot.get(robot_id, ())):
+        for clients in (self._everything, watchers or ()):
             for client in clients:
                 live_filter = client.filter
                 event = encoded.get(live_filter.sensor_types)

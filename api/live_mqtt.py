@@ -101,15 +101,15 @@ class LatestInbox:
             self._wake_pending = True
             return wake
 
-    def take(self) -> tuple[list[bytes], int, list[tuple[str, bytes, int]]]:
-        """Alerts, alerts lost to the bound, and (topic, payload, superseded) per topic."""
+    def take(self) -> tuple[list[bytes], int, dict[str, tuple[bytes, int]]]:
+        """Alerts, alerts lost to the bound, and topic -> (payload, superseded)."""
         with self._lock:
             alerts = list(self._alerts)
             self._alerts.clear()
             alerts_dropped, self._alerts_dropped = self._alerts_dropped, 0
             latest, self._latest = self._latest, {}
             self._wake_pending = False
-        return alerts, alerts_dropped, [(t, p, n) for t, (p, n) in latest.items()]
+        return alerts, alerts_dropped, latest
 
 
 class LiveSubscriber(SessionCallbacks):
@@ -164,7 +164,7 @@ class LiveSubscriber(SessionCallbacks):
                 hub.alerts_lost(alerts_dropped)
             for payload in alerts:
                 hub.dispatch(FLEET_ALERTS_TOPIC, payload)
-            for i, (topic, payload, superseded) in enumerate(latest):
+            for i, (topic, (payload, superseded)) in enumerate(latest.items()):
                 if superseded:
                     LIVE_SUPERSEDED.inc(superseded)
                 hub.dispatch(topic, payload, superseded=superseded)

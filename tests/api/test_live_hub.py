@@ -61,6 +61,31 @@ async def test_undecodable_messages_are_skipped_and_counted() -> None:
     assert event is not None and json.loads(event.data)["at"] == 1
 
 
+async def test_summaries_nobody_watches_are_decoded_when_someone_does() -> None:
+    """The newest summary of each robot is kept while nobody watches it and decoded for the
+    first client that does (its current state); one that does not decode is found and
+    counted then, and skipped as on arrival."""
+    hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 1))
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 2))
+    hub.dispatch(robot_summary_topic("r2"), b"not json")
+    hub.dispatch(robot_summary_topic("r3"), summary("r3", 1))
+    assert hub.undecodable == 0  # nothing was decoded yet
+    r1_and_r2 = hub.open_client(
+        LiveFilter(robots=frozenset({"r1", "r2"}), sensor_types=None, min_interval_s=0)
+    )
+    assert hub.undecodable == 1
+    first = await r1_and_r2.next_event(within_s=0)
+    assert first is not None and json.loads(first.data) == json.loads(summary("r1", 2))
+    assert await r1_and_r2.next_event(within_s=0) is None
+    everything = hub.open_client(EVERYTHING)
+    states = []
+    while (event := await everything.next_event(within_s=0)) is not None:
+        states.append((json.loads(event.data)["robot_id"], json.loads(event.data)["at"]))
+    assert sorted(states) == [("r1", 2), ("r3", 1)]
+    assert hub.undecodable == 1
+
+
 def test_the_worker_cap() -> None:
     hub = LiveHub(max_clients=2, client_max_bytes=4096, retry_after_s=3)
     first = hub.open_client(EVERYTHING)
@@ -85,12 +110,12 @@ async def test_summaries_superseded_in_the_subscriber_are_told_to_each_watching_
     assert wakes == [True] + [False] * 5
     alerts, alerts_dropped, latest = inbox.take()
     assert (alerts, alerts_dropped) == ([], 0)
-    assert [(t, n) for t, _, n in latest] == [
+    assert [(t, n) for t, (_, n) in latest.items()] == [
         (robot_summary_topic("r1"), 4),
         (robot_summary_topic("r2"), 0),
     ]
     assert (inbox.received, inbox.superseded) == (6, 4)
-    for topic, payload, superseded in latest:
+    for topic, (payload, superseded) in latest.items():
         hub.dispatch(topic, payload, superseded=superseded)
     assert hub.superseded == 4
 
