@@ -25,7 +25,6 @@ from harness.services import (
     TEST_PUBLISHER,
     ServiceProcess,
     free_port,
-    wait_for_port,
 )
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
 from mqtt_auth.nats import ADMIN_USERNAME, NodePorts, render_auth, render_node
@@ -75,8 +74,8 @@ class NatsNode(ServiceProcess):
 
     def wait_up(self) -> None:
         # The MQTT listener opens once JetStream has a meta leader: a lone node of three waits.
-        wait_for_port(self.ports.client, timeout=30)
-        wait_for_port(self.ports.mqtt, timeout=60)
+        self.wait_listening(self.ports.client, timeout=30)
+        self.wait_listening(self.ports.mqtt, timeout=60)
 
     def start(self) -> None:
         self.spawn()
@@ -326,7 +325,11 @@ class NatsCluster:
         raise LookupError(f"stream {stream} has no leader")
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # the nodes that did start would outlive the test otherwise
+            raise
         return self
 
     def __exit__(

@@ -7,6 +7,7 @@ Redis key prefix and its own broker on a free port, so several test runs can sha
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -24,11 +25,46 @@ from mqtt_auth.store import AuthFiles, IdentityStore, share_group
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The lowest port free_port hands out; below it sit the well-known and registered services.
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+_ports = random.Random()  # its own: a test that seeds `random` must not make ports repeat
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports (the source ports of outgoing connections) begin."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback port nothing listens on now, for a server a test or benchmark starts, and
+    never the same twice in a process.
+
+    Taken below the kernel's ephemeral range: a port the kernel gives a `bind(0)` comes from
+    the range that outgoing connections take their source ports from, so between the check and
+    the server's own bind an outgoing connection (or a second call here) could take it, and the
+    server failed to start (a NATS node's monitoring port did, in CI)."""
+    high = _ephemeral_low()
+    if high - _LOWEST_PORT < 1000:  # an unusual range: leave the choice to the kernel
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(1000):
+        port = _ports.randrange(_LOWEST_PORT, high)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {_LOWEST_PORT}-{high - 1}")
 
 
 def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
@@ -98,7 +134,27 @@ class ServiceProcess:
     def start(self) -> None:
         log = (self.workdir / self.log_name).open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
-        wait_for_port(self.port)
+        self.wait_listening(self.port, timeout=10.0)
+
+    def wait_listening(self, port: int, *, timeout: float) -> None:
+        """Until the process accepts connections on `port`. Raises TimeoutError after
+        `timeout`, and at once (with the end of its log) when the process has exited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = (self.workdir / self.log_name).read_text(errors="replace")[-600:]
+                raise RuntimeError(
+                    f"{self.command()[0]} exited ({self.proc.returncode}) before listening "
+                    f"on {port}: {tail}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """A clean stop (SIGTERM): Mosquitto writes its persistence file."""
