@@ -177,7 +177,11 @@ class ServiceProcess:
         return code
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a process that never listened would outlive the test otherwise
+            raise
         return self
 
     def __exit__(

@@ -5,6 +5,7 @@ at once, with its log."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,3 +37,22 @@ def test_a_server_that_exits_before_listening_is_reported_at_once(tmp_path: Path
     with pytest.raises(RuntimeError, match=r"exited \(3\) before listening.*cannot bind"):
         service.start()
     assert time.monotonic() - started < 5  # not the 10 s a wait for the port would take
+
+
+class _NeverListens(ServiceProcess):
+    log_name = "silent.log"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    def start(self) -> None:
+        log = (self.workdir / self.log_name).open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        self.wait_listening(self.port, timeout=0.5)
+
+
+def test_a_server_that_never_listens_times_out_and_is_stopped(tmp_path: Path) -> None:
+    service = _NeverListens(workdir=tmp_path)
+    with pytest.raises(TimeoutError, match="nothing listens"), service:
+        pass
+    assert service.proc is None
