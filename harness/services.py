@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -67,15 +68,24 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_LOWEST_PORT}-{high - 1}")
 
 
-def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
+def wait_for_port(
+    port: int, *, timeout: float = 10.0, gone: Callable[[], str | None] | None = None
+) -> None:
+    """Until something accepts connections on `port`; TimeoutError after `timeout`. `gone`,
+    asked each turn, says why waiting is pointless (the server exited): a RuntimeError with
+    that text then."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+            pass
+        if gone is not None and (reason := gone()) is not None:
+            raise RuntimeError(reason)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+        time.sleep(0.05)
 
 
 TLS_MARK = "#TLS# "
@@ -121,6 +131,7 @@ class ServiceProcess:
     """A server process on a port of its own that a test can stop, kill and start again."""
 
     log_name = "service.log"
+    start_timeout_s = 10.0
 
     def __init__(self, *, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -134,27 +145,19 @@ class ServiceProcess:
     def start(self) -> None:
         log = (self.workdir / self.log_name).open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
-        self.wait_listening(self.port, timeout=10.0)
+        self.wait_listening(self.port, timeout=self.start_timeout_s)
 
     def wait_listening(self, port: int, *, timeout: float) -> None:
-        """Until the process accepts connections on `port`. Raises TimeoutError after
-        `timeout`, and at once (with the end of its log) when the process has exited."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                pass
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = (self.workdir / self.log_name).read_text(errors="replace")[-600:]
-                raise RuntimeError(
-                    f"{self.command()[0]} exited ({self.proc.returncode}) before listening "
-                    f"on {port}: {tail}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
-            time.sleep(0.05)
+        """wait_for_port, raising at once (with the end of its log) when the process has
+        exited."""
+        wait_for_port(port, timeout=timeout, gone=lambda: self._exited(port))
+
+    def _exited(self, port: int) -> str | None:
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        tail = (self.workdir / self.log_name).read_text(errors="replace")[-600:]
+        status = f"{self.command()[0]} exited ({self.proc.returncode})"
+        return f"{status} before listening on {port}: {tail}"
 
     def stop(self) -> None:
         """A clean stop (SIGTERM): Mosquitto writes its persistence file."""

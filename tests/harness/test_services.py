@@ -5,7 +5,6 @@ at once, with its log."""
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,14 +40,10 @@ def test_a_server_that_exits_before_listening_is_reported_at_once(tmp_path: Path
 
 class _NeverListens(ServiceProcess):
     log_name = "silent.log"
+    start_timeout_s = 0.5
 
     def command(self) -> list[str]:
         return [sys.executable, "-c", "import time; time.sleep(60)"]
-
-    def start(self) -> None:
-        log = (self.workdir / self.log_name).open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
-        self.wait_listening(self.port, timeout=0.5)
 
 
 def test_a_server_that_never_listens_times_out_and_is_stopped(tmp_path: Path) -> None:
