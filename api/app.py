@@ -65,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     for router in (
+        robots.reads,
         robots.router,
         compat.router,
         sensor_ingest.router,

@@ -1,22 +1,29 @@
-"""A route for the hottest endpoint that skips FastAPI's per-request dependency solving.
+"""Routes that skip FastAPI's per-request dependency solving; the hot routes are declared so.
 
 FastAPI solves a route's dependencies on every request (the app-wide query check, the key
-guard, the Request parameter), which cost ~9 % of an ingest request's CPU in the profile
-(BENCHMARKS.md, "HTTP: CPU per request"). A `LeanRoute`'s endpoint takes exactly
-`(request: Request, res: <a guard>)` and validates its own body (the contract code does);
-its handler calls the app-wide query check and the guard directly, then the endpoint. The
-route is declared like any other, so OpenAPI describes it from the same signature (security,
-responses, the body schema from `openapi_extra`), and errors raised by the check, the guard or
-the endpoint go through the app's exception handlers as before.
+guard, the Request parameter, each query parameter in turn), which cost ~9 % of an ingest
+request's CPU and ~12 % of a worker serving the older clients' reads in the profiles
+(BENCHMARKS.md, "HTTP: CPU per request", "Where a REST request's CPU goes now"). A
+`LeanRoute`'s endpoint takes one key guard, optionally the Request, and query and path
+parameters; its handler calls the app-wide query check and the guard directly, then has
+FastAPI's own `request_params_to_args` validate the query and path parameters (the same checks,
+defaults and error locations as through `solve_dependencies`), then calls the endpoint, which
+returns a Response. A body is read and validated by the endpoint itself (the contract code
+does). The route is declared like any other, so OpenAPI describes it from the same signature
+(security, parameters, responses, the body schema from `openapi_extra`), and errors raised by
+the check, the guard, the validation or the endpoint go through the app's exception handlers as
+before. Anything else FastAPI would solve (a body parameter, a header, a second dependency) is
+refused at start-up rather than silently skipped.
 
 `LeanDispatch` (the innermost of the app's middleware) then skips the router for them: the
 first request to a (method, path) goes the usual way, and if the route the router picked is a
-LeanRoute, later requests to the same method and path go straight to its handler, past the
-router's walk over every route (FastAPI's included routers, their effective-route contexts),
-FastAPI's per-request exit stacks and the second exception wrapper (~10 % of an ingest
-request's CPU, BENCHMARKS.md). The route is the one the router chose for that very method and
-path, the scope names it as the router would (`route`, `endpoint`, `path_params`), and errors
-go through an ExceptionMiddleware with the app's own handlers, as they would inside the router.
+LeanRoute and the path has no path parameters, later requests to the same method and path go
+straight to its handler, past the router's walk over every route (FastAPI's included routers,
+their effective-route contexts), FastAPI's per-request exit stacks and the second exception
+wrapper (~10 % of an ingest request's CPU, BENCHMARKS.md). The route is the one the router
+chose for that very method and path, the scope names it as the router would (`route`,
+`endpoint`, `path_params`), and errors go through an ExceptionMiddleware with the app's own
+handlers, as they would inside the router.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import Response
@@ -36,25 +46,67 @@ from api.auth import KeyGuard
 from api.strict_query import reject_unknown_query
 
 
+def _unservable(dependant: Dependant) -> str | None:
+    """Why a LeanRoute cannot serve this endpoint, or None."""
+    if not inspect.iscoroutinefunction(dependant.call):
+        return "a coroutine function (async def)"
+    subs = dependant.dependencies
+    if len(subs) != 1 or not isinstance(subs[0].call, KeyGuard) or subs[0].name is None:
+        return "exactly one key guard as a parameter (res: <guard>)"
+    others = {
+        "body parameter (it reads its own body)": dependant.body_params,
+        "header parameter": dependant.header_params,
+        "cookie parameter": dependant.cookie_params,
+        "WebSocket": dependant.websocket_param_name,
+        "HTTPConnection": dependant.http_connection_param_name,
+        "Response parameter": dependant.response_param_name,
+        "BackgroundTasks": dependant.background_tasks_param_name,
+        "SecurityScopes": dependant.security_scopes_param_name,
+    }
+    for what, present in others.items():
+        if present:
+            return f"no {what}"
+    return None
+
+
 class LeanRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        guards = [d.call for d in self.dependant.dependencies if isinstance(d.call, KeyGuard)]
-        params = list(inspect.signature(self.endpoint).parameters)
-        # Anything else FastAPI would have solved (a query or body parameter, a second
-        # dependency) would be silently skipped here: refuse such a route at start-up.
-        if len(guards) != 1 or len(params) != 2 or len(self.dependant.dependencies) != 1:
-            raise TypeError(
-                f"{self.path}: a LeanRoute endpoint takes (request: Request, res: <guard>)"
-            )
-        guard = guards[0]
+        dependant = self.dependant
+        why = _unservable(dependant)
+        if why is not None:
+            raise TypeError(f"{self.path}: a LeanRoute endpoint takes {why}")
+        guard = dependant.dependencies[0]
+        check = guard.call
+        assert isinstance(check, KeyGuard) and guard.name is not None
+        guard_name = guard.name
+        request_name = dependant.request_param_name
+        query, path = dependant.query_params, dependant.path_params
         endpoint = self.endpoint
+        path_template = self.path
 
         async def handler(request: Request) -> Response:
             # Tells LeanDispatch what the router chose for this method and path.
             scope = request.scope
             scope[_SERVED_BY] = _Choice(handler, scope.get("route"), scope.get("endpoint"))
             await reject_unknown_query(request)
-            response: Response = await endpoint(request, await guard(request))
+            # FastAPI's order: dependencies (the guard) first, then the parameters.
+            values: dict[str, Any] = {guard_name: await check(request)}
+            if request_name is not None:
+                values[request_name] = request
+            errors: list[Any] = []
+            for fields, received in (
+                (path, request.path_params),
+                (query, request.query_params),
+            ):
+                if fields:
+                    valid, invalid = request_params_to_args(fields, received)
+                    values.update(valid)
+                    errors.extend(invalid)
+            if errors:
+                raise RequestValidationError(errors)
+            response = await endpoint(**values)
+            if not isinstance(response, Response):
+                raise TypeError(f"{path_template}: a LeanRoute endpoint returns a Response")
             return response
 
         return handler

@@ -11,13 +11,14 @@ from starlette.responses import Response
 from api.auth import ReadRes
 from api.cursor import query_scope
 from api.http_errors import InvalidCursorError
+from api.lean_route import LeanRoute
 from api.responses import JSONBytes
 from api.schemas import AlertPage, ErrorOut
 from db.alerts import AlertRow, list_alerts
 from telemetry.live import AlertKind
 from telemetry.topics import ROBOT_ID_PATTERN
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/alerts", tags=["alerts"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 422, 503)

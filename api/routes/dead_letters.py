@@ -13,6 +13,7 @@ from starlette.responses import Response
 from api.auth import ReadRes
 from api.cursor import query_scope
 from api.http_errors import InvalidCursorError
+from api.lean_route import LeanRoute
 from api.query_params import parse_time_range
 from api.responses import JSONBytes
 from api.schemas import DeadLetterPage, ErrorOut, PayloadEncoding
@@ -21,7 +22,7 @@ from telemetry.errors import RejectReason
 from telemetry.payload import EPOCH
 from telemetry.topics import ROBOT_ID_PATTERN
 
-router = APIRouter(prefix="/api/dead-letters", tags=["dead letters"])
+router = APIRouter(prefix="/api/dead-letters", tags=["dead letters"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 422, 503)

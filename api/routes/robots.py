@@ -20,6 +20,7 @@ from api.http_errors import (
     NotFoundError,
     StorageUnavailableError,
 )
+from api.lean_route import LeanRoute
 from api.resources import ResourcesDep
 from api.responses import JSONBytes
 from api.schemas import (
@@ -55,6 +56,9 @@ from telemetry.topics import ROBOT_ID_PATTERN
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
+# The reads are LeanRoutes (api/lean_route.py); the registry's writes take a body FastAPI
+# validates, so they stay on `router`.
+reads = APIRouter(prefix="/api/robots", tags=["robots"], route_class=LeanRoute)
 
 RobotIdPath = Annotated[str, Path(pattern=ROBOT_ID_PATTERN, description="1-64 of [A-Za-z0-9_-]")]
 
@@ -150,7 +154,7 @@ _SENSOR_TYPES = tuple(SENSOR_SCHEMAS)
 _CONNECTION_SCAN = 500
 
 
-@router.get("", response_model=RobotPage, responses=_ERRORS)
+@reads.get("", response_model=RobotPage, responses=_ERRORS)
 async def get_robots(
     res: ReadRes,
     *,
@@ -199,7 +203,7 @@ async def get_robots(
     return JSONBytes({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
+@reads.get("/{robot_id}", response_model=RobotDetail, responses=_ERRORS)
 async def get_robot(robot_id: RobotIdPath, res: ReadRes) -> Response:
     """A robot with its newest reading and its sequence gaps per sensor type (from Redis, no
     table scan)."""

@@ -11,13 +11,14 @@ from starlette.responses import Response
 from api.aggregates import moving_average_points
 from api.auth import ReadRes
 from api.http_errors import InvalidQueryError
+from api.lean_route import LeanRoute
 from api.query_params import numeric_path, one_sensor_type, parse_duration, parse_time_range
 from api.responses import JSONBytes
 from api.schemas import AggregateOut, ErrorOut, MovingAverageOut
 from db.sensor_aggregates import AggregateFn, bucket_aggregate
 from telemetry.topics import ROBOT_ID_PATTERN
 
-router = APIRouter(prefix="/api/sensors", tags=["sensors"])
+router = APIRouter(prefix="/api/sensors", tags=["sensors"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)

@@ -9,11 +9,12 @@ from starlette.responses import Response
 
 from api.auth import ReadRes
 from api.documents import latest_docs
+from api.lean_route import LeanRoute
 from api.query_params import RobotIds, SensorTypes, parse_robot_ids, parse_sensor_types
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, LatestPage
 
-router = APIRouter(prefix="/api/sensors", tags=["sensors"])
+router = APIRouter(prefix="/api/sensors", tags=["sensors"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)

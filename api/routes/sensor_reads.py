@@ -13,6 +13,7 @@ from api.compat import older_paging
 from api.cursor import query_scope
 from api.documents import reading_doc
 from api.http_errors import InvalidCursorError
+from api.lean_route import LeanRoute
 from api.query_params import (
     RobotIds,
     SensorTypes,
@@ -25,7 +26,7 @@ from api.schemas import ErrorOut, SensorPage
 from db.sensor_reads import ReadingFilter, ReadingKey, read_page
 from telemetry.payload import EPOCH
 
-router = APIRouter(prefix="/api/sensors", tags=["sensors"])
+router = APIRouter(prefix="/api/sensors", tags=["sensors"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 503)

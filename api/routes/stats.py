@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from api.auth import ReadRes
+from api.lean_route import LeanRoute
 from api.query_params import parse_duration
 from api.responses import JSONBytes
 from api.schemas import ErrorOut, StatsOut
 
-router = APIRouter(prefix="/api/stats", tags=["stats"])
+router = APIRouter(prefix="/api/stats", tags=["stats"], route_class=LeanRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 403, 422, 503)
