@@ -8,7 +8,7 @@ from db import Connection
 
 
 def add_entry_statement(*, entry: str, retire: str, ctes: str = "", only_if: str = "true") -> str:
-    """The statement that adds an entry (the jsonb parameter `entry`) and deletes the ids in the
+    """The statement that adds an entry (the text parameter `entry`) and deletes the ids in the
     bigint[] parameter `retire` (entries already applied to Redis), returning the new id.
 
     `ctes` are a caller's own common table expressions (each followed by a comma), so that
@@ -17,7 +17,7 @@ def add_entry_statement(*, entry: str, retire: str, ctes: str = "", only_if: str
     return f"""WITH {ctes}retired AS (
     DELETE FROM counter_journal WHERE id = ANY({retire}::bigint[]) AND {only_if}
 )
-INSERT INTO counter_journal (entry) SELECT {entry}::jsonb WHERE {only_if} RETURNING id"""
+INSERT INTO counter_journal (entry) SELECT {entry}::text WHERE {only_if} RETURNING id"""
 
 
 _ADD_ENTRY = add_entry_statement(entry="$1", retire="$2")

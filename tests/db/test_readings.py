@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from db.errors import StoredAlreadyError
+from db.journal import add_journal_entry
 from db.readings import (
     InsertedGroup,
     insert_all_new,
@@ -187,3 +188,22 @@ async def test_the_one_statement_writes_nothing_when_it_cannot_write_everything(
         assert await conn.fetchval("SELECT count(*) FROM sensor_readings") == before
         assert await _journal(conn) == journal  # nothing added, nothing retired
         assert not conn.is_in_transaction()
+
+
+async def test_a_journal_entry_is_kept_as_written_and_compressed_with_lz4(
+    db: asyncpg.Pool[Any],
+) -> None:
+    """The entry is stored as the text the write path made (not parsed into jsonb, whose text
+    would reorder the keys and add spaces), and a large one is compressed with lz4."""
+    entry = '{"latest":[' + ",".join(f'{{"seq":{k},"robot":"r{k % 7}"}}' for k in range(2000))
+    entry += '],"groups":[]}'
+    async with db.acquire() as conn:
+        entry_id = await add_journal_entry(conn, entry)
+        stored = await conn.fetchrow(
+            "SELECT entry, pg_column_compression(entry) AS method FROM counter_journal "
+            "WHERE id = $1",
+            entry_id,
+        )
+    assert stored is not None
+    assert stored["entry"] == entry
+    assert stored["method"] == "lz4"
