@@ -4,11 +4,12 @@
     python -m loadtest.http_wrk --baseline main --repeat 3 --sustain 60
     python -m loadtest.http_wrk --shapes ingest100 --connections 64 --server granian
 
-Each round starts `python -m api` (API_WORKERS=--workers, on --port) on one scratch database
-with robots 1-200 registered, warms it up, then drives each shape for --duration seconds with
-wrk (closed loop: --connections keep-alive connections, zero wait) and records req/s, wrk's
-latency percentiles, errors and non-2xx answers, the API's CPU per request (user + system of
-every API process, from /proc) and each worker's CPU seconds, and `uptime`. With --baseline
+Each round starts `python -m api` (API_WORKERS=--workers, on --port) on a scratch database
+(one per tree, made by the tree's own migrations) with robots 1-200 registered, warms it up,
+then drives each shape for --duration seconds with wrk (closed loop: --connections keep-alive
+connections, zero wait) and records req/s, wrk's latency percentiles, errors and non-2xx
+answers, the API's CPU per request (user + system of every API process, from /proc) and each
+worker's CPU seconds, and `uptime`. With --baseline
 REV, REV is checked out in a temporary worktree and measured in the same rounds, the order of
 the two trees alternating. --sustain S then runs each shape once more per tree for S seconds
 (issue 15's "sustained": at least 60 s). Prints the medians per tree and shape; JSON and
@@ -30,7 +31,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,9 +237,16 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
         trees = baseline_trees(stack, args.baseline)
         data["trees"] = {label: describe(root) for label, root in trees}
         async with (
-            scratch_database(servers, label="wrk") as dsn,
+            AsyncExitStack() as databases,
             scratch_counters(servers, label="wrk") as counters,
         ):
+            # A database per tree, made by that tree's own migrations.
+            dsns = {
+                label: await databases.enter_async_context(
+                    scratch_database(servers, label=f"wrk_{label}", tree=root)
+                )
+                for label, root in trees
+            }
 
             async def one(kind: str, label: str, root: Path, seconds: float) -> None:
                 shapes = await measure(
@@ -247,7 +255,7 @@ async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
                     shapes=args.shapes,
                     seconds=seconds,
                     args=args,
-                    dsn=dsn,
+                    dsn=dsns[label],
                     redis_url=servers.redis_url,
                     counters=counters,
                 )

@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 from redis.asyncio import Redis
 
 from db import Connection
 from db.migrate import prepare_database
+from harness.services import ROOT
 from harness.settings import HarnessSettings
 from ingest.counters import Counters
+from loadtest.baseline import python_env
 
 
 @asynccontextmanager
 async def scratch_database(
-    servers: HarnessSettings, *, label: str, keep: bool = False, prefix: str = "rs_bench"
+    servers: HarnessSettings,
+    *,
+    label: str,
+    keep: bool = False,
+    prefix: str = "rs_bench",
+    tree: Path = ROOT,
 ) -> AsyncIterator[str]:
     """Yields the DSN of a new migrated database `<prefix>_<label>_<hex>`; drops it after.
-    `prefix`: whose it is, on a server that several people's runs share."""
+    `prefix`: whose it is, on a server that several people's runs share. `tree`: whose
+    migrations make the schema, e.g. a baseline checkout's (loadtest/baseline.py), so that a
+    baseline runs on the tables its own code expects."""
     name = f"{prefix}_{label}_{uuid.uuid4().hex[:8]}"
     dsn = f"{servers.postgres_url}/{name}"
     try:
-        await prepare_database(
-            dsn=dsn, today=datetime.now(UTC).date(), days_back=8, days_ahead=3, retention_days=30
-        )
+        if not python_env(tree):  # this tree
+            await prepare_database(
+                dsn=dsn,
+                today=datetime.now(UTC).date(),
+                days_back=8,
+                days_ahead=3,
+                retention_days=30,
+            )
+        else:
+            await _migrate_with(tree, dsn)
         yield dsn
     finally:
         if not keep:
@@ -36,6 +56,20 @@ async def scratch_database(
                 await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             finally:
                 await admin.close()
+
+
+async def _migrate_with(tree: Path, dsn: str) -> None:
+    """`python -m db migrate` of the tree at `tree` (it creates the database)."""
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "db",
+        "migrate",
+        cwd=tree,
+        env={**os.environ, **python_env(tree), "DATABASE_URL": dsn},
+    )
+    if await migrate.wait() != 0:
+        raise RuntimeError(f"migrating {dsn} with {tree}'s migrations failed")
 
 
 @asynccontextmanager
