@@ -15,10 +15,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from harness.bridge import BridgeProcess
+from harness.lifecycle import Lifecycle
 from harness.services import (
     ROOT,
     TEST_OPERATOR,
@@ -89,7 +89,7 @@ class NatsNode(ServiceProcess):
             return data
 
 
-class NatsCluster:
+class NatsCluster(Lifecycle):
     """Three nodes; identities (robots, bridges) added before start() are its users."""
 
     def __init__(self, *, workdir: Path, size: int = 3) -> None:
@@ -323,22 +323,6 @@ class NatsCluster:
                         leader = s["cluster"]["leader"]
                         return next(n for n in self.nodes if n.name == leader)
         raise LookupError(f"stream {stream} has no leader")
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # the nodes that did start would outlive the test otherwise
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class NatsBridges:

@@ -14,9 +14,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from harness.lifecycle import Lifecycle
 from harness.services import free_port
 
 _SERVER_USER = "postgres"
@@ -49,7 +48,7 @@ def _private_dir(prefix: str) -> Path:
     return path
 
 
-class LocalPostgres:
+class LocalPostgres(Lifecycle):
     """A PostgreSQL cluster in `data_dir`, on 127.0.0.1:`port`, its socket in its directory."""
 
     def __init__(self, *, base: Path, port: int, pg_bin: Path) -> None:
@@ -95,20 +94,7 @@ class LocalPostgres:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.remove()
 
 

@@ -15,9 +15,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from harness.lifecycle import Lifecycle
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.probe import wait_accepted
@@ -127,7 +126,7 @@ def render_mosquitto_conf(
     return "\n".join(lines) + "\n"
 
 
-class ServiceProcess:
+class ServiceProcess(Lifecycle):
     """A server process on a port of its own that a test can stop, kill and start again."""
 
     log_name = "service.log"
@@ -178,22 +177,6 @@ class ServiceProcess:
             code = self.proc.wait(timeout=10)
         self.proc = None
         return code
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # a process that never listened would outlive the test otherwise
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # Identities every test broker has. The publisher is a gateway for every robot, because tests
@@ -301,7 +284,7 @@ class RedisClusterNode(RedisServer):
         ]
 
 
-class RedisCluster:
+class RedisCluster(Lifecycle):
     """A Redis Cluster of `masters` masters and no replicas on free loopback ports, made with
     `redis-cli --cluster create` (which slices the slot range evenly among the masters)."""
 
@@ -350,19 +333,3 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
