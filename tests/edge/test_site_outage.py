@@ -234,6 +234,25 @@ def started_site(make_site: MakeSite, **overrides: str) -> SiteMosquitto:
     return site
 
 
+async def cut_under_steady_robots(
+    site: SiteMosquitto,
+    fleet: list[SteadyRobot],
+    registered: asyncpg.Pool[Any],
+    wan: TcpProxy,
+    watch: SiteWatch,
+    *,
+    rate: float,
+    count: int,
+    robots: int = 10,
+) -> tuple[int, float]:
+    """Once the site is reachable, starts the steady robots, waits until their readings reach
+    PostgreSQL, then cuts the uplink: (the fleet's start_ms, when the cut was seen)."""
+    await eventually(lambda: site_status(watch), SITE_REACHABLE, timeout=60)
+    start_ms = start_fleet(site, fleet, rate=rate, count=count, robots=robots)
+    await eventually(lambda: _positive(registered), True, timeout=60)
+    return start_ms, await cut(wan, watch)
+
+
 async def all_acked(fleet: list[SteadyRobot]) -> None:
     await asyncio.gather(*(asyncio.to_thread(r.wait_all_acked, timeout=120) for r in fleet))
 
@@ -265,10 +284,9 @@ async def test_a_clean_restart_of_the_site_broker_during_the_outage_loses_nothin
 ) -> None:
     start_bridge()
     site = started_site(make_site)
-    await eventually(lambda: site_status(watch), SITE_REACHABLE, timeout=60)
-    start_ms = start_fleet(site, fleet, rate=100, count=2000)
-    await eventually(lambda: _positive(registered), True, timeout=60)
-    cut_at = await cut(wan, watch)
+    start_ms, cut_at = await cut_under_steady_robots(
+        site, fleet, registered, wan, watch, rate=100, count=2000
+    )
     await acked_during_outage(fleet, cut_at, 2000)
     stored_before = await unchanged_for(registered, 1.0)
     stopping_at = time.time()
@@ -297,10 +315,9 @@ async def test_kill_9_of_the_site_broker_during_the_outage_loses_at_most_its_aut
 ) -> None:
     start_bridge()
     site = started_site(make_site)
-    await eventually(lambda: site_status(watch), SITE_REACHABLE, timeout=60)
-    start_ms = start_fleet(site, fleet, rate=100, count=3000)
-    await eventually(lambda: _positive(registered), True, timeout=60)
-    cut_at = await cut(wan, watch)
+    start_ms, cut_at = await cut_under_steady_robots(
+        site, fleet, registered, wan, watch, rate=100, count=3000
+    )
     await acked_during_outage(fleet, cut_at, 2000)
     # Kill a few seconds after a save (autosave_interval 10 s), with readings acknowledged since.
     db_file = site.data_dir / "mosquitto.db"
@@ -345,10 +362,9 @@ async def test_a_cloud_broker_restart_while_the_site_drains_loses_nothing(
 ) -> None:
     bridge = start_bridge()
     site = started_site(make_site)
-    await eventually(lambda: site_status(watch), SITE_REACHABLE, timeout=60)
-    start_ms = start_fleet(site, fleet, rate=300, count=6000)
-    await eventually(lambda: _positive(registered), True, timeout=60)
-    cut_at = await cut(wan, watch)
+    start_ms, cut_at = await cut_under_steady_robots(
+        site, fleet, registered, wan, watch, rate=300, count=6000
+    )
     await acked_during_outage(fleet, cut_at, 30_000)
     await all_acked(fleet)
     backlog_from = await unchanged_for(registered, 0.5)
@@ -384,10 +400,9 @@ async def test_a_full_site_queue_drops_the_newest_readings_and_says_so(
 ) -> None:
     start_bridge()
     site = started_site(make_site, max_queued_messages=str(QUEUE_LIMIT))
-    await eventually(lambda: site_status(watch), SITE_REACHABLE, timeout=60)
-    start_ms = start_fleet(site, fleet, rate=100, count=3000, robots=1)
-    await eventually(lambda: _positive(registered), True, timeout=60)
-    cut_at = await cut(wan, watch)
+    start_ms, cut_at = await cut_under_steady_robots(
+        site, fleet, registered, wan, watch, rate=100, count=3000, robots=1
+    )
     await acked_during_outage(fleet, cut_at, 3 * QUEUE_LIMIT)
     await restore(wan, watch)
     await all_acked(fleet)
