@@ -301,14 +301,9 @@ def _cli(mosquitto: Mosquitto, tmp_path: Path, *args: str) -> list[str]:
     ]
 
 
-def _log_lines(stderr: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
-
-
-def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    """A broker with no bridge (the machine's own, say) takes every reading and stores none:
-    the simulator says so when it starts and again when it ends."""
-    proc = subprocess.run(
+def _one_second(mosquitto: Mosquitto, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """One robot for one second, to completion."""
+    return subprocess.run(
         _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
         cwd=ROOT,
         capture_output=True,
@@ -316,6 +311,16 @@ def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto, tmp_p
         timeout=60,
         check=False,
     )
+
+
+def _log_lines(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+
+
+def test_cli_warns_loudly_when_no_bridge_can_receive(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A broker with no bridge (the machine's own, say) takes every reading and stores none:
+    the simulator says so when it starts and again when it ends."""
+    proc = _one_second(mosquitto, tmp_path)
     assert proc.returncode == 0, proc.stderr
     warnings = [
         line
@@ -331,28 +336,14 @@ def test_cli_sees_a_connected_bridge_and_stays_quiet(
     mosquitto: Mosquitto, start_bridge: StartBridge, tmp_path: Path
 ) -> None:
     bridge = start_bridge("bridge-presence")
-    proc = subprocess.run(
-        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _one_second(mosquitto, tmp_path)
     assert proc.returncode == 0, proc.stderr
     messages = [str(line["message"]) for line in _log_lines(proc.stderr)]
     assert not [m for m in messages if "NO ROBOSENSE BRIDGE" in m], proc.stderr
     assert any(m.startswith("bridges connected") and "bridge-presence" in m for m in messages)
     # A bridge that stopped cleanly is no longer counted.
     assert bridge.terminate() == 0
-    again = subprocess.run(
-        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = _one_second(mosquitto, tmp_path)
     assert "NO ROBOSENSE BRIDGE" in again.stderr
 
 
