@@ -29,11 +29,12 @@ handlers, as they would inside the router.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
@@ -69,6 +70,15 @@ def _unservable(dependant: Dependant) -> str | None:
     return None
 
 
+def _validated(
+    fields: list[ModelField], received: Mapping[str, Any], values: dict[str, Any]
+) -> list[Any]:
+    """FastAPI's validation of these parameters: the valid ones go into `values`; the errors."""
+    valid, errors = request_params_to_args(fields, received)
+    values.update(valid)
+    return errors
+
+
 class LeanRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         dependant = self.dependant
@@ -93,15 +103,13 @@ class LeanRoute(APIRoute):
             values: dict[str, Any] = {guard_name: await check(request)}
             if request_name is not None:
                 values[request_name] = request
+            # Only the kinds the route declares: the ingest route has neither, and needs no
+            # parsed query for it.
             errors: list[Any] = []
-            for fields, received in (
-                (path, request.path_params),
-                (query, request.query_params),
-            ):
-                if fields:
-                    valid, invalid = request_params_to_args(fields, received)
-                    values.update(valid)
-                    errors.extend(invalid)
+            if path:
+                errors += _validated(path, request.path_params, values)
+            if query:
+                errors += _validated(query, request.query_params, values)
             if errors:
                 raise RequestValidationError(errors)
             response = await endpoint(**values)
