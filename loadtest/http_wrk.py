@@ -9,11 +9,11 @@ Each round starts `python -m api` (API_WORKERS=--workers, on --port) on a scratc
 then drives each shape for --duration seconds with wrk (closed loop: --connections keep-alive
 connections, zero wait) and records req/s, wrk's latency percentiles, errors and non-2xx
 answers, the API's CPU per request (user + system of every API process, from /proc) and each
-worker's CPU seconds, and `uptime`. With --baseline
-REV, REV is checked out in a temporary worktree and measured in the same rounds, the order of
-the two trees alternating. --sustain S then runs each shape once more per tree for S seconds
-(issue 15's "sustained": at least 60 s). Prints the medians per tree and shape; JSON and
-Markdown go to loadtest/results/http-wrk-<stamp>.*.
+worker's CPU seconds, and `uptime`. With --baseline REV, REV is checked out in a temporary
+worktree and measured in the same rounds, the order of the two trees alternating. --sustain S
+then runs each shape once more per tree for S seconds (issue 15's "sustained": at least 60 s).
+Prints the medians per tree and shape; JSON and Markdown go to
+loadtest/results/http-wrk-<stamp>.*.
 
 Shapes: `mix`, loadtest.rest's REST mix (90 % 3-reading ingest in the older body shape, the
 rest reads); `older`, the older clients' own mix (loadtest/locustfile_older.py's requests and

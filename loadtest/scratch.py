@@ -38,7 +38,7 @@ async def scratch_database(
     name = f"{prefix}_{label}_{uuid.uuid4().hex[:8]}"
     dsn = f"{servers.postgres_url}/{name}"
     try:
-        if not python_env(tree):  # this tree
+        if not python_env(tree):  # empty for this tree: its migrations are the ones imported
             await prepare_database(
                 dsn=dsn,
                 today=datetime.now(UTC).date(),
