@@ -46,7 +46,7 @@ def main() -> None:
         metrics_dir = None
     try:
         config = uvicorn.Config(
-            "api.app:create_app",
+            "api.app:serve",
             factory=True,
             host=settings.api_host,
             port=settings.api_port,

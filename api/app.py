@@ -37,10 +37,18 @@ from api.routes import (
 )
 from api.settings import ApiSettings
 from api.strict_query import reject_unknown_query
+from telemetry.collector import collect_rarely
 from telemetry.logs import configure_logging
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def serve() -> FastAPI:
+    """The factory `python -m api` gives uvicorn: the app of a process that does nothing but
+    serve it, so it also tunes that process's garbage collector once started. Apps made with
+    create_app (tests make many in one process) leave the collector alone."""
+    return create_app(tune_collector=True)
+
+
+def create_app(settings: ApiSettings | None = None, *, tune_collector: bool = False) -> FastAPI:
     settings = settings or ApiSettings()
     # Each uvicorn worker is a fresh process that calls this factory: configure logging here.
     configure_logging(level=settings.log_level, process="api")
@@ -49,6 +57,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings) as resources:
             app.state.resources = resources
+            if tune_collector:
+                collect_rarely(settings.gc_young_threshold)
             yield
 
     # /docs and /redoc with Swagger UI and ReDoc served from the package's files, not a CDN:

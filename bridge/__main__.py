@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 
 import uvloop
 
 from bridge.app import nats_setup, rebuild, run
 from bridge.settings import BridgeSettings
+from telemetry.collector import collect_rarely
 from telemetry.logs import configure_logging
 from telemetry.topics import NATS_MQTT_STREAM
 
@@ -25,8 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = BridgeSettings()
     sys.setswitchinterval(settings.gil_switch_interval_s)
-    gc.freeze()
-    gc.set_threshold(settings.gc_young_threshold, 20, 20)
+    collect_rarely(settings.gc_young_threshold)
     configure_logging(level=settings.log_level, process="bridge")
     if args.command == "rebuild-counters":
         groups = uvloop.run(rebuild(settings))

@@ -61,12 +61,6 @@ class BridgeSettings(ServiceSettings):
     # each database round trip could wait 5 ms for the loop to run again; a shorter interval
     # drains a backlog markedly faster (BENCHMARKS.md, "Measurements behind design choices").
     gil_switch_interval_s: float = 0.0002
-    # Python's cyclic garbage collector runs a young collection every 700 new container
-    # objects; a batch of readings makes hundreds of thousands (tuples, datetimes, decoded
-    # dicts), none in a cycle, and collections took 20 % of the loop's CPU at 100 readings
-    # per message (py-spy --native, BENCHMARKS.md "Issue 15, round 3"). Collect far less
-    # often; what was made at start is frozen out of every collection.
-    gc_young_threshold: int = Field(default=100_000, ge=700)
 
     # Chosen with loadtest/ingest: where larger batches stop paying off, and a delay that keeps
     # p99 publish-to-commit latency within target (BENCHMARKS.md).

@@ -1,6 +1,6 @@
 """The API's app as a module-level object, for `granian` (loadtest.api_cost --server granian):
 a comparison of servers under the same workers, not how the API is deployed."""
 
-from api.app import create_app
+from api.app import serve
 
-app = create_app()
+app = serve()

@@ -76,6 +76,9 @@ class ServiceSettings(EntryPointSettings):
     # and HTTP ingest must agree, so both take it from here.
     max_future_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=7 * 86_400.0, gt=0)
+    # New container objects between two young collections of Python's cyclic garbage
+    # collector (telemetry/collector.py); CPython's default is 700.
+    gc_young_threshold: int = Field(default=100_000, ge=700)
 
     @property
     def mqtt(self) -> MqttTarget:
