@@ -41,8 +41,11 @@ class ApiSettings(MqttAuthSettings):
     # HTTP ingest. The body limit matches the MQTT payload limit times a few sensor types.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     ingest_batch_readings: int = Field(default=5000, ge=1)
-    ingest_batch_wait_ms: float = Field(default=2.0, ge=0.0)
-    ingest_max_inflight: int = Field(default=4, ge=1)
+    # Group commit (api/group_commit.py): a longer wait and fewer commits in flight make fewer,
+    # larger batches, and most of a commit's cost is per batch (BENCHMARKS.md, "Issue 15, round
+    # 8"). Two in flight, not one: with one, a slow commit stalls the worker's whole ingest.
+    ingest_batch_wait_ms: float = Field(default=4.0, ge=0.0)
+    ingest_max_inflight: int = Field(default=2, ge=1)
 
     # The HTTP edge, per worker (docs/api.md, "Limits and load shedding"; BENCHMARKS.md).
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
