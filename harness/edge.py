@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.site import SiteBroker, render_site_conf
 from harness.services import Mosquitto, ServiceProcess, free_port, wait_for_port
+from harness.spawn import spawn_logged
 from mqtt_auth.identities import Identity
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import AuthFiles, IdentityStore
@@ -56,8 +56,9 @@ class TcpProxy(ServiceProcess):
 
     def start(self) -> None:
         # A process group of its own, so that a cut ends the connections' children too.
-        log = (self.workdir / self.log_name).open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
+        self.proc = spawn_logged(
+            self.command(), self.workdir / self.log_name, start_new_session=True
+        )
         wait_for_port(self.port)
 
     def stop(self) -> None:

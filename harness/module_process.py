@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.services import ROOT
+from harness.spawn import spawn_logged
 
 
 class ModuleProcess:
@@ -49,9 +50,8 @@ class ModuleProcess:
     def start(self, *, timeout: float = 30.0) -> None:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         ready = f'"{self.module} ready"'.encode()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], cwd=self.root, env=self.env, stdout=log, stderr=log
+        self.proc = spawn_logged(
+            [sys.executable, "-m", self.module], self.log_path, cwd=self.root, env=self.env
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

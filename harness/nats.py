@@ -26,6 +26,7 @@ from harness.services import (
     ServiceProcess,
     free_port,
 )
+from harness.spawn import spawn_logged
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
 from mqtt_auth.nats import ADMIN_USERNAME, NodePorts, render_auth, render_node
 from mqtt_auth.passwords import new_password
@@ -69,8 +70,7 @@ class NatsNode(ServiceProcess):
         return [str(nats_server_binary()), "-c", str(self.conf)]
 
     def spawn(self) -> None:
-        log = (self.workdir / self.log_name).open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        self.proc = spawn_logged(self.command(), self.workdir / self.log_name)
 
     def wait_up(self) -> None:
         # The MQTT listener opens once JetStream has a meta leader: a lone node of three waits.

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.lifecycle import Lifecycle
+from harness.spawn import spawn_logged
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.probe import wait_accepted
@@ -142,8 +143,7 @@ class ServiceProcess(Lifecycle):
         raise NotImplementedError
 
     def start(self) -> None:
-        log = (self.workdir / self.log_name).open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        self.proc = spawn_logged(self.command(), self.workdir / self.log_name)
         self.wait_listening(self.port, timeout=self.start_timeout_s)
 
     def wait_listening(self, port: int, *, timeout: float) -> None:

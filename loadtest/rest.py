@@ -46,6 +46,7 @@ from db.connect import open_pool
 from harness.procfs import children, cpu_seconds
 from harness.services import ROOT, free_port, wait_for_port
 from harness.settings import BenchSettings
+from harness.spawn import spawn_logged
 from ingest.rebuild import rebuild_counters
 from loadtest import report, sustained
 from loadtest.baseline import describe, python_env
@@ -414,10 +415,7 @@ class ApiProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ApiProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command(), cwd=self.root, env=self.env, stdout=log, stderr=log
-        )
+        self.proc = spawn_logged(self.command(), self.log_path, cwd=self.root, env=self.env)
         wait_for_port(self.port, timeout=30)
         return self
 
