@@ -20,11 +20,11 @@ from typing import Any
 from harness.bridge import BridgeProcess
 from harness.lifecycle import Lifecycle
 from harness.services import (
-    ROOT,
     TEST_OPERATOR,
     TEST_PUBLISHER,
     ServiceProcess,
     free_port,
+    run_here,
 )
 from harness.spawn import spawn_logged
 from mqtt_auth.identities import ALL_ROBOTS, Identity, Role
@@ -366,15 +366,7 @@ class NatsBridges:
                 **self.settings(ADMIN_USERNAME),
             ).env
         }
-        out = subprocess.run(
-            [sys.executable, "-m", "bridge", "nats-setup"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        out = run_here([sys.executable, "-m", "bridge", "nats-setup"], env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout
 

@@ -40,6 +40,16 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def run_here(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Runs `command` to completion from the checkout's root, its output captured as text.
+    Raises only on timeout: the caller asserts the exit status it expects."""
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now, for a server a test or benchmark starts, and
     never the same twice in a process.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness.services import ROOT, free_port
+from harness.services import ROOT, free_port, run_here
 from tests.conftest import HARNESS
 
 ENTRY_POINTS = [
@@ -188,16 +188,9 @@ def test_a_process_that_cannot_start_says_why_in_one_line(
         "REDIS_URL": HARNESS.redis_url,
         "API_PORT": str(free_port()),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_here([sys.executable, "-m", module, *args], env=env)
     assert done.returncode == 1
-    stderr = done.stderr.decode()
+    stderr = done.stderr
     lines = _json_lines(stderr)
     assert len(lines) == 1, stderr
     assert lines[0]["message"] == message

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
-from harness.services import ROOT
+from harness.services import run_here
 from tests.conftest import HARNESS
 
 # Runs each factory's lifespan in a fresh interpreter (a test process must keep its own
@@ -34,14 +33,6 @@ def test_only_the_served_app_tunes_its_process_garbage_collector(
         "REDIS_PREFIX": f"{redis_prefix}gc:",
         "GC_YOUNG_THRESHOLD": "54321",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_here([sys.executable, "-c", _SCRIPT], env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["(700, 10, 10) False", "(54321, 20, 20) True"]

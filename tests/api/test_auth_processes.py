@@ -16,21 +16,16 @@ import httpx
 import pytest
 
 from api.keys import generate_key, key_hash
-from harness.services import ROOT, Mosquitto, free_port, wait_for_port
+from harness.services import ROOT, Mosquitto, free_port, run_here, wait_for_port
 from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
 
 
 def keys_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_here(
         [sys.executable, "-m", "api", "keys", *args],
-        cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
 
 
@@ -211,14 +206,9 @@ def test_keys_cli_output_file_and_reuse(database_url: str, tmp_path: Path) -> No
 
 
 def test_keys_cli_generate_is_a_valid_bootstrap_key() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "api", "keys", "generate"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    done = run_here([sys.executable, "-m", "api", "keys", "generate"])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.strip()
     assert key_hash(out)[0] == out.split("_")[1]
 
 
@@ -241,19 +231,15 @@ def test_simulator_registers_robots_with_a_registry_key(
     )
 
     def simulate(*auth: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return run_here(
             [
                 *(sys.executable, "-m", "edge_simulator", "--robots", "2", "--duration", "0.5"),
                 *("--flat-out", "--robot-prefix", "keysim", "--mqtt-url", mosquitto.url),
                 *mqtt_auth,
                 *("--api-url", api_process.url, *auth),
             ],
-            cwd=ROOT,
             env={k: v for k, v in os.environ.items() if k != "ROBOSENSE_API_KEY"},
-            capture_output=True,
-            text=True,
             timeout=120,
-            check=False,
         )
 
     refused = simulate()

@@ -5,11 +5,10 @@ parsed and type-checked; nothing is started), and no command relies on an activa
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
-from harness.services import ROOT
+from harness.services import ROOT, run_here
 
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 _RUNNABLE = re.compile(r"^\.venv/bin/(python -m [\w.]+|locust)\b")
@@ -52,13 +51,6 @@ def test_command_runs_as_written(where: str, command: str) -> None:
     command = re.sub(r"\s+#\s.*$", "", command).rstrip(" &")
     # Input redirections name the reader's own files (`< pw`): not there, and not needed here.
     command = re.sub(r"\s<\s*\S+", "", command)
-    done = subprocess.run(
-        ["bash", "-c", f"{command} --help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_here(["bash", "-c", f"{command} --help"], timeout=120)
     assert done.returncode == 0, f"{where}: {command}\n{done.stderr[-2000:]}"
     assert "usage" in done.stdout.lower(), done.stdout[-500:]

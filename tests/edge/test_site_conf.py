@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from edge.site import SiteBroker, render_site_conf
-from harness.services import ROOT
+from harness.services import run_here
 from mqtt_auth.identities import Identity, IdentityError, Role
 from telemetry.topics import parse_site_status_topic, site_status_topic
 
@@ -103,10 +102,9 @@ def test_site_status_topics() -> None:
 def test_python_m_edge_conf_writes_an_owner_only_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     out = tmp_path / "site.conf"
-    done = subprocess.run(
+    done = run_here(
         [sys.executable, "-m", "edge", "conf", "--site", "plant-7", "--cloud", "cloud:1884",
          "--password-file", str(tmp_path / "pw"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert out.stat().st_mode & 0o777 == 0o600

@@ -20,7 +20,7 @@ from edge_simulator.config import Partition, SensorRate, SimulationConfig
 from edge_simulator.faults import FaultConfig
 from edge_simulator.run import simulate
 from edge_simulator.summary import Summary
-from harness.services import ROOT, Mosquitto, free_port
+from harness.services import ROOT, Mosquitto, free_port, run_here
 from tests.conftest import StartBridge
 from tests.edge_simulator.capture import Capture, Message, classify
 from tests.edge_simulator.credentials import operator, provisioned
@@ -176,7 +176,7 @@ def test_cli_provisions_its_identities_and_writes_the_summary(
     path = tmp_path / "summary.json"
     secret = tmp_path / "fleet-secret"
     secret.write_text("a secret of this run\n")
-    proc = subprocess.run(
+    proc = run_here(
         [
             sys.executable,
             "-m",
@@ -204,12 +204,7 @@ def test_cli_provisions_its_identities_and_writes_the_summary(
             str(mosquitto.auth.pid_file),
             "--summary",
             str(path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        ]
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(path.read_text())
@@ -221,13 +216,8 @@ def test_cli_provisions_its_identities_and_writes_the_summary(
 
 def test_cli_refuses_a_start_the_bridge_would_refuse(mosquitto: Mosquitto) -> None:
     future = str(int(time.time() * 1000) + 3600_000)
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge_simulator", "--start-ts", future, "--mqtt-url", mosquitto.url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = run_here(
+        [sys.executable, "-m", "edge_simulator", "--start-ts", future, "--mqtt-url", mosquitto.url]
     )
     assert proc.returncode == 2
     assert "ahead of now" in proc.stderr
@@ -303,14 +293,7 @@ def _cli(mosquitto: Mosquitto, tmp_path: Path, *args: str) -> list[str]:
 
 def _one_second(mosquitto: Mosquitto, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """One robot for one second, to completion."""
-    return subprocess.run(
-        _cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_here(_cli(mosquitto, tmp_path, "--robots", "1", "--duration", "1"))
 
 
 def _log_lines(stderr: str) -> list[dict[str, object]]:

@@ -3,12 +3,11 @@ library."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
-from harness.services import ROOT
+from harness.services import run_here
 
 _WITHOUT_MATPLOTLIB = """
 import sys
@@ -33,14 +32,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     ],
 )
 def test_missing_matplotlib_stops_before_measuring(argv: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_MATPLOTLIB, *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_here([sys.executable, "-c", _WITHOUT_MATPLOTLIB, *argv])
     assert done.returncode == 1
     assert "matplotlib is missing" in done.stderr
     assert "bench" in done.stderr

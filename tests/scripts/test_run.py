@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.services import ROOT, free_port
+from harness.services import ROOT, free_port, run_here
 from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.slow
@@ -217,15 +217,7 @@ def test_a_taken_port_fails_the_start_without_the_banner(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", int(env["API_PORT"])))
         taken.listen()
-        done = subprocess.run(
-            ["scripts/run"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_here(["scripts/run"], env=env, timeout=120)
     assert done.returncode == 1
     assert f"FAILED to start: port {env['API_PORT']} is taken" in done.stderr
     assert READY not in done.stderr + done.stdout
@@ -234,9 +226,7 @@ def test_a_taken_port_fails_the_start_without_the_banner(
 def test_a_failing_step_stops_what_started_and_exits_1(tmp_path: Path, redis_prefix: str) -> None:
     dead = free_port()
     env = _env(tmp_path, f"postgresql://postgres@127.0.0.1:{dead}/x", f"{redis_prefix}run-d:")
-    done = subprocess.run(
-        ["scripts/run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_here(["scripts/run"], env=env, timeout=120)
     assert done.returncode == 1
     assert "FAILED to start: database migration" in done.stderr
     assert READY not in done.stderr + done.stdout
