@@ -1,6 +1,7 @@
 """The edge simulator's own connect storm, this tree beside a previous commit:
 
     python -m loadtest.sim_connect --robots 2000 10000 --partitions 4 --repeat 3 --baseline HEAD~1
+    python -m loadtest.sim_connect --robots 10000 --repeat 3 --restart
 
 For each fleet size N: a fresh broker with our mosquitto.conf and the fleet's identities (each
 robot its own username and password, as `--provision-mqtt` makes them), then, per round and tree
@@ -12,6 +13,11 @@ SYN resends meanwhile (machine-wide counters: Mosquitto 2.0.11 listens with a ba
 Then every process disconnects and exits, and the next run waits until the machine has fewer
 than 1,000 sockets in TIME_WAIT (paho binds its local port before connecting, so a storm right
 after another would find the ephemeral ports taken).
+
+With --restart, once every process is connected the broker is stopped (SIGTERM, as a service
+manager restarts it) and started again on the same port, under the connected fleet: from the
+broker listening again to the last link back up (the simulator's own reconnects, spread as in
+`edge_simulator.fleet.Link._reconnect`), and the kernel's counters meanwhile.
 
 Each process runs `loadtest/sim_connect_child.py` as a script with the tree's directory first on
 PYTHONPATH, so that it imports that tree's simulator. Ports: --port and up, 127.0.0.1 only.
@@ -56,7 +62,7 @@ def _wait_for_ports(timeout_s: float = 120.0) -> float:
 
 
 def _run_storm(
-    *, root: Path, robots: int, secret: str, port: int, args: argparse.Namespace
+    *, root: Path, robots: int, secret: str, broker: Mosquitto, args: argparse.Namespace
 ) -> dict[str, Any]:
     _wait_for_ports()
     env = {**os.environ, **baseline.python_env(root)}
@@ -80,13 +86,15 @@ def _run_storm(
                 "--secret",
                 secret,
                 "--port",
-                str(port),
+                str(broker.port),
                 *(
                     ["--connects-in-flight", str(args.connects_in_flight)]
                     if args.connects_in_flight
                     else []
                 ),
+                *(["--restart"] if args.restart else []),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -94,20 +102,53 @@ def _run_storm(
         )
         for i in range(args.partitions)
     ]
-    outs = []
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError(f"a partition failed (exit {p.returncode}): {out[-500:]!r}")
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    outs = [json.loads(_line(p)) for p in procs]
     after = tcp_ext_counters(*_TCP_COUNTERS)
     first = min(o["started"] for o in outs)
-    return {
+    run: dict[str, Any] = {
         "storm_s": max(o["connected"] for o in outs) - first,
         "slowest_partition_s": max(o["connected"] - o["started"] for o in outs),
         "partitions_started_within_s": max(o["started"] for o in outs) - first,
         "links": sum(o["links"] for o in outs),
         **{k: after[k] - before[k] for k in _TCP_COUNTERS},
+    }
+    if args.restart:
+        run.update(_restart(procs, broker))
+    for p in procs:
+        p.communicate(timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"a partition failed (exit {p.returncode})")
+    return run
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    """The partition's next line of JSON; raises when it exited instead."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a partition exited (status {proc.wait(timeout=60)})")
+    return line
+
+
+def _restart(procs: list[subprocess.Popen[str]], broker: Mosquitto) -> dict[str, Any]:
+    """Stops the broker under the connected fleet and starts it again on the same port; the
+    fleet comes back on its own reconnects. From the broker listening again to the last link
+    back up, and the kernel's counters meanwhile."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("restart\n")
+        p.stdin.flush()
+    stopping = time.time()
+    broker.stop()
+    before = tcp_ext_counters(*_TCP_COUNTERS)
+    broker.start()
+    listening = time.time()
+    backs = [json.loads(_line(p)) for p in procs]
+    after = tcp_ext_counters(*_TCP_COUNTERS)
+    return {
+        "broker_down_s": listening - stopping,
+        "back_s": max(b["all_up"] for b in backs) - listening,
+        **{f"restart_{k}": after[k] - before[k] for k in _TCP_COUNTERS},
     }
 
 
@@ -135,7 +176,7 @@ def main_parent(args: argparse.Namespace) -> None:
                 for k in range(args.repeat):
                     for label, root in trees:
                         r = _run_storm(
-                            root=root, robots=robots, secret=secret, port=broker.port, args=args
+                            root=root, robots=robots, secret=secret, broker=broker, args=args
                         )
                         r.update(tree=label, robots=robots, round=k + 1)
                         runs.append(r)
@@ -144,7 +185,15 @@ def main_parent(args: argparse.Namespace) -> None:
                             f"{r['storm_s']:.2f} s (slowest partition "
                             f"{r['slowest_partition_s']:.2f} s), {r['links']} connected; listen "
                             f"overflows "
-                            f"{r['ListenOverflows']}, SYN resends {r['TCPSynRetrans']}",
+                            f"{r['ListenOverflows']}, SYN resends {r['TCPSynRetrans']}"
+                            + (
+                                f"; broker restarted in {r['broker_down_s']:.2f} s, all back "
+                                f"{r['back_s']:.2f} s after (listen overflows "
+                                f"{r['restart_ListenOverflows']}, SYN resends "
+                                f"{r['restart_TCPSynRetrans']})"
+                                if args.restart
+                                else ""
+                            ),
                             flush=True,
                         )
             finally:
@@ -161,6 +210,18 @@ def main_parent(args: argparse.Namespace) -> None:
                     "storm s (runs)": ", ".join(f"{r['storm_s']:.2f}" for r in rs),
                     "listen overflows (runs)": ", ".join(str(r["ListenOverflows"]) for r in rs),
                     "SYN resends (runs)": ", ".join(str(r["TCPSynRetrans"]) for r in rs),
+                    **(
+                        {
+                            "back after a restart s (runs)": ", ".join(
+                                f"{r['back_s']:.2f}" for r in rs
+                            ),
+                            "restart listen overflows (runs)": ", ".join(
+                                str(r["restart_ListenOverflows"]) for r in rs
+                            ),
+                        }
+                        if args.restart
+                        else {}
+                    ),
                 }
             )
     data["runs"] = runs
@@ -185,6 +246,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=26100, help="the broker's port")
     p.add_argument(
         "--connects-in-flight", type=int, default=0, help="per process; 0: the tree's default"
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="then stop and start the broker under the connected fleet, and time its return",
     )
     main_parent(p.parse_args())
 

@@ -1,11 +1,15 @@
 """One partition of loadtest.sim_connect: connects its slice of the fleet with the simulator's
-`Fleet`, prints when it started and finished as JSON, disconnects. Imports only the simulator
-(and the fleet's definition), from whichever tree is first on PYTHONPATH."""
+`Fleet`, prints when it started and finished as JSON, disconnects. With --restart it then
+waits for a line on stdin (the broker is about to go), sees every link go down and come back
+on the fleet's own reconnects, and prints when. Imports only the simulator (and the fleet's
+definition), from whichever tree is first on PYTHONPATH."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -14,6 +18,7 @@ import uvloop
 from edge_simulator.config import Partition
 from edge_simulator.fleet import Fleet
 from edge_simulator.identities import logins
+from harness.waiting import eventually
 from loadtest.wire_publisher import fleet_config
 
 
@@ -39,7 +44,20 @@ async def connect(args: argparse.Namespace) -> None:
     started = time.time()
     async with fleet:
         connected = time.time()
-        print(json.dumps({"started": started, "connected": connected, "links": len(fleet.links)}))
+        print(
+            json.dumps({"started": started, "connected": connected, "links": len(fleet.links)}),
+            flush=True,
+        )
+        if args.restart:
+            await asyncio.to_thread(sys.stdin.readline)
+
+            async def links_up() -> int:
+                return sum(link.up for link in fleet.links)
+
+            await eventually(links_up, 0, timeout=60)
+            all_down = time.time()
+            await eventually(links_up, len(fleet.links), timeout=600)
+            print(json.dumps({"all_down": all_down, "all_up": time.time()}), flush=True)
 
 
 def main() -> None:
@@ -50,6 +68,7 @@ def main() -> None:
     p.add_argument("--secret", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--connects-in-flight", type=int, default=0)
+    p.add_argument("--restart", action="store_true")
     uvloop.run(connect(p.parse_args()))
 
 
