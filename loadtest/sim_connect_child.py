@@ -51,10 +51,19 @@ async def connect(args: argparse.Namespace) -> None:
         if args.restart:
             await asyncio.to_thread(sys.stdin.readline)
 
+            # A link is down from the broker's exit to its reconnect, at least 0.5 s (the
+            # fleet's reconnect delay): polled every 0.1 s, every link is seen down once,
+            # though they need not all be down at the same moment.
+            seen_down: set[int] = set()
+
+            async def links_seen_down() -> int:
+                seen_down.update(i for i, link in enumerate(fleet.links) if not link.up)
+                return len(seen_down)
+
             async def links_up() -> int:
                 return sum(link.up for link in fleet.links)
 
-            await eventually(links_up, 0, timeout=60)
+            await eventually(links_seen_down, len(fleet.links), timeout=60)
             all_down = time.time()
             await eventually(links_up, len(fleet.links), timeout=600)
             print(json.dumps({"all_down": all_down, "all_up": time.time()}), flush=True)
