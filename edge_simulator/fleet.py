@@ -52,10 +52,13 @@ class Link:
         robots: Sequence[str],
         qos: int,
         keepalive_s: int,
+        handshakes: asyncio.Semaphore,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
         self._loop = loop
+        # The fleet's limit on connects in flight, for reconnects too (Fleet._connect_all).
+        self._handshakes = handshakes
         # (host, port) of each node it may use; it uses the first until that goes away.
         self._brokers = list(brokers)
         self.broker = 0
@@ -216,15 +219,17 @@ class Link:
         self.moves += 1
 
     async def connect(self) -> None:
-        self._connected = self._loop.create_future()
-        host, port = self._brokers[self.broker]
-        # A blocking TCP connect: brokers are near, and paho's own connect_async needs its thread.
-        self.client.connect(host, port, keepalive=self._keepalive)
-        # A node that accepted the TCP connection may still never answer (a NATS node whose
-        # session stream is electing a leader): TimeoutError is an OSError, so a reconnect
-        # goes on to the next node.
-        async with asyncio.timeout(_CONNACK_TIMEOUT_S):
-            await self._connected
+        async with self._handshakes:
+            self._connected = self._loop.create_future()
+            host, port = self._brokers[self.broker]
+            # A blocking TCP connect: brokers are near, and paho's own connect_async needs its
+            # thread.
+            self.client.connect(host, port, keepalive=self._keepalive)
+            # A node that accepted the TCP connection may still never answer (a NATS node whose
+            # session stream is electing a leader): TimeoutError is an OSError, so a reconnect
+            # goes on to the next node.
+            async with asyncio.timeout(_CONNACK_TIMEOUT_S):
+                await self._connected
         if self._flushing:
             await self._flushing
 
@@ -326,6 +331,7 @@ class Fleet:
 
     async def __aenter__(self) -> Fleet:
         loop = asyncio.get_running_loop()
+        handshakes = asyncio.Semaphore(self._connects_in_flight)
         self.links = [
             Link(
                 loop=loop,
@@ -336,6 +342,7 @@ class Fleet:
                 robots=group,
                 qos=self._qos,
                 keepalive_s=self._keepalive,
+                handshakes=handshakes,
                 username=login[0],
                 password=login[1],
             )
@@ -350,21 +357,17 @@ class Fleet:
         return self
 
     async def _connect_all(self) -> None:
-        """At most `connects_in_flight` handshakes at a time, the next starting as soon as one
-        ends. More than the broker's listen backlog (Mosquitto's is 100) at once overflows it,
-        and each dropped SYN costs its robot a 1 s (then 3 s, 7 s) resend; chunks of 200 also
-        waited for each chunk's slowest (BENCHMARKS.md, "1,000 → 10,000 connected robots").
+        """At most `connects_in_flight` handshakes at a time (the links share one semaphore),
+        the next starting as soon as one ends. More than the broker's listen backlog
+        (Mosquitto's is 100) at once overflows it, and each dropped SYN costs its robot a 1 s
+        (then 3 s, 7 s) resend; chunks of 200 also waited for each chunk's slowest
+        (BENCHMARKS.md, "1,000 → 10,000 connected robots"). The same limit holds for the
+        reconnects after a broker restart, which all start within a second (round 8).
         Raises the first failure; the other connects are cancelled."""
-        slots = asyncio.Semaphore(self._connects_in_flight)
-
-        async def connect(link: Link) -> None:
-            async with slots:
-                await link.connect()
-
         try:
             async with asyncio.TaskGroup() as tg:
                 for link in self.links:
-                    tg.create_task(connect(link))
+                    tg.create_task(link.connect())
         except BaseExceptionGroup as failed:
             # The callers handle an OSError (the broker unreachable), as before the group.
             raise failed.exceptions[0] from failed
