@@ -115,9 +115,9 @@ def _run_storm(
     if args.restart:
         run.update(_restart(procs, broker))
     for p in procs:
-        p.communicate(timeout=300)
+        out, _ = p.communicate(timeout=300)
         if p.returncode != 0:
-            raise RuntimeError(f"a partition failed (exit {p.returncode})")
+            raise RuntimeError(f"a partition failed (exit {p.returncode}): {out[-500:]!r}")
     return run
 
 
