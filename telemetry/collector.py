@@ -3,8 +3,8 @@
 CPython runs a young collection every 700 new container objects, and every tenth of those
 walks older objects too. A batch of readings, or an HTTP request, makes thousands of
 containers (tuples, dicts, datetimes) that are freed by reference counting, not by the
-collector; collections took 20 % of the bridge's loop at 100 readings per message
-(BENCHMARKS.md, "Issue 15, round 3") and 5 % of an API worker's busy samples (round 8).
+collector, yet the collections were a large share of the bridge's loop and a visible share of
+an API worker (BENCHMARKS.md, "Issue 15, round 3" and "round 8").
 """
 
 from __future__ import annotations
