@@ -27,12 +27,17 @@ def _bucket_sql(fn: AggregateFn, by_robot: bool) -> str:
     robot = "AND robot_id = $6 " if by_robot else ""
     # Origin at the epoch: boundaries are multiples of the bucket size, as time_bucket does,
     # so requests over overlapping ranges agree on every bucket they share.
+    # OFFSET 0 keeps the subquery from being flattened: the scan then yields (bucket, value)
+    # alone, and the planner, which knows nothing of the bucket column, groups it in a hash
+    # table of a few hundred buckets. Flattened, it sorted every row with its whole `data`
+    # document, spilling to disk past ~25,000 rows (BENCHMARKS.md, round 9).
     return f"""
-SELECT date_bin($1::interval, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
-       {fn.value}(v)::float8 AS value, count(v)::bigint AS samples
-FROM (SELECT ts, (data #>> $3::text[])::float8 AS v FROM sensor_readings
-      WHERE sensor_type = $4 {robot}AND ts >= $2 AND ts < $5) AS s
-GROUP BY 1 ORDER BY 1
+SELECT bucket, {fn.value}(v)::float8 AS value, count(v)::bigint AS samples
+FROM (SELECT date_bin($1::interval, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
+             (data #>> $3::text[])::float8 AS v
+      FROM sensor_readings
+      WHERE sensor_type = $4 {robot}AND ts >= $2 AND ts < $5 OFFSET 0) AS s
+GROUP BY bucket ORDER BY bucket
 """
 
 

@@ -1,0 +1,63 @@
+"""The bucket aggregate's plan: rows are grouped in a hash table of buckets, not sorted."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from db.sensor_aggregates import AggregateFn, bucket_aggregate
+from telemetry.payload import Reading
+
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+async def test_bucket_aggregate_hashes_buckets_instead_of_sorting_every_reading(
+    clean_db: asyncpg.Pool[Any],
+) -> None:
+    """Sorting each reading with its whole `data` document by bucket spilled to disk once a
+    range held ~25,000 readings; grouping (bucket, value) pairs in a hash table does not. The
+    only sort left orders the buckets the aggregate yields."""
+    async with clean_db.acquire() as conn:
+        await conn.execute("INSERT INTO robots (id) VALUES ('r1')")
+        readings = [
+            Reading("r1", "imu", NOW - timedelta(seconds=i), NOW, None, f'{{"a":{{"x":{i}}}}}')
+            for i in range(1, 301)
+        ]
+        await conn.executemany(
+            "INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            readings,
+        )
+        await conn.execute("ANALYZE sensor_readings")
+    plans: list[dict[str, Any]] = []
+
+    class Explaining:
+        async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+            async with clean_db.acquire() as conn:
+                [row] = await conn.fetch(f"EXPLAIN (FORMAT JSON) {query}", *args)
+            plans.append(json.loads(row[0])[0]["Plan"])
+            return []
+
+    await bucket_aggregate(
+        Explaining(),  # type: ignore[arg-type]
+        sensor_type="imu",
+        path=["a", "x"],
+        fn=AggregateFn.AVG,
+        bucket=timedelta(minutes=1),
+        since=NOW - timedelta(hours=1),
+        until=NOW,
+        robot_id="r1",
+    )
+    [plan] = plans
+    assert plan["Node Type"] == "Sort", plan
+    [under] = plan["Plans"]
+    assert (under["Node Type"], under.get("Strategy")) == ("Aggregate", "Hashed"), plan
+
+    def sorts(node: dict[str, Any]) -> int:
+        below: list[dict[str, Any]] = node.get("Plans", [])
+        return int(node["Node Type"] == "Sort") + sum(sorts(n) for n in below)
+
+    assert sorts(plan) == 1, plan
