@@ -9,7 +9,8 @@ Each round starts `python -m api` (API_WORKERS=--workers, on --port) on a scratc
 then drives each shape for --duration seconds with wrk (closed loop: --connections keep-alive
 connections, zero wait) and records req/s, wrk's latency percentiles, errors and non-2xx
 answers, the API's CPU per request (user + system of every API process, from /proc) and each
-worker's CPU seconds, and `uptime`. With --baseline REV, REV is checked out in a temporary
+worker's CPU seconds, the PostgreSQL cluster's CPU per request (when it runs here), and
+`uptime`. With --baseline REV, REV is checked out in a temporary
 worktree and measured in the same rounds, the order of the two trees alternating. --sustain S
 then runs each shape once more per tree for S seconds (issue 15's "sustained": at least 60 s).
 Prints the medians per tree and shape; JSON and Markdown go to
@@ -43,6 +44,7 @@ import uvloop
 from harness.settings import BenchSettings
 from ingest.counters import Counters
 from loadtest import report
+from loadtest.accounting import postgres_cpu_seconds
 from loadtest.api_cost import GranianApi, _workers
 from loadtest.baseline import describe
 from loadtest.baseline import trees as baseline_trees
@@ -146,6 +148,7 @@ async def measure(
                 seconds=args.warmup,
             )
             load_before = uptime()
+            pg_before = await _postgres_cpu(dsn)
             before = api.cpu_by_process()
             result = run_wrk(
                 port=api.port,
@@ -156,8 +159,14 @@ async def measure(
                 seconds=seconds,
             )
             after = api.cpu_by_process()
+            pg_after = await _postgres_cpu(dsn)
             total_cpu = sum(after.values()) - sum(before.get(p, 0.0) for p in after)
             result["cpu_ms_per_request"] = total_cpu * 1000 / max(result["requests"], 1)
+            result["postgres_cpu_ms_per_request"] = (
+                None
+                if pg_before is None or pg_after is None
+                else (pg_after - pg_before) * 1000 / max(result["requests"], 1)
+            )
             result["worker_cpu_s"] = sorted(
                 (after[p] - before.get(p, 0.0) for p in _workers(api, after) if p in after),
                 reverse=True,
@@ -176,7 +185,12 @@ async def measure(
                 f" errors {result['errors']}, non-2xx {result['non_2xx']};"
                 f" API CPU {result['cpu_ms_per_request']:.3f} ms/request, workers"
                 f" {[round(x, 1) for x in result['worker_cpu_s']]} s;"
-                f" load {os.getloadavg()[0]:.1f}",
+                + (
+                    f" PostgreSQL CPU {result['postgres_cpu_ms_per_request']:.3f} ms/request;"
+                    if result["postgres_cpu_ms_per_request"] is not None
+                    else ""
+                )
+                + f" load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     return out
@@ -191,8 +205,22 @@ async def _empty(dsn: str, counters: Counters) -> None:
     await counters.clear()
 
 
+async def _postgres_cpu(dsn: str) -> float | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await postgres_cpu_seconds(conn)
+    finally:
+        await conn.close()
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
+
+
+def _median_or_none(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Runs recorded before a figure existed, or where it could not be read, lack it."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return float(statistics.median(values)) if values else None
 
 
 def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -218,6 +246,7 @@ def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
                     "p99 runs": ", ".join(f"{r['p99_us'] / 1000:.1f}" for r in runs),
                     "errors + non-2xx": sum(r["errors"] + r["non_2xx"] for r in runs),
                     "API CPU ms/req": _median(runs, "cpu_ms_per_request"),
+                    "PostgreSQL CPU ms/req": _median_or_none(runs, "postgres_cpu_ms_per_request"),
                     "workers' CPU s": "; ".join(
                         "/".join(f"{w:.1f}" for w in r["worker_cpu_s"]) for r in runs
                     ),
