@@ -21,6 +21,10 @@ rest reads); `older`, the older clients' own mix (loadtest/locustfile_older.py's
 weights); `ingest100`, the contract's batch of 100 IMU readings per request (figure:
 readings/s). wrk costs a few µs of CPU per request, so the API keeps most of the 2 cores;
 PostgreSQL and Redis share them.
+
+Every run starts from empty tables, or with --history-hz H from an hour of H IMU readings per
+second of each robot the shape sends for (loadtest.scratch.fill_readings): a fleet in
+operation, where the mix's bucket aggregate reads the full hour behind it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import statistics
 import subprocess
 import time
 from contextlib import AsyncExitStack, ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +53,7 @@ from loadtest.api_cost import GranianApi, _workers
 from loadtest.baseline import describe
 from loadtest.baseline import trees as baseline_trees
 from loadtest.rest import ApiProcess, HttpConnection
-from loadtest.scratch import empty_readings, scratch_counters, scratch_database
+from loadtest.scratch import empty_readings, fill_readings, scratch_counters, scratch_database
 
 LUA_DIR = Path(__file__).with_name("wrk")
 SCRIPTS = {"mix": "mix.lua", "older": "older.lua", "ingest100": "ingest100.lua"}
@@ -139,6 +143,8 @@ async def measure(
             # the last hour of one robot, so its cost grows with the rows earlier runs left
             # (2.6 → 27 ms over 90 s of the mix), which favoured whichever tree ran first.
             await _empty(dsn, counters)
+            if args.history_hz:
+                await _history(dsn, shape, args.history_hz)
             run_wrk(
                 port=api.port,
                 key=api.key,
@@ -203,6 +209,25 @@ async def _empty(dsn: str, counters: Counters) -> None:
     finally:
         await conn.close()
     await counters.clear()
+
+
+async def _history(dsn: str, shape: str, hz: float) -> None:
+    """The hour before now: `hz` IMU readings per second of each robot the shape sends for,
+    the robots interleaved in time as a fleet's readings arrive."""
+    robots = [str(r) for r in range(1, ROBOTS[shape] + 1)]
+    total = int(hz * 3600 * len(robots))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await fill_readings(
+            conn,
+            robots=robots,
+            first=0,
+            last=total,
+            start=datetime.now(UTC) - timedelta(hours=1),
+            spacing=timedelta(hours=1) / total,
+        )
+    finally:
+        await conn.close()
 
 
 async def _postgres_cpu(dsn: str) -> float | None:
@@ -326,6 +351,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument(
+        "--history-hz",
+        type=float,
+        default=0.0,
+        help="before each run, an hour of IMU readings at this rate per robot (a fleet in"
+        " operation: the mix's bucket aggregate reads a full hour); 0: empty tables",
+    )
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--sustain", type=float, default=0.0, help="seconds of one more run each")
     p.add_argument("--baseline", help="a git revision measured beside this tree, interleaved")
