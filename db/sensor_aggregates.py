@@ -6,6 +6,8 @@ chosen from a closed set, so no client text reaches the SQL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -42,6 +44,38 @@ GROUP BY bucket ORDER BY bucket
 
 
 _BUCKETS = {(fn, r): _bucket_sql(fn, r) for fn in AggregateFn for r in (False, True)}
+
+
+@dataclass(frozen=True, slots=True)
+class MinutePartial:
+    """What one minute of readings (one sensor type, of one robot or of every robot) gives
+    every aggregate function of a field: an hour's buckets add sixty of these up instead of
+    reading the hour's rows. `readings` counts rows (the live counters' figure), `samples`
+    those holding the field."""
+
+    readings: int
+    samples: int
+    total: float | None
+    least: float | None
+    greatest: float | None
+
+
+# Each range is read through the primary key (or the type's index); minutes are epoch seconds.
+_PARTIALS = {
+    by_robot: f"""
+SELECT minute, count(*) AS readings, count(v) AS samples,
+       sum(v) AS total, min(v) AS least, max(v) AS greatest
+FROM unnest($1::timestamptz[], $2::timestamptz[]) AS r(lo, hi)
+CROSS JOIN LATERAL (
+    SELECT (floor(extract(epoch FROM ts) / 60) * 60)::bigint AS minute,
+           (data #>> $3::text[])::float8 AS v
+    FROM sensor_readings
+    WHERE sensor_type = $4 {"AND robot_id = $5 " if by_robot else ""}AND ts >= r.lo AND ts < r.hi
+    OFFSET 0) AS s
+GROUP BY minute
+"""
+    for by_robot in (False, True)
+}
 
 # The newest `limit + window - 1` samples, so that each of the newest `limit` has a full
 # window behind it (where the range holds that many).
@@ -80,6 +114,28 @@ async def bucket_aggregate(
     if robot_id is not None:
         args.append(robot_id)
     return await db.fetch(_BUCKETS[fn, robot_id is not None], *args)
+
+
+async def minute_partials(
+    db: Reader,
+    *,
+    sensor_type: str,
+    path: list[str],
+    ranges: Sequence[tuple[datetime, datetime]],
+    robot_id: str | None,
+) -> dict[int, MinutePartial]:
+    """The partials of the minutes (epoch seconds) with readings in the `[lo, hi)` ranges; a
+    range cut inside a minute gives that minute's part in it."""
+    args: list[object] = [[lo for lo, _ in ranges], [hi for _, hi in ranges], path, sensor_type]
+    if robot_id is not None:
+        args.append(robot_id)
+    rows = await db.fetch(_PARTIALS[robot_id is not None], *args)
+    return {
+        r["minute"]: MinutePartial(
+            r["readings"], r["samples"], r["total"], r["least"], r["greatest"]
+        )
+        for r in rows
+    }
 
 
 async def moving_average(

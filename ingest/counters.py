@@ -42,6 +42,13 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
                           registered robots only (the bridge filters and prunes); one key, so
                           any slot; and `*online` -> how many of them are online (kept by the
                           scripts that change the hash)
+  {prefix}agg:{sensor_type}:{field}:{robot_id or *}:{hour}  hash  minute -> JSON [readings,
+                          samples, sum, min, max] of the field over that minute's readings (a
+                          bucket aggregate's MinutePartial, db/sensor_aggregates.py), for the
+                          minutes of one hour (epoch seconds of its start); any slot; trusted
+                          only while `readings` equals the minute's count above (`rs`, or `t`
+                          for every robot), which any later write to the minute changes; kept
+                          only for minutes the counters hold, and expires as they do
 
 The per-robot top-N of a window (GET /api/stats) would be a ZUNION of the window's minute sets:
 O(minutes x robots) in Redis at every read (an hour of 10,000 robots: 600,000 entries, ~100 ms
@@ -78,6 +85,8 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisClusterException, RedisError
+
+from db.sensor_aggregates import MinutePartial
 
 # Redis is away (down, restarting, unreachable; in a cluster also a slot no reachable node
 # serves, which redis-py raises outside RedisError): counter updates wait in the journal.
@@ -891,6 +900,64 @@ class Counters:
                     max(int(p[b"max"]) for p in parts),
                 )
         return latest, seq
+
+    def _partials_key(
+        self, sensor_type: str, path: Sequence[str], robot_id: str | None, minute: int
+    ) -> str:
+        hour = minute - minute % 3600
+        return f"{self.prefix}agg:{sensor_type}:{'.'.join(path)}:{robot_id or '*'}:{hour}"
+
+    async def minute_partials(
+        self, *, sensor_type: str, path: Sequence[str], robot_id: str | None, minutes: Sequence[int]
+    ) -> dict[int, MinutePartial | None]:
+        """For each minute the counters hold (absent: expired, or never written), the kept
+        partial of the field while it still describes the minute's readings: the counters'
+        count of them (of the robot or of every robot) is the one it was made from. None: none
+        kept, or the minute written since. One round trip."""
+        if not minutes:
+            return {}
+        kind, name = ("rs", f"{robot_id}/{sensor_type}") if robot_id else ("t", sensor_type)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hget(self._partials_key(sensor_type, path, robot_id, minute), str(minute))
+                for key in self.minute_keys(minute, kind):
+                    pipe.hget(key, name)
+                    pipe.exists(key)
+            replies = await pipe.execute()
+        step = 1 + 2 * self.shards
+        out: dict[int, MinutePartial | None] = {}
+        for i, minute in enumerate(minutes):
+            raw, *counts = replies[i * step : (i + 1) * step]
+            if not any(counts[1::2]):
+                continue
+            readings = sum(int(v or 0) for v in counts[0::2])
+            partial = None if raw is None else MinutePartial(*orjson.loads(raw))
+            out[minute] = partial if partial and partial.readings == readings else None
+        return out
+
+    async def store_minute_partials(
+        self,
+        *,
+        sensor_type: str,
+        path: Sequence[str],
+        robot_id: str | None,
+        partials: Mapping[int, MinutePartial],
+    ) -> None:
+        """Keeps partials for later reads (minute_partials decides when they still hold),
+        under one key per hour, which expires with the hour's minutes."""
+        if not partials:
+            return
+        by_key: dict[str, dict[str, bytes]] = {}
+        for m, p in partials.items():
+            key = self._partials_key(sensor_type, path, robot_id, m)
+            by_key.setdefault(key, {})[str(m)] = orjson.dumps(
+                [p.readings, p.samples, p.total, p.least, p.greatest]
+            )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, fields in by_key.items():
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(key, self.ttl_s)
+            await pipe.execute()
 
     async def robot_minute_counts(self, minutes: Sequence[int]) -> list[dict[str, int]]:
         """For each minute, readings per robot summed over shards (robots with none are

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from api.aggregates import moving_average_points
+from api.aggregates import bucket_points, moving_average_points
 from api.auth import ReadRes
 from api.http_errors import InvalidQueryError
 from api.lean_route import LeanRoute
 from api.query_params import numeric_path, one_sensor_type, parse_duration, parse_time_range
 from api.responses import JSONBytes
 from api.schemas import AggregateOut, ErrorOut, MovingAverageOut
-from db.sensor_aggregates import AggregateFn, bucket_aggregate
+from db.sensor_aggregates import AggregateFn
 from telemetry.topics import ROBOT_ID_PATTERN
 
 router = APIRouter(prefix="/api/sensors", tags=["sensors"], route_class=LeanRoute)
@@ -83,8 +83,8 @@ async def aggregate(
         raise InvalidQueryError(
             "bucket", f"more than {MAX_BUCKETS} buckets: widen it or narrow since/until"
         )
-    rows = await bucket_aggregate(
-        res.read_pool,
+    buckets = await bucket_points(
+        res,
         sensor_type=stype,
         path=path,
         fn=fn,
@@ -102,7 +102,7 @@ async def aggregate(
             "since": since,
             "until": until,
             "buckets": [
-                {"start": r["bucket"], "value": r["value"], "samples": r["samples"]} for r in rows
+                {"start": b.start, "value": b.value, "samples": b.samples} for b in buckets
             ],
         }
     )
