@@ -45,8 +45,10 @@ import asyncpg
 import orjson
 import uvloop
 
+from db.connect import open_pool
 from harness.settings import BenchSettings
 from ingest.counters import Counters
+from ingest.rebuild import rebuild_counters
 from loadtest import report
 from loadtest.accounting import postgres_cpu_seconds
 from loadtest.api_cost import GranianApi, _workers
@@ -144,7 +146,7 @@ async def measure(
             # (2.6 → 27 ms over 90 s of the mix), which favoured whichever tree ran first.
             await _empty(dsn, counters)
             if args.history_hz:
-                await _history(dsn, shape, args.history_hz)
+                await _history(dsn, counters, shape, args.history_hz)
             run_wrk(
                 port=api.port,
                 key=api.key,
@@ -211,9 +213,10 @@ async def _empty(dsn: str, counters: Counters) -> None:
     await counters.clear()
 
 
-async def _history(dsn: str, shape: str, hz: float) -> None:
+async def _history(dsn: str, counters: Counters, shape: str, hz: float) -> None:
     """The hour before now: `hz` IMU readings per second of each robot the shape sends for,
-    the robots interleaved in time as a fleet's readings arrive."""
+    the robots interleaved in time as a fleet's readings arrive; then the counters are rebuilt
+    from the tables, as if those readings had come through the bridge."""
     robots = [str(r) for r in range(1, ROBOTS[shape] + 1)]
     total = int(hz * 3600 * len(robots))
     conn = await asyncpg.connect(dsn)
@@ -228,6 +231,8 @@ async def _history(dsn: str, shape: str, hz: float) -> None:
         )
     finally:
         await conn.close()
+    async with open_pool(dsn=dsn, max_size=1) as pool:
+        await rebuild_counters(pool=pool, counters=counters)
 
 
 async def _postgres_cpu(dsn: str) -> float | None:
