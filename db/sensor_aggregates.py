@@ -60,22 +60,28 @@ class MinutePartial:
     greatest: float | None
 
 
-# Each range is read through the primary key (or the type's index); minutes are epoch seconds.
-_PARTIALS = {
-    by_robot: f"""
+# One index scan per range, each with its own bounds: bound as plain parameters (not unnested
+# and joined laterally), they let the planner see the range and pick the primary key for one
+# robot rather than the type index, which walks every robot's entries of the range.
+def _partials_sql(ranges: int, by_robot: bool) -> str:
+    robot = "AND robot_id = $3 " if by_robot else ""
+    first = 4 if by_robot else 3
+    scans = "\n    UNION ALL\n".join(
+        f"""    SELECT (floor(extract(epoch FROM ts) / 60) * 60)::bigint AS minute,
+           (data #>> $1::text[])::float8 AS v
+    FROM sensor_readings
+    WHERE sensor_type = $2 {robot}AND ts >= ${first + 2 * i} AND ts < ${first + 2 * i + 1}"""
+        for i in range(ranges)
+    )
+    return f"""
 SELECT minute, count(*) AS readings, count(v) AS samples,
        sum(v) AS total, min(v) AS least, max(v) AS greatest
-FROM unnest($1::timestamptz[], $2::timestamptz[]) AS r(lo, hi)
-CROSS JOIN LATERAL (
-    SELECT (floor(extract(epoch FROM ts) / 60) * 60)::bigint AS minute,
-           (data #>> $3::text[])::float8 AS v
-    FROM sensor_readings
-    WHERE sensor_type = $4 {"AND robot_id = $5 " if by_robot else ""}AND ts >= r.lo AND ts < r.hi
+FROM (
+{scans}
     OFFSET 0) AS s
 GROUP BY minute
 """
-    for by_robot in (False, True)
-}
+
 
 # The newest `limit + window - 1` samples, so that each of the newest `limit` has a full
 # window behind it (where the range holds that many).
@@ -91,6 +97,11 @@ ORDER BY ts, robot_id
 """
     for by_robot in (False, True)
 }
+
+
+# Ranges beyond this are merged (the gaps between them read too), so that a scattered range
+# costs one statement of bounded size.
+MAX_RANGES = 16
 
 
 async def bucket_aggregate(
@@ -124,12 +135,21 @@ async def minute_partials(
     ranges: Sequence[tuple[datetime, datetime]],
     robot_id: str | None,
 ) -> dict[int, MinutePartial]:
-    """The partials of the minutes (epoch seconds) with readings in the `[lo, hi)` ranges; a
-    range cut inside a minute gives that minute's part in it."""
-    args: list[object] = [[lo for lo, _ in ranges], [hi for _, hi in ranges], path, sensor_type]
+    """The partials of the minutes (epoch seconds) with readings in the `[lo, hi)` ranges
+    (sorted, not overlapping); a range cut inside a minute gives that minute's part in it.
+    Past MAX_RANGES, neighbouring ranges are merged, so the answer may hold minutes between
+    them as well."""
+    merged = list(ranges)
+    while len(merged) > MAX_RANGES:
+        gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+        i = gaps.index(min(gaps))
+        merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
+    args: list[object] = [path, sensor_type]
     if robot_id is not None:
         args.append(robot_id)
-    rows = await db.fetch(_PARTIALS[robot_id is not None], *args)
+    for lo, hi in merged:
+        args += [lo, hi]
+    rows = await db.fetch(_partials_sql(len(merged), robot_id is not None), *args)
     return {
         r["minute"]: MinutePartial(
             r["readings"], r["samples"], r["total"], r["least"], r["greatest"]

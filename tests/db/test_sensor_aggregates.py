@@ -1,4 +1,5 @@
-"""The bucket aggregate's plan: rows are grouped in a hash table of buckets, not sorted."""
+"""The bucket aggregate's plan (rows grouped in a hash table of buckets, not sorted) and the
+per-minute partials of many ranges."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any
 
 import asyncpg
 
-from db.sensor_aggregates import AggregateFn, bucket_aggregate
+from db.sensor_aggregates import (
+    MAX_RANGES,
+    AggregateFn,
+    MinutePartial,
+    bucket_aggregate,
+    minute_partials,
+)
 from telemetry.payload import Reading
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -61,3 +68,35 @@ async def test_bucket_aggregate_hashes_buckets_instead_of_sorting_every_reading(
         return int(node["Node Type"] == "Sort") + sum(sorts(n) for n in below)
 
     assert sorts(plan) == 1, plan
+
+
+async def test_minute_partials_of_many_ranges_are_those_of_their_minutes(
+    clean_db: asyncpg.Pool[Any],
+) -> None:
+    """Past MAX_RANGES the ranges are merged into fewer scans; every minute asked for still
+    gets its partial, and a minute cut by a range gives only its part in the range."""
+    start = NOW - timedelta(minutes=60)
+    async with clean_db.acquire() as conn:
+        await conn.execute("INSERT INTO robots (id) VALUES ('r1')")
+        await conn.executemany(
+            "INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            [
+                Reading("r1", "imu", start + timedelta(seconds=10 * i), NOW, None, f'{{"x":{i}}}')
+                for i in range(360)
+            ],
+        )
+    every_third = [start + timedelta(minutes=m) for m in range(0, 60, 3)]  # 20 minutes
+    ranges = [(lo, lo + timedelta(minutes=1)) for lo in every_third]
+    ranges[-1] = (ranges[-1][0], ranges[-1][0] + timedelta(seconds=25))  # a cut minute
+    assert len(ranges) > MAX_RANGES
+    got = await minute_partials(
+        clean_db, sensor_type="imu", path=["x"], ranges=ranges, robot_id="r1"
+    )
+    for k, lo in enumerate(every_third):
+        minute = int(lo.timestamp())
+        first = 6 * 3 * k  # the reading number at the minute's start
+        values = [float(first + j) for j in range(3 if k == len(every_third) - 1 else 6)]
+        assert got[minute] == MinutePartial(
+            len(values), len(values), sum(values), min(values), max(values)
+        ), (k, got[minute])
