@@ -22,9 +22,10 @@ weights); `ingest100`, the contract's batch of 100 IMU readings per request (fig
 readings/s). wrk costs a few µs of CPU per request, so the API keeps most of the 2 cores;
 PostgreSQL and Redis share them.
 
-Every run starts from empty tables, or with --history-hz H from an hour of H IMU readings per
-second of each robot the shape sends for (loadtest.scratch.fill_readings): a fleet in
-operation, where the mix's bucket aggregate reads the full hour behind it.
+Every run starts from empty tables, or with --history-hz H from an hour of H IMU, GPS and LiDAR
+readings per second each of every robot the shape sends for (loadtest.scratch.fill_readings),
+the counters rebuilt from them: a fleet in operation, where the mix's bucket aggregate has a
+full hour behind it.
 """
 
 from __future__ import annotations
@@ -214,11 +215,12 @@ async def _empty(dsn: str, counters: Counters) -> None:
 
 
 async def _history(dsn: str, counters: Counters, shape: str, hz: float) -> None:
-    """The hour before now: `hz` IMU readings per second of each robot the shape sends for,
-    the robots interleaved in time as a fleet's readings arrive; then the counters are rebuilt
+    """The hour before now: `hz` readings per second of each robot the shape sends for and of
+    each type the mix sends (IMU, GPS, LiDAR), the robots interleaved in time as a fleet's
+    readings arrive; then the counters are rebuilt
     from the tables, as if those readings had come through the bridge."""
     robots = [str(r) for r in range(1, ROBOTS[shape] + 1)]
-    total = int(hz * 3600 * len(robots))
+    total = int(hz * 3600 * len(robots) * 3)
     conn = await asyncpg.connect(dsn)
     try:
         await fill_readings(
@@ -228,6 +230,8 @@ async def _history(dsn: str, counters: Counters, shape: str, hz: float) -> None:
             last=total,
             start=datetime.now(UTC) - timedelta(hours=1),
             spacing=timedelta(hours=1) / total,
+            # The mix's types: the planner's statistics then see each of them.
+            sensor_types=("imu", "gps", "lidar"),
         )
     finally:
         await conn.close()
@@ -360,8 +364,9 @@ def main() -> None:
         "--history-hz",
         type=float,
         default=0.0,
-        help="before each run, an hour of IMU readings at this rate per robot (a fleet in"
-        " operation: the mix's bucket aggregate reads a full hour); 0: empty tables",
+        help="before each run, an hour of IMU, GPS and LiDAR readings at this rate each per"
+        " robot (a fleet in operation: the mix's bucket aggregate has a full hour behind it);"
+        " 0: empty tables",
     )
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--sustain", type=float, default=0.0, help="seconds of one more run each")

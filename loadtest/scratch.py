@@ -97,7 +97,11 @@ async def empty_readings(conn: Connection) -> None:
     await conn.execute("TRUNCATE sensor_readings, dead_letters, counter_journal")
 
 
-_FILL_DATA = '{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002,"z":-0.003}}'
+_FILL_DATA = {
+    "imu": '{"accel":{"x":0.12,"y":-0.03,"z":9.81},"gyro":{"x":0.001,"y":0.002,"z":-0.003}}',
+    "gps": '{"lat":52.52,"lon":13.405,"alt":34.0}',
+    "lidar": '{"distance":4.2,"angle":12.5}',
+}
 
 
 async def fill_readings(
@@ -109,26 +113,31 @@ async def fill_readings(
     chunk: int = 1_000_000,
     start: datetime | None = None,
     spacing: timedelta = timedelta(microseconds=1),
+    sensor_types: Sequence[str] = ("imu",),
 ) -> None:
     """Stores readings number `first` to `last` - 1 of a synthetic history, with SQL (not
-    through MQTT): IMU rows of `robots` in turn, `spacing` apart (one microsecond) from
-    `start` (00:00:01 UTC today: today's partition, where the bridge inserts, the worst case
-    for index depth), seq -1, -2, ... (negative, so a benchmark tells them from its own rows).
-    Then VACUUM ANALYZE and a CHECKPOINT, so the measured run does not pay for the fill."""
+    through MQTT): rows of `robots` in turn, and of `sensor_types` (keys of _FILL_DATA) in
+    turn after each round of robots, `spacing` apart (one microsecond) from `start` (00:00:01
+    UTC today: today's partition, where the bridge inserts, the worst case for index depth),
+    seq -1, -2, ... (negative, so a benchmark tells them from its own rows). Then VACUUM
+    ANALYZE and a CHECKPOINT, so the measured run does not pay for the fill."""
     day = start or datetime.now(UTC).replace(hour=0, minute=0, second=1, microsecond=0)
     for lo in range(first, last, chunk):
         await conn.execute(
             """INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)
-               SELECT ($1::text[])[1 + i % cardinality($1::text[])], 'imu',
+               SELECT ($1::text[])[1 + i % cardinality($1::text[])],
+                      ($7::text[])[1 + i / cardinality($1::text[]) % cardinality($7::text[])],
                       $2::timestamptz + i * $6::interval,
-                      $2::timestamptz + i * $6::interval, -1 - i, $3::jsonb
+                      $2::timestamptz + i * $6::interval, -1 - i,
+                      ($3::jsonb[])[1 + i / cardinality($1::text[]) % cardinality($7::text[])]
                FROM generate_series($4::bigint, $5::bigint - 1) AS i""",
             list(robots),
             day,
-            _FILL_DATA,
+            [_FILL_DATA[t] for t in sensor_types],
             lo,
             min(lo + chunk, last),
             spacing,
+            list(sensor_types),
         )
     await conn.execute("VACUUM (ANALYZE) sensor_readings")
     await conn.execute("CHECKPOINT")
