@@ -17,7 +17,7 @@ from tests.api.conftest import now_ms
 Answer = list[tuple[str, float | None, int]]
 
 
-async def _post_battery(client: httpx.AsyncClient, robot: str, ts_ms: int, i: int) -> None:
+async def post_battery(client: httpx.AsyncClient, robot: str, ts_ms: int, i: int) -> None:
     data: dict[str, float] = {"level": float(i % 97)}
     if i % 3:  # a third of the readings lack the field: readings and samples differ
         data["temperature"] = 20.0 + (i * 7) % 13 / 4
@@ -32,16 +32,16 @@ async def minutes(client: httpx.AsyncClient) -> int:
     5 s later); the first of those minutes, in epoch ms."""
     first = now_ms() // 60_000 * 60_000 - 6 * 60_000
     for i in range(36):
-        await _post_battery(client, "r1", first + i * 10_000, i)
-        await _post_battery(client, "r2", first + i * 10_000 + 5_000, i + 50)
+        await post_battery(client, "r1", first + i * 10_000, i)
+        await post_battery(client, "r2", first + i * 10_000 + 5_000, i + 50)
     return first
 
 
-def _iso(ms: int) -> str:
+def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-async def _answer(client: httpx.AsyncClient, params: dict[str, Any]) -> Answer:
+async def answer(client: httpx.AsyncClient, params: dict[str, Any]) -> Answer:
     response = await client.get(
         "/api/sensors/aggregate", params={"sensor_type": "battery", **params}
     )
@@ -49,7 +49,7 @@ async def _answer(client: httpx.AsyncClient, params: dict[str, Any]) -> Answer:
     return [(b["start"], b["value"], b["samples"]) for b in response.json()["buckets"]]
 
 
-async def _rows_answer(pool: asyncpg.Pool[Any], params: dict[str, Any]) -> Answer:
+async def rows_answer(pool: asyncpg.Pool[Any], params: dict[str, Any]) -> Answer:
     """What the one SQL statement over the rows answers."""
     rows = await bucket_aggregate(
         pool,
@@ -64,7 +64,7 @@ async def _rows_answer(pool: asyncpg.Pool[Any], params: dict[str, Any]) -> Answe
     return [(r["bucket"].isoformat(), r["value"], r["samples"]) for r in rows]
 
 
-def _same(a: Answer, b: Answer) -> bool:
+def same_answer(a: Answer, b: Answer) -> bool:
     return len(a) == len(b) and all(
         s1 == s2 and n1 == n2 and (v1 == v2 or v1 == pytest.approx(v2))
         for (s1, v1, n1), (s2, v2, n2) in zip(a, b, strict=True)
@@ -88,14 +88,14 @@ async def test_kept_minutes_answer_as_the_rows_do(
             "field": field,
             "fn": fn.value,
             "bucket": bucket,
-            "since": _iso(minutes + 13_000),
-            "until": _iso(minutes + 5 * 60_000 + 27_000),
+            "since": iso(minutes + 13_000),
+            "until": iso(minutes + 5 * 60_000 + 27_000),
         }
         if robot_id:
             params["robot_id"] = robot_id
-        expected = await _rows_answer(clean_db, params)
+        expected = await rows_answer(clean_db, params)
         assert len(expected) >= 3
-        first = await _answer(client, params)
+        first = await answer(client, params)
         kept = await counters.minute_partials(
             sensor_type="battery",
             path=[field],
@@ -103,9 +103,9 @@ async def test_kept_minutes_answer_as_the_rows_do(
             minutes=[minutes // 1000 + 60 * k for k in range(1, 5)],
         )
         assert len(kept) == 4 and all(p is not None and p.readings for p in kept.values()), kept
-        second = await _answer(client, params)
-        assert _same(first, expected), (first, expected)
-        assert _same(second, expected), (second, expected)
+        second = await answer(client, params)
+        assert same_answer(first, expected), (first, expected)
+        assert same_answer(second, expected), (second, expected)
 
 
 async def test_a_minute_written_since_is_read_again(
@@ -119,10 +119,10 @@ async def test_a_minute_written_since_is_read_again(
         "fn": "sum",
         "bucket": "1m",
         "robot_id": "r1",
-        "since": _iso(minutes),
-        "until": _iso(minutes + 6 * 60_000),
+        "since": iso(minutes),
+        "until": iso(minutes + 6 * 60_000),
     }
-    await _answer(client, params)
+    await answer(client, params)
     third = minutes // 1000 + 120
     kept = (
         await counters.minute_partials(
@@ -137,12 +137,12 @@ async def test_a_minute_written_since_is_read_again(
         robot_id="r1",
         partials={third: MinutePartial(kept.readings, kept.samples, 1e9, 0.0, 1e9)},
     )
-    assert (1e9) in [v for _, v, _ in await _answer(client, params)]
+    assert (1e9) in [v for _, v, _ in await answer(client, params)]
 
-    await _post_battery(client, "r1", third * 1000 + 1_234, 1)
-    answer = await _answer(client, params)
-    assert _same(answer, await _rows_answer(clean_db, params)), answer
-    assert 1e9 not in [v for _, v, _ in answer]
+    await post_battery(client, "r1", third * 1000 + 1_234, 1)
+    again = await answer(client, params)
+    assert same_answer(again, await rows_answer(clean_db, params)), again
+    assert 1e9 not in [v for _, v, _ in again]
 
 
 async def test_buckets_of_seconds_read_the_rows(
@@ -152,8 +152,8 @@ async def test_buckets_of_seconds_read_the_rows(
         "sensor_type": "battery",
         "field": "level",
         "bucket": "30s",
-        "since": _iso(minutes),
-        "until": _iso(minutes + 6 * 60_000),
+        "since": iso(minutes),
+        "until": iso(minutes + 6 * 60_000),
     }
     response = await client.get("/api/sensors/aggregate", params=params)
     assert response.status_code == 200, response.text

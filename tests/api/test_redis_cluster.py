@@ -1,5 +1,6 @@
 """The API on a 3-master Redis Cluster: stats equal the table, robots carry their live fields
-and latest readings (the counters' reads merged over the shards)."""
+and latest readings, bucket aggregates keep minutes (the counters' reads merged over the
+shards)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from api.keys import Scope
 from api.settings import ApiSettings
 from harness.services import RedisCluster
 from ingest.counters import Counters, open_redis
-from tests.api.conftest import ROBOTS
+from tests.api.conftest import ROBOTS, now_ms
+from tests.api.test_aggregates import answer, iso, post_battery, rows_answer, same_answer
 from tests.api.test_stats import ingest_spread, table_counts
 from tests.conftest import CLUSTER_SHARDS
 
@@ -81,3 +83,41 @@ async def test_stats_and_robots_on_a_redis_cluster(
     doc = robot.json()
     assert not doc["live_unavailable"]
     assert datetime.fromisoformat(doc["latest"]["imu"]["ts"]) == newest["ts"]
+
+
+async def test_bucket_aggregates_keep_minutes_on_a_redis_cluster(
+    cluster_client: httpx.AsyncClient,
+    clean_db: asyncpg.Pool[Any],
+    redis_cluster: RedisCluster,
+    redis_prefix: str,
+) -> None:
+    """The minutes' counts are read from every shard and summed; the kept partials live in a
+    key of their own slot. Both answers (minutes read, then kept) are the rows'."""
+    first = now_ms() // 60_000 * 60_000 - 6 * 60_000
+    for i in range(36):
+        await post_battery(cluster_client, "r1", first + i * 10_000, i)
+    for robot_id in ("r1", None):
+        params = {
+            "field": "level",
+            "fn": "avg",
+            "bucket": "1m",
+            "since": iso(first + 7_000),
+            "until": iso(first + 6 * 60_000),
+        }
+        if robot_id:
+            params["robot_id"] = robot_id
+        expected = await rows_answer(clean_db, params)
+        assert len(expected) == 6
+        assert same_answer(await answer(cluster_client, params), expected)
+        assert same_answer(await answer(cluster_client, params), expected)
+    minute = first // 1000 + 60
+    async with open_redis(redis_cluster.url, cluster=True) as redis:
+        counters = Counters(
+            redis=redis, prefix=f"{redis_prefix}api-cluster:", shards=CLUSTER_SHARDS
+        )
+        for robot_id in ("r1", None):
+            kept = await counters.minute_partials(
+                sensor_type="battery", path=["level"], robot_id=robot_id, minutes=[minute]
+            )
+            partial = kept[minute]
+            assert partial is not None and partial.readings == 6, kept
