@@ -63,6 +63,9 @@ SCRIPTS = {"mix": "mix.lua", "older": "older.lua", "ingest100": "ingest100.lua"}
 READINGS_PER_REQUEST = {"ingest100": 100}
 ROBOTS = {"mix": 10, "older": 10, "ingest100": 200}  # robots each shape sends for
 REGISTERED = max(ROBOTS.values())
+# The mix's types, so that the planner's statistics see each of them (with IMU alone, a read by
+# type sorted every GPS row).
+HISTORY_TYPES = ("imu", "gps", "lidar")
 
 
 def uptime() -> str:
@@ -216,11 +219,11 @@ async def _empty(dsn: str, counters: Counters) -> None:
 
 async def _history(dsn: str, counters: Counters, shape: str, hz: float) -> None:
     """The hour before now: `hz` readings per second of each robot the shape sends for and of
-    each type the mix sends (IMU, GPS, LiDAR), the robots interleaved in time as a fleet's
-    readings arrive; then the counters are rebuilt
-    from the tables, as if those readings had come through the bridge."""
+    each type the mix sends (HISTORY_TYPES), the robots interleaved in time as a fleet's
+    readings arrive; then the counters are rebuilt from the tables, as if those readings had
+    come through the bridge."""
     robots = [str(r) for r in range(1, ROBOTS[shape] + 1)]
-    total = int(hz * 3600 * len(robots) * 3)
+    total = int(hz * 3600 * len(robots) * len(HISTORY_TYPES))
     conn = await asyncpg.connect(dsn)
     try:
         await fill_readings(
@@ -230,8 +233,7 @@ async def _history(dsn: str, counters: Counters, shape: str, hz: float) -> None:
             last=total,
             start=datetime.now(UTC) - timedelta(hours=1),
             spacing=timedelta(hours=1) / total,
-            # The mix's types: the planner's statistics then see each of them.
-            sensor_types=("imu", "gps", "lidar"),
+            sensor_types=HISTORY_TYPES,
         )
     finally:
         await conn.close()
