@@ -543,7 +543,7 @@ class Counters:
     def _run_id_keys(self) -> list[str]:
         return [f"{s}meta:run_id" for s in self._shard_prefixes]
 
-    async def _read_shards(self, ops: Sequence[Sequence[list[str | int]]]) -> list[list[Any]]:
+    async def _read_shards(self, ops: Sequence[Sequence[Sequence[str | int]]]) -> list[list[Any]]:
         """Runs each shard's read commands (ops[shard]) in one script on its node, the shards
         at once; raw replies (a hash is a flat field, value list)."""
         return list(
@@ -876,7 +876,7 @@ class Counters:
         (BENCHMARKS.md, "Live view")."""
         if not robot_ids and not seq_keys:
             return [], {}
-        ops: list[list[list[str | int]]] = []
+        ops = []
         for shard in range(self.shards):
             shard_ops: list[list[str | int]] = [
                 ["HGETALL", keys[shard]] for keys in map(self._latest_keys, robot_ids)
@@ -913,24 +913,41 @@ class Counters:
         """For each minute the counters hold (absent: expired, or never written), the kept
         partial of the field while it still describes the minute's readings: the counters'
         count of them (of the robot or of every robot) is the one it was made from. None: none
-        kept, or the minute written since. One round trip."""
+        kept, or the minute written since. The round trips at once."""
         if not minutes:
             return {}
         kind, name = ("rs", f"{robot_id}/{sensor_type}") if robot_id else ("t", sensor_type)
+        by_hour: dict[str, list[int]] = {}
+        for minute in minutes:
+            by_hour.setdefault(self._partials_key(sensor_type, path, robot_id, minute), []).append(
+                minute
+            )
+        # The counts by a script per shard, the partials by one HMGET per hour: a pipeline of
+        # three commands per minute cost redis-py ~2.5 ms of CPU for an hour (BENCHMARKS.md,
+        # "Issue 15, round 10").
+        keys = [self.minute_keys(m, kind) for m in minutes]  # [minute][shard]
+        ops = [
+            [op for k in keys for op in (["HGET", k[shard], name], ["EXISTS", k[shard]])]
+            for shard in range(self.shards)
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hget(self._partials_key(sensor_type, path, robot_id, minute), str(minute))
-                for key in self.minute_keys(minute, kind):
-                    pipe.hget(key, name)
-                    pipe.exists(key)
-            replies = await pipe.execute()
-        step = 1 + 2 * self.shards
+            for key, ms in by_hour.items():
+                pipe.hmget(key, [str(m) for m in ms])
+            counts, kept = await asyncio.gather(self._read_shards(ops), pipe.execute())
+        raw_partials = dict(
+            zip(
+                (m for ms in by_hour.values() for m in ms),
+                (v for vs in kept for v in vs),
+                strict=True,
+            )
+        )
         out: dict[int, MinutePartial | None] = {}
         for i, minute in enumerate(minutes):
-            raw, *counts = replies[i * step : (i + 1) * step]
-            if not any(counts[1::2]):
+            shard_counts = [reply[2 * i] for reply in counts]
+            if not any(reply[2 * i + 1] for reply in counts):
                 continue
-            readings = sum(int(v or 0) for v in counts[0::2])
+            readings = sum(int(v or 0) for v in shard_counts)
+            raw = raw_partials[minute]
             partial = None if raw is None else MinutePartial(*orjson.loads(raw))
             out[minute] = partial if partial and partial.readings == readings else None
         return out

@@ -1,13 +1,15 @@
-"""The cost of the counters' two hot operations: applying a journal entry (one bridge batch)
-and the stats read (`Counters.window` over an hour, as GET /api/stats does), on one Redis
-server or a Redis Cluster, with any shard count.
+"""The cost of the counters' hot operations: applying a journal entry (one bridge batch), the
+stats read (`Counters.window` over an hour, as GET /api/stats does), the latest readings, and
+the kept minutes of a bucket aggregate (`Counters.minute_partials` over an hour, as
+GET /api/sensors/aggregate does), on one Redis server or a Redis Cluster, with any shard count.
 
     .venv/bin/python -m loadtest.counter_ops --url redis://127.0.0.1:21500/0 --seconds 10
     .venv/bin/python -m loadtest.counter_ops --url redis://127.0.0.1:21510/0 --cluster --shards 3
 
-Sequential, one client: latency per call and calls per second. Written against the Counters
-API that predates sharding too (`--shards 1` passes no shard count), so the same script run
-with PYTHONPATH pointing at an older checkout measures "before". Uses a prefix of its own and
+Sequential, one client: latency per call, calls per second and this client's CPU per call.
+Written against the Counters API that predates sharding too (`--shards 1` passes no shard
+count), so the same script run with PYTHONPATH pointing at an older checkout measures "before"
+(back to 058818d, which added the kept minutes). Uses a prefix of its own and
 deletes it at the end.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
+from db.sensor_aggregates import MinutePartial
 from ingest.counters import Counters
 from ingest.journal_entry import JournalEntry, LastSeen, LatestReading, MinuteCount
 
@@ -49,16 +52,19 @@ async def timed(seconds: float, call: Callable[[int], Awaitable[Any]]) -> dict[s
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     i = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         await call(i)
         latencies.append(time.perf_counter() - t0)
         i += 1
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "calls_per_s": round(len(latencies) / elapsed, 1),
+        # This client's CPU (redis-py's encoding and parsing): what an API worker pays per call.
+        "client_cpu_ms": round(cpu * 1000 / max(len(latencies), 1), 3),
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 3),
         "calls": len(latencies),
@@ -93,6 +99,18 @@ async def main() -> None:
         stats = await timed(args.seconds, lambda i: counters.window(minutes, top=10))
         robots = [f"bench-{r}" for r in range(10)]
         latest = await timed(args.seconds, lambda i: counters.latest(robots))
+        await counters.store_minute_partials(
+            sensor_type="imu",
+            path=("ax",),
+            robot_id="bench-1",
+            partials={m: MinutePartial(1, 1, 0.1, 0.1, 0.1) for m in minutes},
+        )
+        kept = await timed(
+            args.seconds,
+            lambda i: counters.minute_partials(
+                sensor_type="imu", path=("ax",), robot_id="bench-1", minutes=minutes
+            ),
+        )
     finally:
         await counters.clear()
         await client.aclose()
@@ -103,13 +121,15 @@ async def main() -> None:
         "apply (500 readings, 10 robots)": apply,
         "stats read (window 60 min, top 10)": stats,
         "latest (10 robots)": latest,
+        "kept minutes (60, one robot)": kept,
     }
     print(json.dumps(result))
     for name, figures in result.items():
         if isinstance(figures, dict):
             print(
                 f"{args.label:>10} {name:<36} {figures['calls_per_s']:>9,.0f}/s  "
-                f"p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms"
+                f"p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  client CPU "
+                f"{figures['client_cpu_ms']:.3f} ms/call"
             )
 
 
