@@ -108,7 +108,7 @@ def _broker(pid: int) -> dict[str, float]:
     return {"rss_mib": rss_bytes(pid) / _MIB, "fds": open_fds(pid)}
 
 
-def _provisioned_broker(
+def provisioned_broker(
     fleet: SimulationConfig, *, workdir: Path, port: int
 ) -> tuple[Mosquitto, float]:
     """A broker (not started) with the fleet's identities and the bridge's; the seconds that
@@ -136,7 +136,7 @@ async def run_size(
     """One fleet size: provision, start, storm, ingest, count. `ports`: broker, bridge metrics."""
     secret = new_password()
     fleet = fleet_config(robots=robots, prefix=args.prefix, secret=secret, partition=Partition())
-    broker, provision_s = _provisioned_broker(fleet, workdir=workdir, port=ports[0])
+    broker, provision_s = provisioned_broker(fleet, workdir=workdir, port=ports[0])
     conn = await asyncpg.connect(dsn)
     await empty_readings(conn)
     await counters.clear()
@@ -254,7 +254,7 @@ async def _ingest(
     }
 
 
-def _raise_open_files(needed: int) -> tuple[int, int]:
+def raise_open_files(needed: int) -> tuple[int, int]:
     """Up to `needed` open files for this process and the ones it starts, within the hard
     limit (raising that needs privileges a container may not have); returns the limits now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -360,7 +360,7 @@ def _plot(path: Path, data: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace, servers: BenchSettings) -> None:
-    limits = _raise_open_files(max(args.robots) + 1024)
+    limits = raise_open_files(max(args.robots) + 1024)
     if 0 < args.duration < sustained.MIN_SECONDS:
         print(
             f"note: {args.duration:.0f} s < {sustained.MIN_SECONDS:.0f} s: a smoke run, no verdict"

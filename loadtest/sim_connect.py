@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from edge_simulator.identities import identities
 from harness.procfs import tcp_ext_counters, time_wait_sockets
 from harness.services import Mosquitto
 from loadtest import baseline, report
+from loadtest.fleet_scale import raise_open_files
 from loadtest.wire_publisher import fleet_config
 from mqtt_auth.passwords import new_password
 
@@ -153,10 +153,7 @@ def _restart(procs: list[subprocess.Popen[str]], broker: Mosquitto) -> dict[str,
 
 
 def main_parent(args: argparse.Namespace) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = max(args.robots) * 2 + 1000
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    raise_open_files(max(args.robots) * 2 + 1000)
     data: dict[str, Any] = report.header("sim-connect", args)
     runs: list[dict[str, Any]] = []
     with ExitStack() as stack:
