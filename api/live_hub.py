@@ -7,6 +7,12 @@ client is told how many it missed (`dropped`). So a slow or rate-limited client 
 newest state, never a backlog, and its memory is bounded by the number of robots and by
 `LIVE_CLIENT_MAX_BYTES`; the worker's by `LIVE_MAX_CLIENTS`. Alerts are events, not state:
 they queue (bounded) and are sent first.
+
+The worker takes only what its clients watch (`LiveHub.interest`): the fleet roll-up and the
+alerts always, and the summaries of the robots its clients watch, or every robot's once a client
+watches them all (or they watch more than MAX_ROBOT_TOPICS). A worker nobody watches through
+costs next to nothing at 10,000 robots (BENCHMARKS.md, "Issue 15, round 10"); a newly watched
+robot's summary comes with the subscription, as the broker retains it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import heapq
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -25,6 +32,7 @@ from api.http_errors import LiveStreamFullError
 from telemetry.live import (
     FLEET_ALERTS_TOPIC,
     FLEET_SUMMARY_TOPIC,
+    ROBOT_SUMMARIES_FILTER,
     FleetSummary,
     RobotSummary,
     decode_alert,
@@ -42,6 +50,10 @@ _FLEET = ""
 # Alerts are rare (raised and cleared per robot and rule); more than this waiting means the
 # client is not reading at all, and the oldest go (counted as missed).
 _MAX_ALERTS = 256
+# Past this many robots watched, one wildcard subscription instead of a topic each.
+MAX_ROBOT_TOPICS = 2000
+# Always taken: the roll-up (retained, for a new client at once) and the alerts (events).
+_ALWAYS = (FLEET_SUMMARY_TOPIC, FLEET_ALERTS_TOPIC)
 
 SUMMARY = "summary"
 FLEET = "fleet"
@@ -189,6 +201,9 @@ class LiveHub:
         # The newest summary per robot; kept as it came (bytes) while nobody watches the robot,
         # decoded when someone does: most of a large fleet is watched by nobody at a time.
         self._robots: dict[str, RobotSummary | bytes] = {}
+        # Whether the worker takes every robot's summary (interest()).
+        self._all_robots = False
+        self._interest_changed: Callable[[], None] = _nothing
         self._fleet: str | None = None
         self.connected = False
         self.connects = 0
@@ -201,6 +216,25 @@ class LiveHub:
     def subscribed(self) -> None:
         self.connected = True
         self.connects += 1
+
+    def interest(self) -> frozenset[str]:
+        """The topic filters this worker needs now (module docstring)."""
+        if self._all_robots:
+            return frozenset((*_ALWAYS, ROBOT_SUMMARIES_FILTER))
+        return frozenset((*_ALWAYS, *map(robot_summary_topic, self._by_robot)))
+
+    def on_interest_changed(self, callback: Callable[[], None]) -> None:
+        """`callback` runs (on the loop) whenever interest() changes: the subscriber follows."""
+        self._interest_changed = callback
+
+    def _watchers_changed(self) -> None:
+        all_robots = bool(self._everything) or len(self._by_robot) > MAX_ROBOT_TOPICS
+        if not all_robots:
+            # No longer taken, so no longer kept: a summary of one would go stale.
+            for robot_id in [r for r in self._robots if r not in self._by_robot]:
+                del self._robots[robot_id]
+        self._all_robots = all_robots
+        self._interest_changed()
 
     def unsubscribed(self) -> None:
         self.connected = False
@@ -227,22 +261,37 @@ class LiveHub:
                 client.offer(robot_id, LiveEvent(SUMMARY, _summary_data(summary, live_filter)))
         self._clients.add(client)
         if live_filter.robots is None:
+            changed = not self._everything
             self._everything.add(client)
         else:
+            changed = False
             for robot_id in live_filter.robots:
-                self._by_robot.setdefault(robot_id, set()).add(client)
+                watchers = self._by_robot.get(robot_id)
+                if watchers is None:
+                    watchers = self._by_robot[robot_id] = set()
+                    changed = True
+                watchers.add(client)
+        if changed:
+            self._watchers_changed()
         return client
 
     def close_client(self, client: LiveClient) -> None:
         client.close()
+        if client not in self._clients:
+            return
         self._clients.discard(client)
+        changed = client in self._everything
         self._everything.discard(client)
+        changed = changed and not self._everything
         for robot_id in client.filter.robots or ():
             watchers = self._by_robot.get(robot_id)
             if watchers is not None:
                 watchers.discard(client)
                 if not watchers:
                     del self._by_robot[robot_id]
+                    changed = True
+        if changed:
+            self._watchers_changed()
 
     def close(self) -> None:
         for client in self._clients:
@@ -299,7 +348,10 @@ class LiveHub:
     def _on_robot(self, robot_id: str, payload: bytes, superseded: int) -> None:
         watchers = self._by_robot.get(robot_id)
         if not watchers and not self._everything:
-            self._robots[robot_id] = payload
+            # Taken by the wildcard, it is kept as it came (decoded when someone watches it);
+            # else it came for a subscription just dropped, and would go stale if kept.
+            if self._all_robots:
+                self._robots[robot_id] = payload
             return
         summary = decode_robot_summary(payload)
         self._robots[robot_id] = summary
@@ -313,6 +365,10 @@ class LiveHub:
                     event = LiveEvent(SUMMARY, _summary_data(summary, live_filter))
                     encoded[live_filter.sensor_types] = event
                 client.offer(robot_id, event, missed=superseded)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _summary_data(summary: RobotSummary, live_filter: LiveFilter) -> str:

@@ -13,8 +13,9 @@ superseded before the loop took it is counted, and every client watching that ro
 (its `dropped` events), so each summary published is either delivered or counted as missed.
 Alerts are events, not state: they queue (bounded) instead.
 
-A clean session: while the API is away the broker keeps nothing for it (the retained
-summaries give it the whole fleet again when it resubscribes, in `on_connect`).
+It subscribes to what the hub's clients watch (`LiveHub.interest`), following as they come
+and go. A clean session: while the API is away the broker keeps nothing for it (the retained
+summaries give it the watched robots' state again when it resubscribes, in `on_connect`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from api.settings import ApiSettings
 from mqtt_auth.identities import Identity, Role
 from mqtt_auth.passwords import hash_password, new_password
 from mqtt_auth.store import IdentityStore
-from telemetry.live import FLEET_ALERTS_TOPIC, FLEET_FILTER
+from telemetry.live import FLEET_ALERTS_TOPIC
 from telemetry.mqtt import SessionCallbacks
 from telemetry.mqtt_reader import ReadAheadClient
 
@@ -135,6 +136,12 @@ class LiveSubscriber(SessionCallbacks):
         # The summaries (QoS 0); paho takes the alerts (QoS 1) and acknowledges them.
         self._client.deliver_fields(self._on_fields, max_qos=0)
         self._was_connected = False
+        # The topic filters the hub needs, and those asked of the broker on this connection.
+        # The lock orders the loop's changes with paho's thread subscribing on a connect.
+        self._topics_lock = threading.Lock()
+        self._wanted = hub.interest()
+        self._asked: frozenset[str] = frozenset()
+        hub.on_interest_changed(self._follow_interest)
         super().__init__(
             self._client,
             address=f"mqtt://{credentials.username}@{credentials.host}:{credentials.port}",
@@ -171,6 +178,23 @@ class LiveSubscriber(SessionCallbacks):
                 if i % _DISPATCH_CHUNK == _DISPATCH_CHUNK - 1:
                     await asyncio.sleep(0)
 
+    def _follow_interest(self) -> None:
+        """The loop: subscribes to the topics the hub now needs and unsubscribes from those it
+        no longer does. While disconnected, the next connect asks for the whole set. paho's
+        calls are thread-safe; they are made outside the lock, as paho's thread may hold its
+        own locks while it waits for this one in `_accepted`."""
+        wanted = self._hub.interest()
+        with self._topics_lock:
+            self._wanted = wanted
+            if not self._client.is_connected():
+                return
+            gone, new = sorted(self._asked - wanted), sorted(wanted - self._asked)
+            self._asked = wanted
+        if gone:
+            self._client.unsubscribe(gone)
+        if new:
+            self._client.subscribe([(topic, 1) for topic in new])
+
     # paho's thread from here on; the hub is touched only on the loop.
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -182,11 +206,13 @@ class LiveSubscriber(SessionCallbacks):
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _accepted(self, client: paho.Client, flags: paho.ConnectFlags) -> None:
-        client.subscribe(FLEET_FILTER, qos=1)
+        with self._topics_lock:
+            self._asked = topics = self._wanted
+        client.subscribe([(topic, 1) for topic in sorted(topics)])
         LIVE_CONNECTS.inc()
         self._was_connected = True
         self._loop.call_soon_threadsafe(self._hub.subscribed)
-        log.info("live: subscribed", extra={"filter": FLEET_FILTER})
+        log.info("live: subscribed", extra={"filters": len(topics)})
 
     def _refused(self, reason: ReasonCode) -> None:
         self._lost(f"refused: {reason}")

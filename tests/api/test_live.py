@@ -325,6 +325,28 @@ async def test_a_new_client_gets_the_current_state_at_once(api: LiveApi) -> None
     assert [d["at"] for d in late.of("fleet")] == [5]
 
 
+def received() -> float:
+    return REGISTRY.get_sample_value("robosense_api_live_received_total") or 0.0
+
+
+async def test_the_worker_takes_only_the_robots_its_clients_watch(api: LiveApi) -> None:
+    """The subscription follows the clients: r2's summaries never reach a worker whose only
+    client watches r1; a client that comes for r2 gets r2's state with the subscription."""
+    async with writer(api.mosquitto) as out:
+        async with api.stream(robot_id="r1") as r1:
+            before = received()
+            for at in range(1, 21):
+                await publish(out, summary("r2", at))
+            # Published last: once the client has it, r2's would have come before it.
+            await publish(out, summary("r1", 1))
+            await eventually(lambda: r1.has(lambda s: bool(s.summaries("r1"))), True, timeout=30)
+            assert received() - before == 1
+        async with api.stream(robot_id="r2") as r2:
+            await eventually(lambda: r2.has(lambda s: bool(s.summaries("r2"))), True, timeout=30)
+    assert [d["at"] for d in r2.summaries("r2")] == [20]
+    assert r1.summaries("r2") == []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_a_slow_client_gets_the_newest_summaries_and_how_many_it_missed(
@@ -519,7 +541,7 @@ async def test_summaries_that_arrive_while_the_loop_is_busy_are_superseded_and_t
         mosquitto.add(Identity(WRITER, Role.LIVE, None))
 
     def publish_while_the_loop_is_blocked() -> None:
-        received0 = REGISTRY.get_sample_value("robosense_api_live_received_total") or 0.0
+        received0 = received()
         out = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
         out.username_pw_set(WRITER, mosquitto.passwords[WRITER])
         out.connect("127.0.0.1", mosquitto.port)
@@ -536,9 +558,7 @@ async def test_summaries_that_arrive_while_the_loop_is_busy_are_superseded_and_t
             out.loop_stop()
         # paho's thread receives them all while this loop does nothing.
         deadline = time.monotonic() + 30
-        while (
-            REGISTRY.get_sample_value("robosense_api_live_received_total") or 0.0
-        ) - received0 < published:
+        while received() - received0 < published:
             if time.monotonic() > deadline:
                 raise TimeoutError("the subscriber did not receive every summary")
             time.sleep(0.01)

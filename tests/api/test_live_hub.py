@@ -8,10 +8,20 @@ from typing import Any
 
 import pytest
 
+from api import live_hub
 from api.http_errors import LiveStreamFullError
 from api.live_hub import DROPPED, SUMMARY, LiveClient, LiveFilter, LiveHub
 from api.live_mqtt import LatestInbox
-from telemetry.live import RobotState, RobotSummary, SensorLatest, encode, robot_summary_topic
+from telemetry.live import (
+    FLEET_ALERTS_TOPIC,
+    FLEET_SUMMARY_TOPIC,
+    ROBOT_SUMMARIES_FILTER,
+    RobotState,
+    RobotSummary,
+    SensorLatest,
+    encode,
+    robot_summary_topic,
+)
 
 EVERYTHING = LiveFilter(robots=None, sensor_types=None, min_interval_s=0.0)
 
@@ -61,19 +71,74 @@ async def test_undecodable_messages_are_skipped_and_counted() -> None:
     assert event is not None and json.loads(event.data)["at"] == 1
 
 
-async def test_summaries_nobody_watches_are_decoded_when_someone_does() -> None:
-    """The newest summary of each robot is kept while nobody watches it and decoded for the
-    first client that does (its current state); one that does not decode is found and
-    counted then, and skipped as on arrival."""
+def robots(*ids: str) -> LiveFilter:
+    return LiveFilter(robots=frozenset(ids), sensor_types=None, min_interval_s=0)
+
+
+def test_the_worker_takes_what_its_clients_watch() -> None:
+    hub = LiveHub(max_clients=10, client_max_bytes=4096, retry_after_s=1)
+    changes = []
+    hub.on_interest_changed(lambda: changes.append(hub.interest()))
+    always = {FLEET_SUMMARY_TOPIC, FLEET_ALERTS_TOPIC}
+    assert hub.interest() == always
+    r1_r2 = hub.open_client(robots("r1", "r2"))
+    r2 = hub.open_client(robots("r2"))
+    assert hub.interest() == always | {robot_summary_topic("r1"), robot_summary_topic("r2")}
+    everything = hub.open_client(EVERYTHING)
+    assert hub.interest() == always | {ROBOT_SUMMARIES_FILTER}
+    hub.close_client(everything)
+    hub.close_client(r1_r2)
+    assert hub.interest() == always | {robot_summary_topic("r2")}
+    hub.close_client(r2)
+    hub.close_client(r2)  # twice: nothing changes
+    assert hub.interest() == always
+    # Told once per change, not per client: r2 watched by a second client changed nothing.
+    assert len(changes) == 5
+
+
+def test_past_the_topic_limit_one_wildcard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_hub, "MAX_ROBOT_TOPICS", 2)
+    hub = LiveHub(max_clients=10, client_max_bytes=4096, retry_after_s=1)
+    hub.open_client(robots("r1", "r2"))
+    assert ROBOT_SUMMARIES_FILTER not in hub.interest()
+    three = hub.open_client(robots("r3"))
+    assert ROBOT_SUMMARIES_FILTER in hub.interest()
+    hub.close_client(three)
+    assert ROBOT_SUMMARIES_FILTER not in hub.interest()
+
+
+async def test_a_robot_no_longer_watched_is_forgotten() -> None:
+    """Its summaries stop coming when the worker unsubscribes: kept, it would go stale and be
+    a later client's first state. One that still arrives (sent before the unsubscribe) is not
+    kept either; the next watcher gets the state with its subscription."""
     hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    first = hub.open_client(robots("r1"))
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 1))
+    hub.close_client(first)
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 2))
+    later = hub.open_client(robots("r1"))
+    assert await later.next_event(within_s=0) is None
+    hub.dispatch(robot_summary_topic("r1"), summary("r1", 3))
+    event = await later.next_event(within_s=0)
+    assert event is not None and json.loads(event.data)["at"] == 3
+
+
+async def test_summaries_nobody_watches_are_decoded_when_someone_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the worker takes every robot's summaries (past the topic limit), the newest of each
+    robot is kept while nobody watches it and decoded for the first client that does (its
+    current state); one that does not decode is found and counted then, and skipped as on
+    arrival."""
+    monkeypatch.setattr(live_hub, "MAX_ROBOT_TOPICS", 1)
+    hub = LiveHub(max_clients=10, client_max_bytes=1 << 20, retry_after_s=1)
+    hub.open_client(robots("w1", "w2"))
     hub.dispatch(robot_summary_topic("r1"), summary("r1", 1))
     hub.dispatch(robot_summary_topic("r1"), summary("r1", 2))
     hub.dispatch(robot_summary_topic("r2"), b"not json")
     hub.dispatch(robot_summary_topic("r3"), summary("r3", 1))
     assert hub.undecodable == 0  # nothing was decoded yet
-    r1_and_r2 = hub.open_client(
-        LiveFilter(robots=frozenset({"r1", "r2"}), sensor_types=None, min_interval_s=0)
-    )
+    r1_and_r2 = hub.open_client(robots("r1", "r2"))
     assert hub.undecodable == 1
     first = await r1_and_r2.next_event(within_s=0)
     assert first is not None and json.loads(first.data) == json.loads(summary("r1", 2))
