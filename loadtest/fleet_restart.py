@@ -1,6 +1,6 @@
 """Readings across broker restarts under the whole fleet: is every reading stored, once?
 
-    python -m loadtest.fleet_restart --robots 10000 --duration 120 --restarts 40 80 --repeat 3
+    python -m loadtest.fleet_restart --robots 10000 --duration 90 --restarts 30 60 --repeat 3
     python -m loadtest.fleet_restart --robots 200 --duration 20 --restarts 8    # a smoke run
 
 Per run, everything fresh: N robot identities (as the simulator's --provision-mqtt makes them:
@@ -45,14 +45,18 @@ import asyncpg
 import uvloop
 
 from edge_simulator.config import Partition
-from harness.bridge import BridgeProcess
 from harness.services import ROOT, Mosquitto
 from harness.settings import BenchSettings
 from ingest.counters import Counters
 from loadtest import report
 from loadtest.accounting import RunWatch
-from loadtest.fleet_scale import BRIDGE, provisioned_broker, raise_open_files
-from loadtest.scratch import empty_readings, register_robots, scratch_counters, scratch_database
+from loadtest.fleet_scale import (
+    fleet_bridge,
+    only_this_fleet,
+    provisioned_broker,
+    raise_open_files,
+)
+from loadtest.scratch import scratch_counters, scratch_database
 from loadtest.sustained import Series
 from loadtest.wire_publisher import fleet_config
 from mqtt_auth.passwords import new_password
@@ -245,21 +249,18 @@ async def run_once(
     secret_file = workdir / "fleet.secret"
     secret_file.write_text(secret)
     conn = await asyncpg.connect(dsn)
-    await empty_readings(conn)
-    await counters.clear()
-    await register_robots(conn, fleet.fleet_ids())
+    await only_this_fleet(conn, counters, fleet)
     since = time.time() - 1.0  # the simulator stamps readings from when it starts publishing
-    bridge = BridgeProcess(
-        database_url=dsn,
+    bridge = fleet_bridge(
+        broker,
+        dsn=dsn,
         redis_url=redis_url,
-        redis_prefix=counters.prefix,
-        mqtt_url=broker.url_for(BRIDGE),
+        counters=counters,
         log_path=workdir / "bridge.log",
-        client_id=BRIDGE,
+        metrics_port=ports[1],
         # One bridge subscribes plainly, as deployed (README, "What a broker restart loses"):
         # Mosquitto 2.0 does not keep a shared subscription over a restart.
-        share_group=broker.share_group if args.shared else "",
-        metrics_port=str(ports[1]),
+        shared=args.shared,
     )
     watch = RunWatch(dsn=dsn, bridges=[bridge], since=since)
     sims: list[tuple[asyncio.subprocess.Process, Path, Path]] = []
@@ -453,14 +454,14 @@ def main() -> None:
     p.add_argument("--robots", type=int, default=10_000)
     p.add_argument("--partitions", type=int, default=4, help="simulator processes")
     p.add_argument("--sensors", default="imu", help="the simulator's --sensors")
-    p.add_argument("--rate", default="imu=2", help="the simulator's --rate (Hz per robot)")
+    p.add_argument("--rate", default="imu=1", help="the simulator's --rate (Hz per robot)")
     p.add_argument("--batch", default="imu=4", help="the simulator's --batch (per message)")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds the fleet publishes")
+    p.add_argument("--duration", type=float, default=90.0, help="seconds the fleet publishes")
     p.add_argument(
         "--restarts",
         type=float,
         nargs="*",
-        default=[40.0, 80.0],
+        default=[30.0, 60.0],
         help="seconds after the whole fleet publishes at which the broker restarts",
     )
     p.add_argument(

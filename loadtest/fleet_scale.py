@@ -123,6 +123,41 @@ def provisioned_broker(
     return broker, provision_s
 
 
+async def only_this_fleet(
+    conn: asyncpg.Connection, counters: Counters, fleet: SimulationConfig
+) -> None:
+    """No readings, no counters, and the fleet's robots registered: a run counts only its own.
+    (Runs of ascending sizes share one id scheme, so the registry may hold smaller fleets'
+    robots too: they are the first of this one's.)"""
+    await empty_readings(conn)
+    await counters.clear()
+    await register_robots(conn, fleet.fleet_ids())
+
+
+def fleet_bridge(
+    broker: Mosquitto,
+    *,
+    dsn: str,
+    redis_url: str,
+    counters: Counters,
+    log_path: Path,
+    metrics_port: int,
+    shared: bool = True,
+) -> BridgeProcess:
+    """A fleet run's one bridge, as BRIDGE on `broker`; `shared`: in the broker's share
+    group, else a plain subscription."""
+    return BridgeProcess(
+        database_url=dsn,
+        redis_url=redis_url,
+        redis_prefix=counters.prefix,
+        mqtt_url=broker.url_for(BRIDGE),
+        log_path=log_path,
+        client_id=BRIDGE,
+        share_group=broker.share_group if shared else "",
+        metrics_port=str(metrics_port),
+    )
+
+
 async def run_size(
     robots: int,
     *,
@@ -138,20 +173,15 @@ async def run_size(
     fleet = fleet_config(robots=robots, prefix=args.prefix, secret=secret, partition=Partition())
     broker, provision_s = provisioned_broker(fleet, workdir=workdir, port=ports[0])
     conn = await asyncpg.connect(dsn)
-    await empty_readings(conn)
-    await counters.clear()
-    # Ascending sizes of one id scheme: the robots table holds exactly this fleet.
-    await register_robots(conn, fleet.fleet_ids())
+    await only_this_fleet(conn, counters, fleet)
     since = time.time() - 1.0  # the publishers stamp readings with their send time
-    bridge = BridgeProcess(
-        database_url=dsn,
+    bridge = fleet_bridge(
+        broker,
+        dsn=dsn,
         redis_url=redis_url,
-        redis_prefix=counters.prefix,
-        mqtt_url=broker.url_for(BRIDGE),
+        counters=counters,
         log_path=workdir / f"bridge-{robots}.log",
-        client_id=BRIDGE,
-        share_group=broker.share_group,
-        metrics_port=str(ports[1]),
+        metrics_port=ports[1],
     )
     publishers = FleetPublishers(
         port=broker.port,
