@@ -198,8 +198,9 @@ class LiveHub:
         # robots each: 1 client in 40 wants a given summary).
         self._everything: set[LiveClient] = set()
         self._by_robot: dict[str, set[LiveClient]] = {}
-        # The newest summary per robot; kept as it came (bytes) while nobody watches the robot,
-        # decoded when someone does: most of a large fleet is watched by nobody at a time.
+        # The newest summary per robot taken. Under the wildcard, one nobody watches is kept as
+        # it came (bytes) and decoded when someone does: most of a large fleet is watched by
+        # nobody at a time.
         self._robots: dict[str, RobotSummary | bytes] = {}
         # Whether the worker takes every robot's summary (interest()).
         self._all_robots = False
