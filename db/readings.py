@@ -18,7 +18,13 @@ from db.journal import add_entry_statement
 from telemetry.payload import Reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MINUTE = timedelta(minutes=1)
+
+# A minute's readings are also counted in parts of this many seconds (a group's `slots`), so
+# that a bucket aggregate reads the open minute's last part, not the whole minute so far
+# (api/aggregates.py).
+SLOT_SECONDS = 10
+SLOTS_PER_MINUTE = 60 // SLOT_SECONDS
+_SLOT = timedelta(seconds=SLOT_SECONDS)
 
 _STAGING_COLUMNS = ("robot_id", "sensor_type", "ts", "received_at", "seq", "data")
 
@@ -61,11 +67,20 @@ _INSERT_ALL_NEW = add_entry_statement(
 )
 
 # One row per (robot, sensor type, minute of reading time): what the counters are made of.
-GROUP_BY_MINUTE = """
+GROUP_BY_MINUTE = (
+    """
 SELECT robot_id, sensor_type,
        (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
-       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max
+       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
+       ARRAY["""
+    + ", ".join(
+        f"count(*) FILTER (WHERE date_part('second', ts) >= {i * SLOT_SECONDS}"
+        f" AND date_part('second', ts) < {(i + 1) * SLOT_SECONDS})"
+        for i in range(SLOTS_PER_MINUTE)
+    )
+    + """]::int[] AS slots
 """
+)
 
 # The merge returns those rows for what it really inserted, so the counters never count a
 # duplicate, and then one row per unregistered robot (sensor_type NULL) whose readings it
@@ -87,7 +102,7 @@ WITH unknown AS (
     + GROUP_BY_MINUTE
     + """FROM inserted GROUP BY 1, 2, 3
 UNION ALL
-SELECT robot_id, NULL, NULL, NULL, NULL, NULL, NULL FROM unknown"""
+SELECT robot_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM unknown"""
 )
 
 
@@ -127,6 +142,7 @@ class InsertedGroup:
     seq_count: int
     seq_min: int | None
     seq_max: int | None
+    slots: tuple[int, ...]  # readings in each SLOT_SECONDS of the minute, the first first
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> InsertedGroup:
@@ -138,6 +154,7 @@ class InsertedGroup:
             r["seq_n"],
             r["seq_min"],
             r["seq_max"],
+            tuple(r["slots"]),
         )
 
 
@@ -235,8 +252,9 @@ def new_groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
     """What the merge's GROUP_BY_MINUTE returns when it inserted every reading.
 
     A message's readings come one after another, of one robot and sensor type and mostly of
-    one minute: the group found for a reading serves the next ones while they fall into the
-    same minute (two datetime comparisons instead of a timestamp, a key and a lookup)."""
+    one slot of a minute: the group found for a reading serves the next ones while they fall
+    into the same slot (two datetime comparisons instead of a timestamp, a key and a lookup).
+    Slots are then gathered into their minutes."""
     acc: dict[tuple[str, str, int], list[int]] = {}
     robot = sensor = ""
     lo = hi = _EPOCH
@@ -245,10 +263,10 @@ def new_groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
         ts = r.ts
         if r.robot_id != robot or r.sensor_type != sensor or not lo <= ts < hi:
             robot, sensor = r.robot_id, r.sensor_type
-            minute = math.floor(ts.timestamp()) // 60 * 60
-            lo = datetime.fromtimestamp(minute, UTC)
-            hi = lo + _MINUTE
-            key = (robot, sensor, minute)
+            slot = math.floor(ts.timestamp()) // SLOT_SECONDS * SLOT_SECONDS
+            lo = datetime.fromtimestamp(slot, UTC)
+            hi = lo + _SLOT
+            key = (robot, sensor, slot)
             found = acc.get(key)
             if found is None:
                 found = acc[key] = [0, 0, 0, 0]  # count, seq count, seq min, seq max
@@ -263,9 +281,32 @@ def new_groups(readings: Sequence[Reading]) -> list[InsertedGroup]:
             elif seq > g[3]:
                 g[3] = seq
             g[1] += 1
+    minutes: dict[tuple[str, str, int], list[int]] = {}
+    slots: dict[tuple[str, str, int], list[int]] = {}
+    for (robot, sensor, slot), (n, sn, lo_seq, hi_seq) in acc.items():
+        key = (robot, sensor, slot - slot % 60)
+        m = minutes.get(key)
+        if m is None:
+            m = minutes[key] = [0, 0, 0, 0]
+            slots[key] = [0] * SLOTS_PER_MINUTE
+        slots[key][slot % 60 // SLOT_SECONDS] = n
+        m[0] += n
+        if sn:
+            m[2] = lo_seq if not m[1] else min(m[2], lo_seq)
+            m[3] = hi_seq if not m[1] else max(m[3], hi_seq)
+            m[1] += sn
     return [
-        InsertedGroup(robot, sensor, minute, n, sn, lo_seq if sn else None, hi_seq if sn else None)
-        for (robot, sensor, minute), (n, sn, lo_seq, hi_seq) in acc.items()
+        InsertedGroup(
+            robot,
+            sensor,
+            minute,
+            n,
+            sn,
+            lo_seq if sn else None,
+            hi_seq if sn else None,
+            tuple(slots[robot, sensor, minute]),
+        )
+        for (robot, sensor, minute), (n, sn, lo_seq, hi_seq) in minutes.items()
     ]
 
 

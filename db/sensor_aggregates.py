@@ -6,7 +6,7 @@ chosen from a closed set, so no client text reaches the SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +14,7 @@ from enum import StrEnum
 import asyncpg
 
 from db.executor import Reader
+from db.readings import SLOT_SECONDS
 from db.sensor_reads import EARLIEST
 
 
@@ -48,16 +49,37 @@ _BUCKETS = {(fn, r): _bucket_sql(fn, r) for fn in AggregateFn for r in (False, T
 
 @dataclass(frozen=True, slots=True)
 class MinutePartial:
-    """What one minute of readings (one sensor type, of one robot or of every robot) gives
-    every aggregate function of a field: an hour's buckets add sixty of these up instead of
-    reading the hour's rows. `readings` counts rows (the live counters' figure), `samples`
-    those holding the field."""
+    """What one minute of readings, or one slot of a minute (one sensor type, of one robot or
+    of every robot), gives every aggregate function of a field: an hour's buckets add sixty of
+    these up instead of reading the hour's rows. `readings` counts rows (the live counters'
+    figure), `samples` those holding the field."""
 
     readings: int
     samples: int
     total: float | None
     least: float | None
     greatest: float | None
+
+    def __add__(self, other: MinutePartial) -> MinutePartial:
+        """The partial of both periods' readings together."""
+        return MinutePartial(
+            self.readings + other.readings,
+            self.samples + other.samples,
+            _either(self.total, other.total, lambda a, b: a + b),
+            _either(self.least, other.least, min),
+            _either(self.greatest, other.greatest, max),
+        )
+
+
+def _either(
+    a: float | None, b: float | None, both: Callable[[float, float], float]
+) -> float | None:
+    """As SQL's aggregates combine: NULL only where both are."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return both(a, b)
 
 
 # One index scan per range, each with its own bounds: bound as plain parameters (not unnested
@@ -66,20 +88,21 @@ class MinutePartial:
 def _partials_sql(ranges: int, by_robot: bool) -> str:
     robot = "AND robot_id = $3 " if by_robot else ""
     first = 4 if by_robot else 3
+    w = SLOT_SECONDS
     scans = "\n    UNION ALL\n".join(
-        f"""    SELECT (floor(extract(epoch FROM ts) / 60) * 60)::bigint AS minute,
+        f"""    SELECT (floor(extract(epoch FROM ts) / {w}) * {w})::bigint AS slot,
            (data #>> $1::text[])::float8 AS v
     FROM sensor_readings
     WHERE sensor_type = $2 {robot}AND ts >= ${first + 2 * i} AND ts < ${first + 2 * i + 1}"""
         for i in range(ranges)
     )
     return f"""
-SELECT minute, count(*) AS readings, count(v) AS samples,
+SELECT slot, count(*) AS readings, count(v) AS samples,
        sum(v) AS total, min(v) AS least, max(v) AS greatest
 FROM (
 {scans}
     OFFSET 0) AS s
-GROUP BY minute
+GROUP BY slot
 """
 
 
@@ -127,7 +150,7 @@ async def bucket_aggregate(
     return await db.fetch(_BUCKETS[fn, robot_id is not None], *args)
 
 
-async def minute_partials(
+async def slot_partials(
     db: Reader,
     *,
     sensor_type: str,
@@ -135,10 +158,10 @@ async def minute_partials(
     ranges: Sequence[tuple[datetime, datetime]],
     robot_id: str | None,
 ) -> dict[int, MinutePartial]:
-    """The partials of the minutes (epoch seconds) with readings in the `[lo, hi)` ranges
-    (sorted, not overlapping); a range cut inside a minute gives that minute's part in it.
-    Past MAX_RANGES, neighbouring ranges are merged, so the answer may hold minutes between
-    them as well."""
+    """The partials of the slots of minutes (epoch seconds of their start,
+    db.readings.SLOT_SECONDS long) with readings in the `[lo, hi)` ranges (sorted, not
+    overlapping); a range cut inside a slot gives that slot's part in it. Past MAX_RANGES,
+    neighbouring ranges are merged, so the answer may hold slots between them as well."""
     merged = list(ranges)
     while len(merged) > MAX_RANGES:
         gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
@@ -151,9 +174,7 @@ async def minute_partials(
         args += [lo, hi]
     rows = await db.fetch(_partials_sql(len(merged), robot_id is not None), *args)
     return {
-        r["minute"]: MinutePartial(
-            r["readings"], r["samples"], r["total"], r["least"], r["greatest"]
-        )
+        r["slot"]: MinutePartial(r["readings"], r["samples"], r["total"], r["least"], r["greatest"])
         for r in rows
     }
 

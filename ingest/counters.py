@@ -20,6 +20,10 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
                           or a ZUNION of its minutes)
   S m:{minute}:rs  hash   `{robot_id}/{sensor_type}` -> readings
   S m:{minute}:x   hash   reason -> rejected (minute of receipt)
+  S m:{minute}:q   hash   `{robot_id}/{sensor_type}/{i}` and `*/{sensor_type}/{i}` -> readings
+                          in the i-th slot (db.readings.SLOT_SECONDS) of the minute, of the
+                          robot or of every robot; only for recent minutes (SLOT_COUNTS_S);
+                          dropped when reconciliation corrects the minute
   S w:{len}:r      zset   robot_id -> readings over the `len` minutes from S w:{len}:from: the
                           rolling window of a top-N read (len in ROLLING_WINDOW_MINUTES), below
   S w:{len}:from   string its first minute; absent: the window is not kept (never read, or
@@ -48,7 +52,8 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
                           minutes of one hour (epoch seconds of its start); any slot; trusted
                           only while `readings` equals the minute's count above (`rs`, or `t`
                           for every robot), which any later write to the minute changes; kept
-                          only for minutes the counters hold, and expires as they do
+                          only for minutes the counters hold, and expires as they do; and
+                          `s{start}` -> the same of a slot, trusted by its count in `q`
 
 The per-robot top-N of a window (GET /api/stats) would be a ZUNION of the window's minute sets:
 O(minutes x robots) in Redis at every read (an hour of 10,000 robots: 600,000 entries, ~100 ms
@@ -79,6 +84,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
+from types import MappingProxyType
 from typing import Any, cast
 
 import orjson
@@ -86,6 +92,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
+from db.readings import SLOT_SECONDS
 from db.sensor_aggregates import MinutePartial
 
 # Redis is away (down, restarting, unreachable; in a cluster also a slot no reachable node
@@ -201,6 +208,21 @@ return redis.call('ZRANGE', sum, 0, -1, 'WITHSCORES')
 """
 
 
+# Slot counts (`m:{minute}:q`) are written only for minutes that started at most this long ago
+# by Redis's clock (not for minutes ahead of it): a bucket aggregate needs them only for the
+# minute still being written and the one or two before it, and at 10,000 robots each minute
+# holds 180,000 of them. A minute's key outlives the last write it can get (its TTL is
+# refreshed by every write, each at most SLOT_COUNTS_S after the minute's start), so a count
+# never starts again from nothing: a batch not counted in it leaves it below the rows for good.
+SLOT_COUNTS_S = 180
+_SLOT_COUNTS_TTL_S = SLOT_COUNTS_S + 60
+# Slot partials are trusted only for minutes that started at most this long ago by the
+# reader's clock: every batch applied to such a minute is counted in its slots, with a
+# minute's margin for the clocks of Redis and the API. Older minutes use minute partials.
+SLOT_PARTIALS_S = SLOT_COUNTS_S - 60
+# A field of a minute's slot counts (in every shard) set when reconciliation corrects it.
+_SLOTS_WRONG = "!"
+
 # cjson turns integers into doubles and Lua 5.1 prints them with 14 digits: milliseconds since
 # the epoch (13 digits) survive, microseconds would not.
 # KEYS[1]: the journal marker (in the shard); ARGV: shard key prefix, entry JSON, ttl.
@@ -216,6 +238,11 @@ local e = cjson.decode(ARGV[2])
     + _ROLLING_WINDOWS_KEPT
     + """
 local touched = {}
+local slotted = {}
+local now = tonumber(redis.call('TIME')[1])
+local slots_from = now - """
+    + str(SLOT_COUNTS_S)
+    + """
 for _, g in ipairs(e.groups) do
   local robot, sensor, minute, n = g.robot, g.sensor, g.minute, g.count
   local mk = p .. 'm:' .. string.format('%d', minute)
@@ -229,6 +256,16 @@ for _, g in ipairs(e.groups) do
   end
   redis.call('HINCRBY', mk .. ':rs', robot .. '/' .. sensor, n)
   touched[mk] = true
+  if minute >= slots_from and minute <= now and g.slots then
+    local qk = mk .. ':q'
+    for i, c in ipairs(g.slots) do
+      if c > 0 then
+        redis.call('HINCRBY', qk, robot .. '/' .. sensor .. '/' .. (i - 1), c)
+        redis.call('HINCRBY', qk, '*/' .. sensor .. '/' .. (i - 1), c)
+      end
+    end
+    slotted[qk] = true
+  end
   if g.seq_count > 0 then
     local sk = p .. 'seq:' .. robot .. '/' .. sensor
     redis.call('HINCRBY', sk, 'n', g.seq_count)
@@ -251,6 +288,11 @@ for mk, _ in pairs(touched) do
   redis.call('EXPIRE', mk .. ':r', ttl)
   redis.call('EXPIRE', mk .. ':rs', ttl)
   redis.call('EXPIRE', mk .. ':x', ttl)
+end
+for qk, _ in pairs(slotted) do
+  redis.call('EXPIRE', qk, """
+    + str(_SLOT_COUNTS_TTL_S)
+    + """)
 end
 for _, l in ipairs(e.latest) do
   local lk = p .. 'latest:' .. l.robot
@@ -635,6 +677,14 @@ class Counters:
                 minute,
             ],
         )
+        if done:
+            # The minute's slot counts were as wrong as its counts: no kept slot partial of it
+            # is trusted from now on (its slots are read from PostgreSQL).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in self.minute_keys(minute, "q"):
+                    pipe.hset(key, _SLOTS_WRONG, 1)
+                    pipe.expire(key, _SLOT_COUNTS_TTL_S)
+                await pipe.execute()
         return bool(done)
 
     async def applied_entries(self, entry_ids: Sequence[int]) -> set[int]:
@@ -902,74 +952,104 @@ class Counters:
         return latest, seq
 
     def _partials_key(
-        self, sensor_type: str, path: Sequence[str], robot_id: str | None, minute: int
+        self, sensor_type: str, path: Sequence[str], robot_id: str | None, start: int
     ) -> str:
-        hour = minute - minute % 3600
+        hour = start - start % 3600
         return f"{self.prefix}agg:{sensor_type}:{'.'.join(path)}:{robot_id or '*'}:{hour}"
 
-    async def minute_partials(
-        self, *, sensor_type: str, path: Sequence[str], robot_id: str | None, minutes: Sequence[int]
-    ) -> dict[int, MinutePartial | None]:
-        """For each minute the counters hold (absent: expired, or never written), the kept
-        partial of the field while it still describes the minute's readings: the counters'
-        count of them (of the robot or of every robot) is the one it was made from. None: none
-        kept, or the minute written since. The round trips at once."""
-        if not minutes:
-            return {}
-        kind, name = ("rs", f"{robot_id}/{sensor_type}") if robot_id else ("t", sensor_type)
-        by_hour: dict[str, list[int]] = {}
-        for minute in minutes:
-            by_hour.setdefault(self._partials_key(sensor_type, path, robot_id, minute), []).append(
-                minute
-            )
-        # The counts by a script per shard, the partials by one HMGET per hour: a pipeline of
-        # three commands per minute cost redis-py ~2.5 ms of CPU for an hour (BENCHMARKS.md,
-        # "Issue 15, round 10").
-        keys = [self.minute_keys(m, kind) for m in minutes]  # [minute][shard]
-        ops = [
-            [op for k in keys for op in (["HGET", k[shard], name], ["EXISTS", k[shard]])]
-            for shard in range(self.shards)
-        ]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, ms in by_hour.items():
-                pipe.hmget(key, [str(m) for m in ms])
-            counts, kept = await asyncio.gather(self._read_shards(ops), pipe.execute())
-        raw_partials = dict(
-            zip(
-                (m for ms in by_hour.values() for m in ms),
-                (v for vs in kept for v in vs),
-                strict=True,
-            )
-        )
-        out: dict[int, MinutePartial | None] = {}
-        for i, minute in enumerate(minutes):
-            shard_counts = [reply[2 * i] for reply in counts]
-            if not any(reply[2 * i + 1] for reply in counts):
-                continue
-            readings = sum(int(v or 0) for v in shard_counts)
-            raw = raw_partials[minute]
-            partial = None if raw is None else MinutePartial(*orjson.loads(raw))
-            out[minute] = partial if partial and partial.readings == readings else None
-        return out
-
-    async def store_minute_partials(
+    async def kept_partials(
         self,
         *,
         sensor_type: str,
         path: Sequence[str],
         robot_id: str | None,
-        partials: Mapping[int, MinutePartial],
+        minutes: Sequence[int],
+        slots: Sequence[int] = (),
+    ) -> tuple[dict[int, MinutePartial | None], dict[int, MinutePartial | None]]:
+        """For each minute the counters hold (absent: expired, or never written), the kept
+        partial of the field while it still describes the minute's readings: the counters'
+        count of them (of the robot or of every robot) is the one it was made from. None: none
+        kept, or the minute written since. The same for slots of minutes (epoch seconds of
+        their start, db.readings.SLOT_SECONDS long) by the slot counts, which are held for
+        recent minutes only (SLOT_COUNTS_S), and not for a minute reconciliation corrected.
+        The round trips at once."""
+        if not minutes and not slots:
+            return {}, {}
+        kind, name = ("rs", f"{robot_id}/{sensor_type}") if robot_id else ("t", sensor_type)
+        slot_name = f"{robot_id or '*'}/{sensor_type}/"
+        # (field of the partials' hash, count key in every shard, its read) per period.
+        periods: list[tuple[str, list[str], tuple[tuple[str, ...], ...]]] = [
+            (str(m), self.minute_keys(m, kind), (("HGET", name), ("EXISTS",))) for m in minutes
+        ] + [
+            (
+                f"s{s}",
+                self.minute_keys(s - s % 60, "q"),
+                (("HMGET", f"{slot_name}{s % 60 // SLOT_SECONDS}", _SLOTS_WRONG), ("EXISTS",)),
+            )
+            for s in slots
+        ]
+        by_hour: dict[str, list[str]] = {}
+        for start, (field_name, _, _) in zip([*minutes, *slots], periods, strict=True):
+            by_hour.setdefault(self._partials_key(sensor_type, path, robot_id, start), []).append(
+                field_name
+            )
+        # The counts by a script per shard, the partials by one HMGET per hour: a pipeline of
+        # three commands per minute cost redis-py ~2.5 ms of CPU for an hour (BENCHMARKS.md,
+        # "Issue 15, round 10").
+        ops = [
+            [[cmd, keys[shard], *args] for _, keys, read in periods for cmd, *args in read]
+            for shard in range(self.shards)
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, fields in by_hour.items():
+                pipe.hmget(key, fields)
+            counts, kept = await asyncio.gather(self._read_shards(ops), pipe.execute())
+        raw_partials = dict(
+            zip(
+                (f for fs in by_hour.values() for f in fs),
+                (v for vs in kept for v in vs),
+                strict=True,
+            )
+        )
+        out: dict[int, MinutePartial | None] = {}
+        out_slots: dict[int, MinutePartial | None] = {}
+        for i, (start, (field_name, _, _)) in enumerate(
+            zip([*minutes, *slots], periods, strict=True)
+        ):
+            if not any(reply[2 * i + 1] for reply in counts):
+                continue
+            if i < len(minutes):
+                readings = sum(int(reply[2 * i] or 0) for reply in counts)
+            elif any(reply[2 * i][1] for reply in counts):
+                continue  # corrected: as if not held
+            else:
+                readings = sum(int(reply[2 * i][0] or 0) for reply in counts)
+            raw = raw_partials[field_name]
+            partial = None if raw is None else MinutePartial(*orjson.loads(raw))
+            found = partial if partial and partial.readings == readings else None
+            (out if i < len(minutes) else out_slots)[start] = found
+        return out, out_slots
+
+    async def store_partials(
+        self,
+        *,
+        sensor_type: str,
+        path: Sequence[str],
+        robot_id: str | None,
+        minutes: Mapping[int, MinutePartial],
+        slots: Mapping[int, MinutePartial] = MappingProxyType({}),
     ) -> None:
-        """Keeps partials for later reads (minute_partials decides when they still hold),
-        under one key per hour, which expires with the hour's minutes."""
-        if not partials:
+        """Keeps partials of minutes and of slots for later reads (kept_partials decides when
+        they still hold), under one key per hour, which expires with the hour's minutes."""
+        if not minutes and not slots:
             return
         by_key: dict[str, dict[str, bytes]] = {}
-        for m, p in partials.items():
-            key = self._partials_key(sensor_type, path, robot_id, m)
-            by_key.setdefault(key, {})[str(m)] = orjson.dumps(
-                [p.readings, p.samples, p.total, p.least, p.greatest]
-            )
+        for prefix, partials in (("", minutes), ("s", slots)):
+            for start, p in partials.items():
+                key = self._partials_key(sensor_type, path, robot_id, start)
+                by_key.setdefault(key, {})[f"{prefix}{start}"] = orjson.dumps(
+                    [p.readings, p.samples, p.total, p.least, p.greatest]
+                )
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, fields in by_key.items():
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]

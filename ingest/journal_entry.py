@@ -27,6 +27,9 @@ class MinuteCount(msgspec.Struct, frozen=True):
     seq_count: int  # of those, readings with a seq; seq_min/max are 0 when there are none
     seq_min: int
     seq_max: int
+    # Of `count`, readings in each slot of the minute (db.readings.SLOT_SECONDS); empty in
+    # entries written before slots were counted.
+    slots: list[int] = []
 
 
 class MinuteRejections(msgspec.Struct, frozen=True):
@@ -82,7 +85,14 @@ def reading_json(*, ts: datetime, received_at: datetime | None, seq: int | None,
 
 def minute_count(g: InsertedGroup) -> MinuteCount:
     return MinuteCount(
-        g.robot_id, g.sensor_type, g.minute, g.count, g.seq_count, g.seq_min or 0, g.seq_max or 0
+        g.robot_id,
+        g.sensor_type,
+        g.minute,
+        g.count,
+        g.seq_count,
+        g.seq_min or 0,
+        g.seq_max or 0,
+        list(g.slots),
     )
 
 

@@ -1,6 +1,6 @@
 """The cost of the counters' hot operations: applying a journal entry (one bridge batch), the
 stats read (`Counters.window` over an hour, as GET /api/stats does), the latest readings, and
-the kept minutes of a bucket aggregate (`Counters.minute_partials` over an hour, as
+the kept minutes of a bucket aggregate (`Counters.kept_partials` over an hour, as
 GET /api/sensors/aggregate does), on one Redis server or a Redis Cluster, with any shard count.
 
     .venv/bin/python -m loadtest.counter_ops --url redis://127.0.0.1:21500/0 --seconds 10
@@ -99,15 +99,15 @@ async def main() -> None:
         stats = await timed(args.seconds, lambda i: counters.window(minutes, top=10))
         robots = [f"bench-{r}" for r in range(10)]
         latest = await timed(args.seconds, lambda i: counters.latest(robots))
-        await counters.store_minute_partials(
+        await counters.store_partials(
             sensor_type="imu",
             path=("ax",),
             robot_id="bench-1",
-            partials={m: MinutePartial(1, 1, 0.1, 0.1, 0.1) for m in minutes},
+            minutes={m: MinutePartial(1, 1, 0.1, 0.1, 0.1) for m in minutes},
         )
         kept = await timed(
             args.seconds,
-            lambda i: counters.minute_partials(
+            lambda i: counters.kept_partials(
                 sensor_type="imu", path=("ax",), robot_id="bench-1", minutes=minutes
             ),
         )

@@ -3,6 +3,8 @@ kept minutes used while the counters say they still hold, read again once writte
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
+from db.readings import SLOT_SECONDS, SLOTS_PER_MINUTE
 from db.sensor_aggregates import AggregateFn, MinutePartial, bucket_aggregate
 from ingest.counters import Counters
 from tests.api.conftest import now_ms
@@ -96,7 +99,7 @@ async def test_kept_minutes_answer_as_the_rows_do(
         expected = await rows_answer(clean_db, params)
         assert len(expected) >= 3
         first = await answer(client, params)
-        kept = await counters.minute_partials(
+        kept, _ = await counters.kept_partials(
             sensor_type="battery",
             path=[field],
             robot_id=robot_id,
@@ -125,17 +128,17 @@ async def test_a_minute_written_since_is_read_again(
     await answer(client, params)
     third = minutes // 1000 + 120
     kept = (
-        await counters.minute_partials(
+        await counters.kept_partials(
             sensor_type="battery", path=["level"], robot_id="r1", minutes=[third]
         )
-    )[third]
+    )[0][third]
     assert kept is not None and kept.readings == 6
     # Only the kept minute, not the rows, can make the answer say this.
-    await counters.store_minute_partials(
+    await counters.store_partials(
         sensor_type="battery",
         path=["level"],
         robot_id="r1",
-        partials={third: MinutePartial(kept.readings, kept.samples, 1e9, 0.0, 1e9)},
+        minutes={third: MinutePartial(kept.readings, kept.samples, 1e9, 0.0, 1e9)},
     )
     assert (1e9) in [v for _, v, _ in await answer(client, params)]
 
@@ -158,7 +161,54 @@ async def test_buckets_of_seconds_read_the_rows(
     response = await client.get("/api/sensors/aggregate", params=params)
     assert response.status_code == 200, response.text
     assert len(response.json()["buckets"]) == 12
-    kept = await counters.minute_partials(
+    kept, _ = await counters.kept_partials(
         sensor_type="battery", path=["level"], robot_id=None, minutes=[minutes // 1000]
     )
     assert kept == {minutes // 1000: None}
+
+
+async def test_a_recent_minute_is_kept_by_slots(
+    client: httpx.AsyncClient, clean_db: asyncpg.Pool[Any], counters: Counters
+) -> None:
+    """The minute before the current one is still being written (late readings): it is kept
+    in slots, each trusted while its slot count is the one it was made from, so a reading
+    in one slot has that slot read again, not the minute; the minute is kept whole as well,
+    for when it is no longer recent."""
+    if time.time() % 60 > 45:  # the minute before must stay recent throughout
+        await asyncio.sleep(61 - time.time() % 60)
+    before = int(time.time()) // 60 * 60 - 60
+    for i in range(12):
+        await post_battery(client, "r1", (before + 5 * i) * 1000, i)
+    params = {
+        "field": "level",
+        "fn": "sum",
+        "bucket": "1m",
+        "robot_id": "r1",
+        "since": iso((before - 60) * 1000),
+        "until": datetime.now(UTC).isoformat(),
+    }
+    assert same_answer(await answer(client, params), await rows_answer(clean_db, params))
+    slots = [before + SLOT_SECONDS * k for k in range(SLOTS_PER_MINUTE)]
+    minutes, kept = await counters.kept_partials(
+        sensor_type="battery", path=["level"], robot_id="r1", minutes=[before], slots=slots
+    )
+    assert [p.readings if p else None for p in kept.values()] == [2] * SLOTS_PER_MINUTE, kept
+    whole = minutes[before]
+    assert whole is not None and whole.readings == 12
+
+    third = kept[slots[2]]
+    assert third is not None
+    # Only the kept slot, not the rows, can make the answer say this.
+    await counters.store_partials(
+        sensor_type="battery",
+        path=["level"],
+        robot_id="r1",
+        minutes={},
+        slots={slots[2]: MinutePartial(third.readings, third.samples, 1e9, 0.0, 1e9)},
+    )
+    assert [v for _, v, _ in await answer(client, params)] == [pytest.approx(1e9, rel=1e-6)]
+
+    await post_battery(client, "r1", slots[2] * 1000 + 1_234, 1)
+    again = await answer(client, params)
+    assert same_answer(again, await rows_answer(clean_db, params)), again
+    assert again[0][2] == 13

@@ -116,7 +116,7 @@ async def test_bucket_aggregates_keep_minutes_on_a_redis_cluster(
             redis=redis, prefix=f"{redis_prefix}api-cluster:", shards=CLUSTER_SHARDS
         )
         for robot_id in ("r1", None):
-            kept = await counters.minute_partials(
+            kept, _ = await counters.kept_partials(
                 sensor_type="battery", path=["level"], robot_id=robot_id, minutes=[minute]
             )
             partial = kept[minute]

@@ -12,6 +12,8 @@ import pytest
 from db.errors import StoredAlreadyError
 from db.journal import add_journal_entry
 from db.readings import (
+    SLOT_SECONDS,
+    SLOTS_PER_MINUTE,
     InsertedGroup,
     insert_all_new,
     merge_readings,
@@ -158,6 +160,18 @@ async def test_a_small_new_batch_and_its_journal_entry_are_one_statement(
         assert await conn.fetch("SELECT * FROM sensor_readings ORDER BY robot_id, ts") == stored
     assert len(stored) == len(batch) == merged.inserted
     assert _sorted(new_groups(batch)) == _sorted(merged.groups)
+    # Each group's slots count its readings by the slot of the minute they fall in.
+    assert len({g.minute for g in merged.groups}) == 3
+    for g in merged.groups:
+        seconds = [
+            r.ts.second
+            for r in batch
+            if (r.robot_id, r.sensor_type) == (g.robot_id, g.sensor_type)
+            and int(r.ts.timestamp()) // 60 * 60 == g.minute
+        ]
+        assert g.slots == tuple(
+            sum(1 for s in seconds if s // SLOT_SECONDS == i) for i in range(SLOTS_PER_MINUTE)
+        ), g
 
 
 @pytest.mark.parametrize("refusal", ["unknown robot", "stored already", "twice in the batch"])

@@ -9,12 +9,13 @@ from typing import Any
 
 import asyncpg
 
+from db.readings import SLOT_SECONDS, SLOTS_PER_MINUTE
 from db.sensor_aggregates import (
     MAX_RANGES,
     AggregateFn,
     MinutePartial,
     bucket_aggregate,
-    minute_partials,
+    slot_partials,
 )
 from telemetry.payload import Reading
 
@@ -70,11 +71,11 @@ async def test_bucket_aggregate_hashes_buckets_instead_of_sorting_every_reading(
     assert sorts(plan) == 1, plan
 
 
-async def test_minute_partials_of_many_ranges_are_those_of_their_minutes(
+async def test_slot_partials_of_many_ranges_are_those_of_their_slots(
     clean_db: asyncpg.Pool[Any],
 ) -> None:
-    """Past MAX_RANGES the ranges are merged into fewer scans; every minute asked for still
-    gets its partial, and a minute cut by a range gives only its part in the range."""
+    """Past MAX_RANGES the ranges are merged into fewer scans; every slot asked for still
+    gets its partial, and a slot cut by a range gives only its part in the range."""
     start = NOW - timedelta(minutes=60)
     async with clean_db.acquire() as conn:
         await conn.execute("INSERT INTO robots (id) VALUES ('r1')")
@@ -82,21 +83,21 @@ async def test_minute_partials_of_many_ranges_are_those_of_their_minutes(
             "INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)"
             " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
             [
-                Reading("r1", "imu", start + timedelta(seconds=10 * i), NOW, None, f'{{"x":{i}}}')
-                for i in range(360)
+                Reading("r1", "imu", start + timedelta(seconds=5 * i), NOW, None, f'{{"x":{i}}}')
+                for i in range(720)
             ],
         )
     every_third = [start + timedelta(minutes=m) for m in range(0, 60, 3)]  # 20 minutes
     ranges = [(lo, lo + timedelta(minutes=1)) for lo in every_third]
-    ranges[-1] = (ranges[-1][0], ranges[-1][0] + timedelta(seconds=25))  # a cut minute
+    ranges[-1] = (ranges[-1][0], ranges[-1][0] + timedelta(seconds=25))  # a cut slot
     assert len(ranges) > MAX_RANGES
-    got = await minute_partials(
-        clean_db, sensor_type="imu", path=["x"], ranges=ranges, robot_id="r1"
-    )
+    got = await slot_partials(clean_db, sensor_type="imu", path=["x"], ranges=ranges, robot_id="r1")
     for k, lo in enumerate(every_third):
         minute = int(lo.timestamp())
-        first = 6 * 3 * k  # the reading number at the minute's start
-        values = [float(first + j) for j in range(3 if k == len(every_third) - 1 else 6)]
-        assert got[minute] == MinutePartial(
-            len(values), len(values), sum(values), min(values), max(values)
-        ), (k, got[minute])
+        last = k == len(every_third) - 1
+        for j in range(3 if last else SLOTS_PER_MINUTE):
+            first = 12 * 3 * k + 2 * j  # the reading number at the slot's start
+            values = [float(first + i) for i in range(1 if last and j == 2 else 2)]
+            assert got[minute + SLOT_SECONDS * j] == MinutePartial(
+                len(values), len(values), sum(values), min(values), max(values)
+            ), (k, j, got[minute + SLOT_SECONDS * j])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import pytest
 from redis.asyncio import RedisCluster as RedisClusterClient
 from redis.crc import key_slot
 
+from db.readings import SLOT_SECONDS
+from db.sensor_aggregates import MinutePartial
 from harness.services import RedisCluster
 from harness.waiting import eventually
 from ingest.counters import (
     ROLLING_WINDOW_MINUTES,
+    SLOT_COUNTS_S,
     Counters,
     MinuteBucket,
     open_redis,
@@ -255,3 +259,62 @@ async def test_fleet_sequence_gaps_merge_each_robot_over_shards_past_a_read_chun
         )
     # Each robot: seq 0-9, 100-109 and 200-209, 30 of 210 numbers: 180 missing.
     assert await counters.fleet_sequence_gaps(["imu", "gps"]) == {"gps": 180 * len(robots)}
+
+
+def slotted(robot: str, minute: int, slots: list[int]) -> str:
+    return JournalEntry(
+        groups=[MinuteCount(robot, "gps", minute, sum(slots), 0, 0, 0, slots)]
+    ).to_json()
+
+
+async def test_slots_of_recent_minutes_are_counted_and_check_kept_slot_partials(
+    counters: Counters,
+) -> None:
+    """A slot partial holds while the slot counts (over every shard) are the ones it was made
+    from; minutes too old or ahead of Redis's clock get no slot counts, nor does a minute
+    after reconciliation corrected it."""
+    now = int(time.time())
+    minute = now - now % 60
+    old, ahead = minute - 60 - SLOT_COUNTS_S, minute + 120
+    ids = iter(range(1, 100))
+    for _ in range(6):  # on every shard
+        for m in (minute, old, ahead):
+            assert await counters.apply(next(ids), slotted("r1", m, [1, 2, 0, 0, 0, 0]))
+    await counters.apply(next(ids), slotted("r2", minute, [0, 5, 0, 0, 0, 0]))
+    first, second, third = minute, minute + SLOT_SECONDS, minute + 2 * SLOT_SECONDS
+
+    def partial(readings: int) -> MinutePartial:
+        return MinutePartial(readings, readings, float(readings), 0.0, 1.0)
+
+    for robot_id, counts in (("r1", (6, 12, 0)), (None, (6, 17, 0))):
+        await counters.store_partials(
+            sensor_type="gps",
+            path=["x"],
+            robot_id=robot_id,
+            minutes={},
+            slots={s: partial(n) for s, n in zip((first, second, third), counts, strict=True)}
+            | {old: partial(6), ahead: partial(6)},
+        )
+        minutes, slots = await counters.kept_partials(
+            sensor_type="gps",
+            path=["x"],
+            robot_id=robot_id,
+            minutes=[],
+            slots=[first, second, third, old, ahead],
+        )
+        assert minutes == {}
+        assert slots == {s: partial(n) for s, n in zip((first, second, third), counts, strict=True)}
+
+    # A reading more in the second slot: its partial no longer holds, the others do.
+    await counters.apply(next(ids), slotted("r1", minute, [0, 1, 0, 0, 0, 0]))
+    _, slots = await counters.kept_partials(
+        sensor_type="gps", path=["x"], robot_id="r1", minutes=[], slots=[first, second]
+    )
+    assert slots == {first: partial(6), second: None}
+
+    [seen] = await counters.minute_buckets([minute])
+    assert await counters.replace_minute(minute, seen=seen, groups=[("r1", "gps", 19)])
+    _, slots = await counters.kept_partials(
+        sensor_type="gps", path=["x"], robot_id="r1", minutes=[], slots=[first, second]
+    )
+    assert slots == {}
