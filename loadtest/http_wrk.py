@@ -19,8 +19,10 @@ loadtest/results/http-wrk-<stamp>.*.
 Shapes: `mix`, loadtest.rest's REST mix (90 % 3-reading ingest in the older body shape, the
 rest reads); `older`, the older clients' own mix (loadtest/locustfile_older.py's requests and
 weights); `ingest100`, the contract's batch of 100 IMU readings per request (figure:
-readings/s). wrk costs a few µs of CPU per request, so the API keeps most of the 2 cores;
-PostgreSQL and Redis share them.
+readings/s). The two mixes stamp each reading with the second it is sent in, as robots do
+(since round 11; before, a run's readings all fell into one minute of reading time). wrk
+costs a few µs of CPU per request, so the API keeps most of the 2 cores; PostgreSQL and Redis
+share them.
 
 Every run starts from empty tables, or with --history-hz H from an hour of H IMU, GPS and LiDAR
 readings per second each of every robot the shape sends for (loadtest.scratch.fill_readings),
@@ -76,6 +78,9 @@ def run_wrk(
     *, port: int, key: str, shape: str, connections: int, threads: int, seconds: float
 ) -> dict[str, Any]:
     """One wrk run; the figures its script's done() prints, plus req/s."""
+    # In a second of its own: the scripts' timestamps are unique within a second of one run
+    # (common.lua's next_us), and the warm-up's readings are still stored.
+    time.sleep(1.01 - time.time() % 1)
     base_us = time.time_ns() // 1000
     if shape == "ingest100":
         base_us -= 3600 * 1_000_000  # an hour back: 100 ms per request per robot stays behind

@@ -1,12 +1,13 @@
 -- Shared by the wrk scripts of loadtest/http_wrk.py (loaded with dofile; wrk runs one
 -- script per thread, each thread its own Lua state).
 -- Arguments after `--`: KEY BASE_US THREADS [ROBOTS]: the API key, a start time in epoch
--- microseconds (each run gets a new one, so timestamps never repeat a previous run's), the
--- wrk thread count, and how many robots (ids "1".."N") are registered.
+-- microseconds (ingest100's first timestamp), the wrk thread count, and how many robots (ids
+-- "1".."N") are registered.
 
 local M = {}
 
 local counter = 0
+local second = 0
 local thread_id = 0
 
 function M.setup_thread(thread)
@@ -26,12 +27,19 @@ function M.init(args)
   M.get_headers = { ["X-API-Key"] = M.key }
 end
 
--- A timestamp no other request of this run (any thread) uses: one microsecond slot per
--- request, interleaved between threads; wrk sends a few thousand a second, far slower
--- than the clock, so the next run's base is past every slot of this one.
+-- A timestamp in the second the request is sent, as a robot stamps its readings with its
+-- clock, that no other request of this run (any thread) uses: one microsecond per request
+-- from the second's start, interleaved between threads (wrk sends a few thousand a second).
+-- Runs start in a new second (loadtest/http_wrk.py), so they never share one. (Until round
+-- 11 these were one microsecond apart from the run's start, so a whole run's readings fell
+-- into the same minute of reading time, which no fleet does.)
 function M.next_us()
+  local now = os.time()
+  if now ~= second then
+    second, counter = now, 0
+  end
   counter = counter + 1
-  return M.base_us + counter * M.nthreads + thread_id
+  return now * 1000000 + counter * M.nthreads + thread_id
 end
 
 function M.iso(us, zone)
