@@ -109,12 +109,14 @@ async def bucket_points(
         return [Bucket(r["bucket"], r["value"], r["samples"]) for r in rows]
     # Recent minutes, and the whole slots of the cut minute at the end, are kept by slots: the
     # minute still being written is then read from its last slot on, not from its start.
-    recent = _epoch(datetime.now(UTC)) - SLOT_PARTIALS_S
+    # Minutes ahead of the clock have no slot counts (a range may end days ahead).
+    now = _epoch(datetime.now(UTC))
+    recent = range(now - SLOT_PARTIALS_S, now + 1)
     first, last = _epoch(whole), _epoch(end)
-    minutes = [m for m in range(first, last, 60) if m < recent]
-    slots = [s for m in range(first, last, 60) if m >= recent for s in range(m, m + 60, _SLOT)]
+    minutes = [m for m in range(first, last, 60) if m not in recent]
+    slots = [s for m in range(first, last, 60) if m in recent for s in range(m, m + 60, _SLOT)]
     tail = end
-    if last >= recent:
+    if last in recent:
         tail = end + (until - end) // _SLOT_DELTA * _SLOT_DELTA
         slots += range(last, _epoch(tail), _SLOT)
     try:
@@ -126,7 +128,7 @@ async def bucket_points(
         kept, kept_slots = {}, {}
     missing = [m for m in minutes if kept.get(m) is None]
     missing_slots = [s for s in slots if kept_slots.get(s) is None]
-    ranges = _ranges([(m, 60) for m in missing] + [(s, _SLOT) for s in missing_slots])
+    ranges = _ranges(sorted([(m, 60) for m in missing] + [(s, _SLOT) for s in missing_slots]))
     if since < whole:
         ranges.insert(0, (since, whole))
     if tail < until:

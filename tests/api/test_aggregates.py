@@ -212,3 +212,24 @@ async def test_a_recent_minute_is_kept_by_slots(
     again = await answer(client, params)
     assert same_answer(again, await rows_answer(clean_db, params)), again
     assert again[0][2] == 13
+
+
+async def test_a_range_reaching_ahead_of_the_clock_answers_as_the_rows_do(
+    client: httpx.AsyncClient, clean_db: asyncpg.Pool[Any]
+) -> None:
+    """Recent minutes go by slots, minutes ahead of the clock (readings stamped ahead, a range
+    ending tomorrow) by minutes: together, the rows' answer."""
+    now = int(time.time())
+    for i, at in enumerate((now - 70, now - 5, now + 65, now + 130)):
+        await post_battery(client, "r1", at * 1000, i)
+    for fn in ("count", "sum"):
+        params = {
+            "field": "level",
+            "fn": fn,
+            "bucket": "1m",
+            "robot_id": "r1",
+            "since": iso((now - 3600) * 1000),
+            "until": iso((now + 86_400) * 1000),
+        }
+        got = await answer(client, params)
+        assert len(got) >= 3 and same_answer(got, await rows_answer(clean_db, params)), got
