@@ -23,7 +23,8 @@ Layout, under a configurable prefix (default `rs:`), per shard `S` = `{prefix}{t
   S m:{minute}:q   hash   `{robot_id}/{sensor_type}/{i}` and `*/{sensor_type}/{i}` -> readings
                           in the i-th slot (db.readings.SLOT_SECONDS) of the minute, of the
                           robot or of every robot; only for recent minutes (SLOT_COUNTS_S);
-                          dropped when reconciliation corrects the minute
+                          and `!` -> 1 once reconciliation corrected the minute (its slot
+                          partials are no longer trusted)
   S w:{len}:r      zset   robot_id -> readings over the `len` minutes from S w:{len}:from: the
                           rolling window of a top-N read (len in ROLLING_WINDOW_MINUTES), below
   S w:{len}:from   string its first minute; absent: the window is not kept (never read, or
