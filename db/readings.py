@@ -67,11 +67,15 @@ _INSERT_ALL_NEW = add_entry_statement(
 )
 
 # One row per (robot, sensor type, minute of reading time): what the counters are made of.
-GROUP_BY_MINUTE = (
-    """
+# Without the slots (a comparison of minute counts needs none): GROUP_BY_MINUTE_COUNTS.
+GROUP_BY_MINUTE_COUNTS = """
 SELECT robot_id, sensor_type,
        (extract(epoch FROM date_trunc('minute', ts)))::bigint AS minute,
-       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max,
+       count(*)::int AS n, count(seq)::int AS seq_n, min(seq) AS seq_min, max(seq) AS seq_max
+"""
+GROUP_BY_MINUTE = (
+    GROUP_BY_MINUTE_COUNTS.rstrip()
+    + """,
        ARRAY["""
     + ", ".join(
         f"count(*) FILTER (WHERE date_part('second', ts) >= {i * SLOT_SECONDS}"
@@ -142,7 +146,9 @@ class InsertedGroup:
     seq_count: int
     seq_min: int | None
     seq_max: int | None
-    slots: tuple[int, ...]  # readings in each SLOT_SECONDS of the minute, the first first
+    # Readings in each SLOT_SECONDS of the minute, the first first; empty from
+    # GROUP_BY_MINUTE_COUNTS.
+    slots: tuple[int, ...]
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> InsertedGroup:
@@ -154,7 +160,7 @@ class InsertedGroup:
             r["seq_n"],
             r["seq_min"],
             r["seq_max"],
-            tuple(r["slots"]),
+            tuple(r.get("slots") or ()),
         )
 
 

@@ -7,14 +7,17 @@ from datetime import datetime
 import asyncpg
 
 from db import Connection
-from db.readings import GROUP_BY_MINUTE, InsertedGroup
+from db.readings import GROUP_BY_MINUTE, GROUP_BY_MINUTE_COUNTS, InsertedGroup
 
 
 async def count_readings_by_minute(
-    conn: Connection, *, since: datetime, until: datetime | None = None
+    conn: Connection, *, since: datetime, until: datetime | None = None, slots: bool = True
 ) -> list[InsertedGroup]:
+    """Groups as the merge returns them; with `slots=False` without their slot counts (12
+    date_part calls a row less, for a comparison of minute counts)."""
     rows = await conn.fetch(
-        GROUP_BY_MINUTE + "FROM sensor_readings WHERE ts >= $1 "
+        (GROUP_BY_MINUTE if slots else GROUP_BY_MINUTE_COUNTS)
+        + "FROM sensor_readings WHERE ts >= $1 "
         "AND ($2::timestamptz IS NULL OR ts < $2) GROUP BY 1, 2, 3",
         since,
         until,

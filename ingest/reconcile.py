@@ -73,6 +73,7 @@ async def reconcile_minutes(
             conn,
             since=datetime.fromtimestamp(first_minute, UTC),
             until=datetime.fromtimestamp(last_minute + 60, UTC),
+            slots=False,
         )
         pending = await journal_entries_up_to(conn, limit=_MAX_PENDING)
     if pending is None:
