@@ -143,7 +143,9 @@ async def bucket_points(
     # Only periods the counters hold can be checked later: the others are not kept.
     keep = {m: _sum(read, m, 60) for m in missing if m in kept}
     keep_slots = {s: read.get(s, _NONE) for s in missing_slots if s in kept_slots}
-    slot_parts = {s: p for s, p in kept_slots.items() if p is not None} | keep_slots
+    whole_kept = {m: p for m, p in kept.items() if p is not None}
+    slots_kept = {s: p for s, p in kept_slots.items() if p is not None}
+    slot_parts = slots_kept | keep_slots
     for m in {s - s % 60 for s in keep_slots if s < last}:
         # A recent minute whose slots are all known is kept whole as well, for when it is no
         # longer recent (the minute's count is the sum of its slots' counts); once, when the
@@ -163,8 +165,6 @@ async def bucket_points(
             log.warning("bucket aggregate minutes not kept: Redis unavailable (%s)", exc)
     # The kept periods and the slots read (whole or cut), by minute; merged ranges may have
     # read kept periods as well.
-    whole_kept = {m: p for m, p in kept.items() if p is not None}
-    slots_kept = {s: p for s, p in kept_slots.items() if p is not None}
     parts: dict[int, MinutePartial] = {}
     for start, p in [
         *whole_kept.items(),
