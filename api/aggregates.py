@@ -31,8 +31,10 @@ from db.readings import SLOT_SECONDS as _SLOT
 from db.sensor_aggregates import (
     AggregateFn,
     MinutePartial,
+    MovingSeries,
     bucket_aggregate,
     moving_average,
+    moving_average_series,
     slot_partials,
 )
 from ingest.counters import SLOT_PARTIALS_S
@@ -64,9 +66,8 @@ async def moving_average_points(
     robot_id: str | None,
 ) -> list[asyncpg.Record]:
     """The newest `limit` samples, oldest first (`ts`, `robot_id`, `value`), each with its
-    moving average over `window` (`moving_avg`); also the older clients'
-    /api/sensors/filtered, which answers two of those columns: records, not dicts, since
-    making a dict of each of ~100 rows was ~2 % of a worker's CPU under that mix."""
+    moving average over `window` (`moving_avg`): records, not dicts, since making a dict of
+    each of ~100 rows was ~2 % of a worker's CPU under the older clients' mix."""
     since, until = parse_time_range(since, until)
     return await moving_average(
         res.read_pool,
@@ -76,6 +77,28 @@ async def moving_average_points(
         limit=limit,
         since=since,
         until=until or datetime.now(UTC),
+        robot_id=robot_id,
+    )
+
+
+async def moving_average_of_robot(
+    res: Resources,
+    *,
+    sensor_type: str,
+    path: list[str],
+    window: int,
+    limit: int,
+    robot_id: str,
+) -> MovingSeries:
+    """The older clients' /api/sensors/filtered: moving_average_points' `value` and
+    `moving_avg` of one robot's newest `limit` samples (up to now), as two lists."""
+    return await moving_average_series(
+        res.read_pool,
+        sensor_type=sensor_type,
+        path=path,
+        window=window,
+        limit=limit,
+        until=datetime.now(UTC),
         robot_id=robot_id,
     )
 

@@ -122,6 +122,19 @@ ORDER BY ts, robot_id
 }
 
 
+# The same samples and means for one robot as two arrays in one row, oldest first: the older
+# clients' /api/sensors/filtered answers those two columns alone, and decoding ~100 records of
+# four columns (a timestamp each) cost the API more than the statement (BENCHMARKS.md, round 12).
+_MOVING_SERIES = """
+SELECT array_agg(v ORDER BY ts) AS samples, array_agg(m ORDER BY ts) AS means
+FROM (SELECT ts, v, avg(v) OVER (ORDER BY ts ROWS BETWEEN $6::int - 1 PRECEDING AND CURRENT ROW)
+                 AS m
+      FROM (SELECT ts, (data #>> $1::text[])::float8 AS v FROM sensor_readings
+            WHERE sensor_type = $2 AND robot_id = $7 AND ts >= $3 AND ts < $4
+            ORDER BY ts DESC LIMIT $5::int + $6::int - 1) AS s) AS w
+"""
+
+
 # Ranges beyond this are merged (the gaps between them read too), so that a scattered range
 # costs one statement of bounded size.
 MAX_RANGES = 16
@@ -197,3 +210,32 @@ async def moving_average(
         args.append(robot_id)
     rows = await db.fetch(_MOVING[robot_id is not None], *args)
     return rows[max(0, len(rows) - limit) :]
+
+
+@dataclass(frozen=True, slots=True)
+class MovingSeries:
+    """A robot's newest samples of one field, oldest first (None where a reading lacks the
+    field), and each one's moving average."""
+
+    samples: list[float | None]
+    means: list[float | None]
+
+
+async def moving_average_series(
+    db: Reader,
+    *,
+    sensor_type: str,
+    path: list[str],
+    window: int,
+    limit: int,
+    until: datetime,
+    robot_id: str,
+) -> MovingSeries:
+    """moving_average's `value` and `moving_avg` columns for one robot's readings before
+    `until`, as two lists."""
+    row = await db.fetchrow(
+        _MOVING_SERIES, path, sensor_type, EARLIEST, until, limit, window, robot_id
+    )
+    if row is None or row["samples"] is None:
+        return MovingSeries([], [])
+    return MovingSeries(list(row["samples"][-limit:]), list(row["means"][-limit:]))

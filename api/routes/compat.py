@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from api.aggregates import moving_average_points
+from api.aggregates import moving_average_of_robot
 from api.auth import ReadRes
 from api.compat import contract_field
 from api.lean_route import LeanRoute
@@ -40,14 +40,12 @@ async def filtered(
     """The robot's newest samples of one field, oldest first, and their moving average over
     `window_size` samples: `GET /api/sensors/aggregate?window=` in the older names."""
     stype = one_sensor_type(sensor_type)
-    points = await moving_average_points(
+    series = await moving_average_of_robot(
         res,
         sensor_type=stype,
         path=numeric_path(stype, contract_field(stype, field)),
         window=window_size,
         limit=limit,
-        since=None,
-        until=None,
         robot_id=robot_id,
     )
     return JSONBytes(
@@ -55,8 +53,8 @@ async def filtered(
             "robot_id": robot_id,
             "sensor_type": sensor_type,
             "field": field,
-            "original_data": [p["value"] for p in points],
-            "filtered_data": [p["moving_avg"] for p in points],
+            "original_data": series.samples,
+            "filtered_data": series.means,
             "window_size": window_size,
         }
     )

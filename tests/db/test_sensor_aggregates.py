@@ -1,5 +1,5 @@
-"""The bucket aggregate's plan (rows grouped in a hash table of buckets, not sorted) and the
-per-minute partials of many ranges."""
+"""The bucket aggregate's plan (rows grouped in a hash table of buckets, not sorted), the
+per-minute partials of many ranges, and the moving average as two lists."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from db.sensor_aggregates import (
     MAX_RANGES,
     AggregateFn,
     MinutePartial,
+    MovingSeries,
     bucket_aggregate,
+    moving_average,
+    moving_average_series,
     slot_partials,
 )
 from telemetry.payload import Reading
@@ -101,3 +104,44 @@ async def test_slot_partials_of_many_ranges_are_those_of_their_slots(
             assert got[minute + SLOT_SECONDS * j] == MinutePartial(
                 len(values), len(values), sum(values), min(values), max(values)
             ), (k, j, got[minute + SLOT_SECONDS * j])
+
+
+async def test_moving_average_series_is_the_moving_average_of_one_robot(
+    clean_db: asyncpg.Pool[Any],
+) -> None:
+    """Two lists with moving_average's `value` and `moving_avg` columns: the newest `limit`
+    samples of that robot alone, each window reaching before the first, readings without the
+    field as None (not counted in a mean), nothing after `until`."""
+    async with clean_db.acquire() as conn:
+        await conn.execute("INSERT INTO robots (id) VALUES ('r1'), ('r2')")
+        docs = [f'{{"a":{{"x":{i}}}}}' if i % 4 else '{"b":1}' for i in range(1, 13)]
+        readings = [
+            Reading("r1", "imu", NOW - timedelta(seconds=20 - i), NOW, None, doc)
+            for i, doc in enumerate(docs)
+        ]
+        readings += [  # another robot's, interleaved in time; and one of r1's in the future
+            Reading(
+                "r2",
+                "imu",
+                NOW - timedelta(seconds=20 - i, milliseconds=500),
+                NOW,
+                None,
+                '{"a":{"x":1000}}',
+            )
+            for i in range(12)
+        ]
+        readings.append(Reading("r1", "imu", NOW + timedelta(hours=1), NOW, None, '{"a":{"x":9}}'))
+        await conn.executemany(
+            "INSERT INTO sensor_readings (robot_id, sensor_type, ts, received_at, seq, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            readings,
+        )
+    kw: dict[str, Any] = {"sensor_type": "imu", "path": ["a", "x"], "robot_id": "r1"}
+    series = await moving_average_series(clean_db, window=3, limit=5, until=NOW, **kw)
+    rows = await moving_average(clean_db, window=3, limit=5, since=None, until=NOW, **kw)
+    assert series.samples == [r["value"] for r in rows] == [None, 9.0, 10.0, 11.0, None]
+    assert series.means == [r["moving_avg"] for r in rows]
+    assert series.means == [6.5, 8.0, 9.5, 10.0, 10.5]
+    assert await moving_average_series(
+        clean_db, window=3, limit=5, until=NOW - timedelta(minutes=5), **kw
+    ) == MovingSeries([], [])
