@@ -95,6 +95,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from db.readings import SLOT_SECONDS
 from db.sensor_aggregates import MinutePartial
+from ingest.redis_packing import hiredis_packed_client
 
 # Redis is away (down, restarting, unreachable; in a cluster also a slot no reachable node
 # serves, which redis-py raises outside RedisError): counter updates wait in the journal.
@@ -109,7 +110,7 @@ def redis_client(url: str, *, cluster: bool = False, **options: Any) -> AnyRedis
     caller closes it (`aclose`)."""
     if cluster:
         return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, **options)
+    return hiredis_packed_client(url, **options)
 
 
 @contextlib.asynccontextmanager
