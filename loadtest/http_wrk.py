@@ -9,9 +9,12 @@ Each round starts `python -m api` (API_WORKERS=--workers, on --port) on a scratc
 then drives each shape for --duration seconds with wrk (closed loop: --connections keep-alive
 connections, zero wait) and records req/s, wrk's latency percentiles, errors and non-2xx
 answers, the API's CPU per request (user + system of every API process, from /proc) and each
-worker's CPU seconds, the PostgreSQL cluster's CPU per request (when it runs here), and
-`uptime`. With --baseline REV, REV is checked out in a temporary
-worktree and measured in the same rounds, the order of the two trees alternating. --sustain S
+worker's CPU seconds, the PostgreSQL cluster's CPU per request (when it runs here),
+`uptime`, and just before the run a probe of the machine: wrk's rate against bare responders
+(loadtest.probe_server, as many as API workers, --probe-seconds), which moves with the
+machine's speed at the time but not with the tree. With --baseline REV, REV is checked out
+in a temporary worktree and measured in the same rounds, the order of the two trees
+alternating. --sustain S
 then runs each shape once more per tree for S seconds (issue 15's "sustained": at least 60 s).
 Prints the medians per tree and shape; JSON and Markdown go to
 loadtest/results/http-wrk-<stamp>.*.
@@ -38,6 +41,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from contextlib import AsyncExitStack, ExitStack
 from datetime import UTC, datetime, timedelta
@@ -49,6 +53,7 @@ import orjson
 import uvloop
 
 from db.connect import open_pool
+from harness.services import wait_for_port
 from harness.settings import BenchSettings
 from ingest.counters import Counters
 from ingest.rebuild import rebuild_counters
@@ -109,6 +114,47 @@ def run_wrk(
     return out
 
 
+def probe(*, port: int, workers: int, connections: int, threads: int, seconds: float) -> float:
+    """wrk's rate against `workers` bare responders (loadtest.probe_server) for `seconds`:
+    what this machine serves with no application behind, now."""
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loadtest.probe_server", "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(workers)
+    ]
+    try:
+        wait_for_port(
+            port,
+            gone=lambda: next(
+                (f"probe server exited {s.returncode}" for s in servers if s.poll() is not None),
+                None,
+            ),
+        )
+        time.sleep(0.2)  # every process listening, not only the first
+        proc = subprocess.run(
+            [
+                "wrk",
+                *("-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s"),
+                f"http://127.0.0.1:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            s.wait(timeout=10)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Requests/sec:"))
+    rate = float(line.split()[1])
+    if rate == 0 or "Socket errors" in proc.stdout or "Non-2xx" in proc.stdout:
+        raise RuntimeError(f"the probe's responders failed wrk:\n{proc.stdout}")
+    return rate
+
+
 async def register_robots(port: int, key: str) -> None:
     conn = await HttpConnection.open(port, key)
     try:
@@ -164,6 +210,17 @@ async def measure(
                 threads=args.threads,
                 seconds=args.warmup,
             )
+            probe_rate = (
+                probe(
+                    port=args.port + 1,
+                    workers=args.workers,
+                    connections=args.connections,
+                    threads=args.threads,
+                    seconds=args.probe_seconds,
+                )
+                if args.probe_seconds
+                else None
+            )
             load_before = uptime()
             pg_before = await _postgres_cpu(dsn)
             before = api.cpu_by_process()
@@ -188,6 +245,7 @@ async def measure(
                 (after[p] - before.get(p, 0.0) for p in _workers(api, after) if p in after),
                 reverse=True,
             )
+            result["probe_requests_per_s"] = probe_rate
             result["uptime_before"] = load_before
             result["uptime_after"] = uptime()
             out[shape] = result
@@ -207,6 +265,7 @@ async def measure(
                     if result["postgres_cpu_ms_per_request"] is not None
                     else ""
                 )
+                + (f" probe {probe_rate:,.0f} req/s;" if probe_rate is not None else "")
                 + f" load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
@@ -288,6 +347,11 @@ def summary_rows(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
                     "errors + non-2xx": sum(r["errors"] + r["non_2xx"] for r in runs),
                     "API CPU ms/req": _median(runs, "cpu_ms_per_request"),
                     "PostgreSQL CPU ms/req": _median_or_none(runs, "postgres_cpu_ms_per_request"),
+                    "probe req/s runs": ", ".join(
+                        f"{r['probe_requests_per_s']:,.0f}"
+                        for r in runs
+                        if r.get("probe_requests_per_s") is not None
+                    ),
                     "workers' CPU s": "; ".join(
                         "/".join(f"{w:.1f}" for w in r["worker_cpu_s"]) for r in runs
                     ),
@@ -367,6 +431,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=3.0,
+        help="before each run, wrk against bare responders (loadtest.probe_server, one per"
+        " worker, on --port + 1) for this long: how fast the machine serves at the time; 0: no"
+        " probe",
+    )
     p.add_argument(
         "--history-hz",
         type=float,

@@ -30,6 +30,7 @@ ENTRY_POINTS = [
     "loadtest.null_subscriber",
     "loadtest.wire_publisher",
     "loadtest.nesting_check",
+    "loadtest.probe_server",
     "harness.architecture",
     "mqtt_auth",
 ]
