@@ -31,6 +31,7 @@ ENTRY_POINTS = [
     "loadtest.wire_publisher",
     "loadtest.nesting_check",
     "loadtest.probe_server",
+    "loadtest.route_cost",
     "harness.architecture",
     "mqtt_auth",
 ]
