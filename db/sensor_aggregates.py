@@ -122,16 +122,16 @@ ORDER BY ts, robot_id
 }
 
 
-# The same samples and means for one robot as two arrays in one row, oldest first: the older
-# clients' /api/sensors/filtered answers those two columns alone, and decoding ~100 records of
-# four columns (a timestamp each) cost the API more than the statement (BENCHMARKS.md, round 12).
-_MOVING_SERIES = """
-SELECT array_agg(v ORDER BY ts) AS samples, array_agg(m ORDER BY ts) AS means
-FROM (SELECT ts, v, avg(v) OVER (ORDER BY ts ROWS BETWEEN $6::int - 1 PRECEDING AND CURRENT ROW)
-                 AS m
-      FROM (SELECT ts, (data #>> $1::text[])::float8 AS v FROM sensor_readings
-            WHERE sensor_type = $2 AND robot_id = $7 AND ts >= $3 AND ts < $4
-            ORDER BY ts DESC LIMIT $5::int + $6::int - 1) AS s) AS w
+# moving_average's `value` and `moving_avg` alone, for one robot: the older clients'
+# /api/sensors/filtered answers those two, and decoding each row's timestamp and robot id was
+# most of that route's own cost (BENCHMARKS.md, round 12). Two arrays in one row cost the API a
+# little less again, but PostgreSQL more (a sort per array_agg).
+_MOVING_VALUES = """
+SELECT v, avg(v) OVER (ORDER BY ts ROWS BETWEEN $6::int - 1 PRECEDING AND CURRENT ROW)
+FROM (SELECT ts, (data #>> $1::text[])::float8 AS v FROM sensor_readings
+      WHERE sensor_type = $2 AND robot_id = $7 AND ts >= $3 AND ts < $4
+      ORDER BY ts DESC LIMIT $5::int + $6::int - 1) AS s
+ORDER BY ts
 """
 
 
@@ -233,9 +233,8 @@ async def moving_average_series(
 ) -> MovingSeries:
     """moving_average's `value` and `moving_avg` columns for one robot's readings before
     `until`, as two lists."""
-    row = await db.fetchrow(
-        _MOVING_SERIES, path, sensor_type, EARLIEST, until, limit, window, robot_id
+    rows = await db.fetch(
+        _MOVING_VALUES, path, sensor_type, EARLIEST, until, limit, window, robot_id
     )
-    if row is None or row["samples"] is None:
-        return MovingSeries([], [])
-    return MovingSeries(list(row["samples"][-limit:]), list(row["means"][-limit:]))
+    kept = rows[max(0, len(rows) - limit) :]
+    return MovingSeries([r[0] for r in kept], [r[1] for r in kept])
