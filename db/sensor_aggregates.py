@@ -125,12 +125,9 @@ ORDER BY ts, robot_id
 # moving_average's `value` and `moving_avg` alone, for one robot: the older clients'
 # /api/sensors/filtered answers those two, and decoding each row's timestamp and robot id was
 # most of that route's own cost (BENCHMARKS.md, round 12). Two arrays in one row cost the API a
-# little less again, but PostgreSQL more (a sort per array_agg).
-_MOVING_VALUES = """
-SELECT v, avg(v) OVER (ORDER BY ts ROWS BETWEEN $6::int - 1 PRECEDING AND CURRENT ROW)
-FROM (SELECT ts, (data #>> $1::text[])::float8 AS v FROM sensor_readings
-      WHERE sensor_type = $2 AND robot_id = $7 AND ts >= $3 AND ts < $4
-      ORDER BY ts DESC LIMIT $5::int + $6::int - 1) AS s
+# little less again, but PostgreSQL more (a sort per array_agg). The rows come sorted already.
+_MOVING_VALUES = f"""
+SELECT value, moving_avg FROM ({_MOVING[True]}) AS m
 ORDER BY ts
 """
 
