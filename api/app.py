@@ -12,12 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from api.auth import document_bearer
-from api.body_limit import BodyLimitMiddleware
-from api.content_type import RequireJsonMiddleware
 from api.errors import install_error_handlers
 from api.lean_route import LeanDispatch
-from api.load_shed import LoadShedMiddleware
-from api.metrics import MetricsMiddleware
+from api.load_shed import LoadShed
+from api.metrics import RequestMetrics
+from api.request_gate import RequestGate
 from api.resources import open_resources
 from api.responses import JSONBytes
 from api.routes import (
@@ -95,14 +94,12 @@ def create_app(settings: ApiSettings | None = None, *, tune_collector: bool = Fa
     install_error_handlers(app)
     # Innermost of ours: the LeanRoutes' requests skip the router (api/lean_route.py).
     app.add_middleware(LeanDispatch, fastapi=app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(RequireJsonMiddleware)
-    app.add_middleware(MetricsMiddleware)
-    # Outermost (added last): a shed request costs as little as possible.
+    # Ours, in one layer: shedding, metrics, the body's type and size (api/request_gate.py).
     app.add_middleware(
-        LoadShedMiddleware,
-        limit=settings.max_concurrent_requests,
-        retry_after_s=settings.retry_after_s,
+        RequestGate,
+        shed=LoadShed(limit=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s),
+        metrics=RequestMetrics(),
+        max_body_bytes=settings.max_body_bytes,
     )
 
     def openapi() -> dict[str, Any]:

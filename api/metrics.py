@@ -1,4 +1,4 @@
-"""Prometheus metrics of the API process, and the ASGI middleware that times requests.
+"""Prometheus metrics of the API process, and the count and timing of its requests.
 
 With several workers, `python -m api` points PROMETHEUS_MULTIPROC_DIR at a fresh directory
 and /metrics aggregates every worker's samples.
@@ -7,7 +7,6 @@ and /metrics aggregates every worker's samples.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
     "robosense_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -125,47 +123,27 @@ def render_metrics(*, sequence_gaps: dict[str, int] | None = None) -> tuple[byte
 _MAX_CHILDREN = 1000
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route template (bounded label values)."""
+class RequestMetrics:
+    """Counts and times HTTP requests by method, route template (bounded label values) and
+    status; the app's request gate (api/request_gate.py) notes each request it passes on."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # The labelled children by their labels: `labels()` validates and locks on every
-        # call (~40 % of this middleware's cost per request). Bounded, as a client's method
-        # names are its own.
+        # call (~40 % of the metrics' cost per request). Bounded, as a client's method names
+        # are its own.
         self._timers: dict[tuple[str, str], Any] = {}
         self._counts: dict[tuple[str, str, int], Any] = {}
 
-    def _note(self, method: str, path: str, status: int, seconds: float) -> None:
-        timer = self._timers.get((method, path))
+    def note(self, method: str, route: str, status: int, seconds: float) -> None:
+        timer = self._timers.get((method, route))
         if timer is None:
-            timer = LATENCY.labels(method, path)
+            timer = LATENCY.labels(method, route)
             if len(self._timers) < _MAX_CHILDREN:
-                self._timers[method, path] = timer
+                self._timers[method, route] = timer
         timer.observe(seconds)
-        count = self._counts.get((method, path, status))
+        count = self._counts.get((method, route, status))
         if count is None:
-            count = REQUESTS.labels(method, path, str(status))
+            count = REQUESTS.labels(method, route, str(status))
             if len(self._counts) < _MAX_CHILDREN:
-                self._counts[method, path, status] = count
+                self._counts[method, route, status] = count
         count.inc()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self._note(scope["method"], path, status, time.perf_counter() - start)
