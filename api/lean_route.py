@@ -17,13 +17,15 @@ refused at start-up rather than silently skipped.
 
 `LeanDispatch` (the innermost of the app's middleware) then skips the router for them: the
 first request to a (method, path) goes the usual way, and if the route the router picked is a
-LeanRoute and the path has no path parameters, later requests to the same method and path go
-straight to its handler, past the router's walk over every route (FastAPI's included routers,
-their effective-route contexts), FastAPI's per-request exit stacks and the second exception
-wrapper (~10 % of an ingest request's CPU, BENCHMARKS.md). The route is the one the router
-chose for that very method and path, the scope names it as the router would (`route`,
-`endpoint`, `path_params`), and errors go through an ExceptionMiddleware with the app's own
-handlers, as they would inside the router.
+LeanRoute, later requests to the same method and path go straight to its handler with the path
+parameters the router found in that path, past the router's walk over every route (FastAPI's
+included routers, their effective-route contexts), FastAPI's per-request exit stacks and the
+second exception wrapper (~10 % of an ingest request's CPU, BENCHMARKS.md). Paths with
+parameters (a robot's detail) are learned up to a bound, since how many there are is up to the
+clients; past it they keep going through the router. The route is the one the router chose for
+that very method and path (the router matches on nothing else), the scope names it as the
+router would (`route`, `endpoint`, `path_params`), and errors go through an ExceptionMiddleware
+with the app's own handlers, as they would inside the router.
 """
 
 from __future__ import annotations
@@ -130,15 +132,21 @@ class _Choice:
     endpoint: Any
 
 
+# Learned paths with parameters, at most: a robot's detail is one path per robot.
+_MAX_LEARNED_WITH_PARAMS = 10_000
+
+
 class LeanDispatch:
     """ASGI middleware: requests a LeanRoute served once go straight to it (module docstring)."""
 
     def __init__(self, app: ASGIApp, *, fastapi: FastAPI) -> None:
         self.app = app
         self.fastapi = fastapi
-        # (method, root_path, path) -> the router's choice, its handler inside the app's
-        # exception handling
-        self._learned: dict[tuple[str, str, str], tuple[_Choice, ASGIApp]] = {}
+        # (method, root_path, path) -> the router's choice, its path parameters, and its
+        # handler inside the app's exception handling
+        self._learned: dict[tuple[str, str, str], tuple[_Choice, dict[str, Any], ASGIApp]] = {}
+        self._with_params = 0
+        self._direct_apps: dict[Callable[[Request], Coroutine[Any, Any, Response]], ASGIApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,19 +155,30 @@ class LeanDispatch:
         key = (scope["method"], scope.get("root_path", ""), scope["path"])
         learned = self._learned.get(key)
         if learned is not None:
-            choice, app = learned
+            choice, params, app = learned
             scope["route"] = choice.route
             scope["endpoint"] = choice.endpoint
-            scope["path_params"] = {}
+            scope["path_params"] = dict(params)
             await app(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            chosen = scope.get(_SERVED_BY)
-            # Only paths without parameters: the router's choice then depends on nothing else.
-            if isinstance(chosen, _Choice) and scope.get("path_params") == {}:
-                self._learned[key] = (chosen, self._direct(chosen.handler))
+            self._learn(key, scope)
+
+    def _learn(self, key: tuple[str, str, str], scope: Scope) -> None:
+        chosen = scope.get(_SERVED_BY)
+        params = scope.get("path_params")
+        if not isinstance(chosen, _Choice) or not isinstance(params, dict):
+            return
+        if params:
+            if self._with_params >= _MAX_LEARNED_WITH_PARAMS:
+                return
+            self._with_params += 1
+        app = self._direct_apps.get(chosen.handler)
+        if app is None:
+            app = self._direct_apps[chosen.handler] = self._direct(chosen.handler)
+        self._learned[key] = (chosen, dict(params), app)
 
     def _direct(self, handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> ASGIApp:
 

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from api import lean_route
 from api.app import create_app
 from api.auth import IngestRes, ReadRes
 from api.lean_route import LeanDispatch, LeanRoute
@@ -226,3 +227,34 @@ async def test_parameters_are_validated_as_fastapi_validates_them(
             )
             statuses.add(lean.status_code)
     assert statuses == {200, 401, 404, 422}
+
+
+async def test_paths_with_parameters_are_learned_each_with_its_own_up_to_a_bound(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A robot's detail is learned per path, with the parameters the router found in it: the
+    second robot's path answers for the second robot, not for the first one learned. Past the
+    bound, paths keep going through the router and are answered the same."""
+    await anonymous.get("/healthz")  # Starlette builds the middleware stack on a first request
+    dispatch = _dispatch(app)
+    dispatch._learned.clear()
+    dispatch._with_params = 0
+    monkeypatch.setattr(lean_route, "_MAX_LEARNED_WITH_PARAMS", 2)
+    first: dict[str, Any] = {}
+    for _ in range(2):  # the first round goes through the router, the second must not
+        for robot in ("r1", "r2", "r3", "nobody"):
+            answer = await client.get(f"/api/robots/{robot}")
+            seen = (answer.status_code, answer.json().get("id", answer.json().get("error")))
+            assert first.setdefault(robot, seen) == seen, robot
+    assert first == {
+        "r1": (200, "r1"),
+        "r2": (200, "r2"),
+        "r3": (200, "r3"),
+        "nobody": (404, "not_found"),
+    }
+    learned = {key[2]: params for key, (_, params, _) in dispatch._learned.items()}
+    assert learned == {"/api/robots/r1": {"robot_id": "r1"}, "/api/robots/r2": {"robot_id": "r2"}}
+    assert REQUESTS.labels("GET", "/api/robots/{robot_id}", "200")._value.get() >= 6
