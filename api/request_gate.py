@@ -3,9 +3,10 @@
 In order: load shedding (api/load_shed.py; a shed request costs as little as possible and is
 not timed), then the request metrics (api/metrics.py) time the rest, which is the refusal of
 a body that is not JSON (api/content_type.py, 415) and of one over the size limit
-(api/body_limit.py, 413), then the app. These were four middlewares; as one, a request pays
-one frame and one walk over its headers instead of four frames and two walks (four layers
-cost ~10 % of a 3-reading ingest request's API CPU, BENCHMARKS.md, round 12)."""
+(api/body_limit.py, 413), then the app. These were four middlewares whose order was only
+implied by the order they were added in; as one, the order is written down here, and a request
+pays one frame and one walk over its headers instead of four and two (a saving too small to
+measure here: BENCHMARKS.md, round 13)."""
 
 from __future__ import annotations
 
