@@ -22,9 +22,12 @@ def is_json_media_type(value: str) -> bool:
     )
 
 
-def refuse_non_json(content_type: bytes | None, *, has_body: bool) -> Response | None:
+def refuse_non_json(
+    content_type: bytes | None, content_length: bytes | None, *, chunked: bool
+) -> Response | None:
     """415 for a body whose Content-Type is missing or not JSON; None to go on. A request
     without a body (no Content-Length, or 0, and not chunked) goes on to its route."""
+    has_body = chunked or (content_length is not None and content_length.strip() not in (b"0", b""))
     if not has_body:
         return None
     shown = None if content_type is None else content_type.decode("latin-1")

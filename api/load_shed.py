@@ -19,7 +19,8 @@ SHED = Counter("robosense_api_shed_total", "Requests answered 503 because the wo
 _NEVER_SHED = frozenset(("/healthz", "/readyz", "/health_check", "/metrics"))
 # A live stream stays open for minutes at no cost while idle; it has its own cap per worker
 # (LIVE_MAX_CLIENTS), and counting it here would let a few hundred browsers shed everything.
-_OWN_LIMIT = _NEVER_SHED | {"/api/live"}
+_OWN_LIMIT = frozenset(("/api/live",))
+_UNCOUNTED = _NEVER_SHED | _OWN_LIMIT
 
 
 class LoadShed:
@@ -35,7 +36,7 @@ class LoadShed:
         )
 
     def admit(self, path: str) -> bool | None:
-        if path in _OWN_LIMIT:
+        if path in _UNCOUNTED:
             return None
         if self.in_flight >= self.limit:
             SHED.inc()

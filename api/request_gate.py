@@ -84,8 +84,7 @@ class RequestGate:
             elif name == b"transfer-encoding":
                 chunked = True
         if method in JSON_BODY_METHODS:
-            has_body = chunked or (declared is not None and declared.strip() not in (b"0", b""))
-            refusal = refuse_non_json(content_type, has_body=has_body)
+            refusal = refuse_non_json(content_type, declared, chunked=chunked)
             if refusal is not None:
                 return refusal, receive
         if declared is not None:
